@@ -1,0 +1,364 @@
+"""Choose how many controllers of each model a guest needs: the count model.
+
+Addresses are never searched: every port of a model is interchangeable with
+every other, so a model over addresses spends its time on permutations of the
+same non-answer.  The model here works on counts:
+
+* **pools** are the positions the buses of one controller model offer
+  (``count x slots``; the root bus offers its free slots);
+* **demands** are what needs a position: boot endpoints by connect type,
+  hotplug headroom by class, and the added controllers themselves;
+* a demand may use a pool when the rule table says that bus accepts it, and
+  hotplug demands only pools whose bus hotplugs.
+
+A count vector is feasible when a flow saturates every demand.  Ports (buses
+with one slot, e.g. pcie-root-port) are never searched: every port holds
+exactly one thing, so their number is *derived* as the demand only ports can
+take.  What is searched are the few multi-slot bridges and extra root buses
+plus, for endpoints the user never unplugs, how many go on the root complex;
+python-constraint2 enumerates those small domains under the feasibility
+constraint, and the cheapest solution wins.  Upper bounds on each domain are
+the point past which another controller of that model cannot help, so the
+enumeration is exhaustive and its minimum is the true minimum of the model
+(docs/design.md has the argument).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from math import ceil
+
+from .errors import Cause, ProgrammingError
+from .flow import max_flow
+from .model import Connect, EndpointClass, Problem
+from .rules import BusRule, RuleSet
+from .rules.devices import kind as device_kind
+
+__all__ = ["CountModel", "Counts", "build_model", "choose_counts"]
+
+ROOT = "@root"  # pool key of the root bus (controller index 0)
+
+
+@dataclass(frozen=True)
+class Demand:
+    """Positions something needs, and the pools that may give them."""
+
+    key: str
+    amount: int
+    pools: frozenset[str]
+    label: str  # in the user's words, for explanations
+
+
+@dataclass
+class Counts:
+    """A solution of the count model."""
+
+    controllers: dict[str, int]  # added controllers by table key (ports included)
+    on_root: dict[Connect, int]  # endpoints the user never unplugs, put on the root complex
+    whole_buses: int = 0  # isolating buses taken whole (pseries: one per IOMMU group / hostdev hotplug)
+
+    @property
+    def total(self) -> int:
+        return sum(self.controllers.values())
+
+
+@dataclass
+class CountModel:
+    """Everything the count search needs, computed once from a problem."""
+
+    problem: Problem
+    rules: RuleSet
+    root_free: int  # free root slots after chipset, fixed and pinned addresses
+    endpoint_demand: Counter  # (connect, root_ok) -> count of boot endpoints to place
+    hotplug: dict[EndpointClass, int]
+    groups: dict[int, int]  # IOMMU group -> boot devices of an isolated class
+    searched: list[str] = field(default_factory=list)  # table keys of searched models
+    ports: list[str] = field(default_factory=list)  # table keys of derived (port) models
+    bounds: dict[str, int] = field(default_factory=dict)
+    root_ok_max: dict[Connect, int] = field(default_factory=dict)
+
+    # -- the pieces of the flow network ---------------------------------
+    def _bus_pools(self, connect: Connect, *, endpoint: bool, hotplug: bool) -> frozenset[str]:
+        """Pools whose bus auto-accepts ``connect`` (and hotplugs, if asked)."""
+        out = set()
+        root = self.rules.bus(self.rules.root)
+        if self.rules.accepts(root, connect, auto=True, endpoint=endpoint) and (root.hotplug or not hotplug):
+            if not (hotplug and self.rules.root_hotplug_needs_acpi and not self.rules.acpi):
+                out.add(ROOT)
+        for b in self.rules.addable:
+            if self.rules.accepts(b, connect, auto=True, endpoint=endpoint) and (b.hotplug or not hotplug):
+                out.add(b.name)
+        return frozenset(out)
+
+    def demands(self, n: dict[str, int], on_root: dict[Connect, int]) -> list[Demand]:
+        """Every demand for the controller counts ``n`` (ports excluded)."""
+        rules = self.rules
+        out: list[Demand] = []
+        for (connect, root_ok), count in sorted(self.endpoint_demand.items()):
+            if root_ok:
+                k = on_root.get(connect, 0)
+                if k:
+                    out.append(Demand(f"root:{connect}", k, frozenset({ROOT}), f"{connect}s on the root complex"))
+                count -= k
+            if count:
+                out.append(Demand(f"boot:{connect}", count, self._bus_pools(connect, endpoint=True, hotplug=False),
+                                  f"{_words(connect)} present at boot"))
+        for cls, count in self.hotplug.items():
+            if count and cls not in rules.isolated:
+                connect = rules.connect_of(cls)
+                out.append(Demand(f"hotplug:{cls}", count, self._bus_pools(connect, endpoint=True, hotplug=True),
+                                  f"{cls} hotplug headroom"))
+        for key, count in n.items():
+            b = rules.bus(key)
+            if not count or b.root:
+                continue
+            pools = self._bus_pools(b.connect, endpoint=False, hotplug=False)
+            if b.name in pools:
+                # A model that nests in itself needs one of them hung elsewhere,
+                # or the chain never reaches the root.
+                anchor = pools - {b.name}
+                out.append(Demand(f"anchor:{key}", 1, anchor, f"the first {b.model}"))
+                count -= 1
+                if not count:
+                    continue
+            amount = ceil(count / b.packs)  # e.g. 8 root ports share one slot
+            label = f"{count} {b.model}s" + (f" ({b.packs} per slot)" if b.packs > 1 else "")
+            out.append(Demand(f"ctrl:{key}", amount, pools, label))
+        return out
+
+    def pools(self, n: dict[str, int], whole: dict[str, int]) -> dict[str, int]:
+        out = {ROOT: self.root_free}
+        for b in self.rules.addable:
+            out[b.name] = (n.get(b.name, 0) - whole.get(b.name, 0)) * b.nslots
+        return out
+
+    def whole_bus_need(self) -> int:
+        """Buses isolated classes take whole: one per IOMMU group (per 31 devices) and per hotplug."""
+        slots = self._isolating().nslots if self._isolating() else 1
+        need = sum(ceil(c / slots) for c in self.groups.values())
+        need += sum(c for cls, c in self.hotplug.items() if cls in self.rules.isolated)
+        return need
+
+    def _isolating(self) -> BusRule | None:
+        for b in self.rules.addable:
+            if b.isolation == "group":
+                return b
+        return None
+
+    # -- evaluating one candidate ---------------------------------------
+    def derive(self, searched: dict[str, int], on_root: dict[Connect, int]) -> tuple[dict[str, int], list[Demand]]:
+        """Fill in the port counts: each port holds exactly one demand unit that only ports take."""
+        n = dict(searched)
+        for p in self.ports:
+            n[p] = 0
+        demands = self.demands(n, on_root)
+        for p in self.ports:
+            only = [d for d in demands if d.pools == frozenset({p})]
+            if any(p in d.pools and len(d.pools) > 1 for d in demands):
+                raise ProgrammingError(f"a demand may use port model {p} or another pool; the count model needs a "
+                                       "searched variable for that choice")
+            n[p] = sum(d.amount for d in only)
+            demands = self.demands(n, on_root)
+        return n, demands
+
+    def feasible(self, n: dict[str, int], demands: list[Demand]) -> tuple[bool, dict]:
+        whole = {}
+        iso = self._isolating()
+        need = self.whole_bus_need()
+        if need:
+            if iso is None or n.get(iso.name, 0) < need:
+                return False, {"whole": need}
+            whole[iso.name] = need
+        pools = self.pools(n, whole)
+        flow, cut = max_flow(demands, pools)
+        return flow == sum(d.amount for d in demands), {"flow": flow, "cut": cut, "pools": pools}
+
+    def cost(self, n: dict[str, int], on_root: dict[Connect, int]) -> tuple:
+        bus_numbers = sum(c * self.rules.bus(k).bus_numbers for k, c in n.items())
+        order = tuple(n.get(b.name, 0) for b in self.rules.addable)
+        # fewest controllers, then fewest bus numbers, then fewest devices moved to
+        # the root complex (closer to what libvirt itself does), then table order.
+        return (sum(n.values()), bus_numbers, sum(on_root.values()), order)
+
+    def budget_causes(self, n: dict[str, int]) -> list[Cause]:
+        causes = []
+        total = sum(n.values())
+        if total > self.rules.max_index:
+            causes.append(Cause("controller indexes", total + 1, self.rules.max_index + 1,
+                                f"libvirt numbers PCI controllers 0-{self.rules.max_index}",
+                                "drop devices or headroom, or use fewer, larger buses"))
+        buses = 1 + sum(c * self.rules.bus(k).bus_numbers for k, c in n.items())
+        if buses > self.rules.bus_number_limit:
+            causes.append(Cause("guest bus numbers", buses, self.rules.bus_number_limit,
+                                "one PCI domain has 256 bus numbers", "drop devices or headroom"))
+        for key, limit in self.rules.max_count.items():
+            if n.get(key, 0) > limit:
+                b = self.rules.bus(key)
+                causes.append(Cause(f"{b.model} controllers", n[key] + (1 if b.root else 0),
+                                    limit + (1 if b.root else 0), f"{self.rules.family} allows no more",
+                                    "ask for less headroom of the class that needs them"))
+        return causes
+
+
+def _words(connect: Connect) -> str:
+    return {Connect.PCIE_DEVICE: "PCIe endpoints", Connect.PCI_DEVICE: "conventional PCI endpoints"}.get(
+        connect, str(connect))
+
+
+def build_model(problem: Problem, rules: RuleSet, given: dict) -> CountModel:
+    """Classify the problem's endpoints into demands (see module docstring).
+
+    ``given`` maps the endpoints whose address is already decided (pinned or
+    chipset-fixed) to it; they take no position from the pools.
+    """
+    root_taken = {a.slot for n, a in given.items() if a is not None and a.bus == 0}
+    endpoint_demand: Counter = Counter()
+    groups: Counter = Counter()
+    root = rules.bus(rules.root)
+    for ep in problem.endpoints:
+        if ep.cls is None or ep.name in given:
+            continue
+        if ep.cls in rules.isolated:
+            groups[ep.group if ep.group is not None else -1 - len(groups)] += 1
+            continue
+        connect = rules.connect_of(ep.cls)
+        # "never unplugged" only matters where the root takes the device by hand only.
+        root_ok = ep.root_ok and rules.accepts(root, connect, auto=False, endpoint=True) and not rules.accepts(
+            root, connect, auto=True, endpoint=True)
+        endpoint_demand[(connect, root_ok)] += 1
+    model = CountModel(problem=problem, rules=rules, root_free=len(rules.free_root_slots(root_taken)),
+                       endpoint_demand=endpoint_demand, hotplug=problem.requested(), groups=dict(groups))
+    model.ports = [b.name for b in rules.addable if b.is_port]
+    model.searched = [b.name for b in rules.addable if not b.is_port]
+    model.root_ok_max = {c: k for (c, ok), k in endpoint_demand.items() if ok}
+    model.bounds = {key: _upper_bound(model, rules.bus(key)) for key in model.searched}
+    return model
+
+
+def _upper_bound(model: CountModel, b: BusRule) -> int:
+    """Past this many, another controller of this model cannot lower any shortfall."""
+    rules = model.rules
+    reach = 0  # positions everything this bus could take would need
+    for (connect, _), count in model.endpoint_demand.items():
+        if rules.accepts(b, connect, auto=True, endpoint=True):
+            reach += count
+    for cls, count in model.hotplug.items():
+        if cls not in rules.isolated and rules.accepts(b, rules.connect_of(cls), auto=True, endpoint=True):
+            reach += count
+    if b.isolation == "group":
+        extra = model.whole_bus_need()
+    else:
+        extra = 0
+    net = b.nslots - (0 if b.root else 1)  # a non-root bus takes a slot itself
+    bound = extra + ceil((reach + 1) / max(net, 1))
+    if b.name in rules.max_count:
+        bound = min(bound, rules.max_count[b.name] + 1)  # one past the limit: lets the budget explain
+    return bound
+
+
+def choose_counts(model: CountModel) -> Counts | None:
+    """The cheapest feasible counts, or None.  Exhaustive over the bounded domains."""
+    from constraint import BacktrackingSolver, FunctionConstraint, Problem as CSP
+
+    csp = CSP(BacktrackingSolver())
+    names: list[str] = []
+    for key in model.searched:
+        csp.addVariable(key, list(range(model.bounds[key] + 1)))
+        names.append(key)
+    for connect, k in model.root_ok_max.items():
+        top = min(k, model.root_free)
+        csp.addVariable(f"root:{connect}", list(range(top + 1)))
+        names.append(f"root:{connect}")
+    if not names:  # nothing to search: one candidate
+        names_values = [{}]
+    else:
+        def ok(*values: int) -> bool:
+            n, on_root = _split(model, dict(zip(names, values)))
+            full, demands = model.derive(n, on_root)
+            return not model.budget_causes(full) and model.feasible(full, demands)[0]
+
+        csp.addConstraint(FunctionConstraint(ok), names)
+        names_values = csp.getSolutions()
+    best = None
+    for assignment in names_values:
+        n, on_root = _split(model, assignment)
+        full, demands = model.derive(n, on_root)
+        if not names and (model.budget_causes(full) or not model.feasible(full, demands)[0]):
+            return None
+        key = model.cost(full, on_root)
+        if best is None or key < best[0]:
+            best = (key, Counts(full, on_root, model.whole_bus_need()))
+    return best[1] if best else None
+
+
+def _split(model: CountModel, assignment: dict) -> tuple[dict[str, int], dict[Connect, int]]:
+    n = {k: assignment[k] for k in model.searched}
+    on_root = {c: assignment[f"root:{c}"] for c in model.root_ok_max if f"root:{c}" in assignment}
+    return n, on_root
+
+
+def explain(model: CountModel) -> list[Cause]:
+    """Why no counts work: the binding limits at the most generous counts."""
+    n = {k: model.bounds[k] for k in model.searched}
+    on_root = {c: min(k, model.root_free) for c, k in model.root_ok_max.items()}
+    full, demands = model.derive(n, on_root)
+    causes: list[Cause] = []
+    ok, info = model.feasible(full, demands)
+    if "whole" in info:
+        iso = model._isolating()
+        limit = model.rules.max_count.get(iso.name, 0) if iso else 0
+        causes.append(Cause(f"{model.rules.family} host bridges for assigned devices", info["whole"], limit,
+                            "every IOMMU group at boot and every assigned device to hotplug needs an empty PHB",
+                            "hotplug fewer assigned devices"))
+    elif not ok:
+        causes.extend(_flow_causes(model, demands, info))
+    if not causes:
+        # Feasible positions exist, but only past a budget: find the cheapest such counts.
+        causes = model.budget_causes(_cheapest_ignoring_budgets(model) or full)
+    return causes
+
+
+def _flow_causes(model: CountModel, demands: list[Demand], info: dict) -> list[Cause]:
+    cut_demands, cut_pools = info["cut"]
+    pools = info["pools"]
+    short = [d for d in demands if d.key in cut_demands]
+    room = sum(pools[p] for p in cut_pools)
+    need = sum(d.amount for d in short)
+    names = []
+    for p in sorted(cut_pools):
+        if p == ROOT:
+            names.append(f"{model.rules.root} has {model.root_free} free slots")
+        else:
+            names.append(f"{pools[p]} {model.rules.bus(p).model} positions")
+    what = " + ".join(d.label + f" ({d.amount})" for d in short)
+    hint = "ask for less headroom, or move endpoints to a class with room"
+    port_limit = _port_limit(model)
+    if port_limit is not None and any(d.key.startswith("ctrl:") and model.rules.bus(d.key[5:]).is_port for d in short):
+        hint = (f"at most {port_limit} {model.ports[0]}s fit on {model.rules.root}; mark endpoints you never unplug "
+                "'hotunplug: false', or move legacy endpoints to virtio")
+    return [Cause(what or "the spec", need, room, ", ".join(names) or "no bus accepts them", hint)]
+
+
+def _port_limit(model: CountModel) -> int | None:
+    if not model.ports:
+        return None
+    return model.root_free * model.rules.bus(model.ports[0]).packs
+
+
+def _cheapest_ignoring_budgets(model: CountModel) -> dict[str, int] | None:
+    import itertools
+
+    best = None
+    ranges = [range(model.bounds[k] + 1) for k in model.searched]
+    for values in itertools.product(*ranges):
+        n = dict(zip(model.searched, values))
+        on_root = {c: min(k, model.root_free) for c, k in model.root_ok_max.items()}
+        full, demands = model.derive(n, on_root)
+        if model.feasible(full, demands)[0] and (best is None or sum(full.values()) < sum(best.values())):
+            best = full
+    return best
+
+
+def device_category(kind_name: str) -> int:
+    return device_kind(kind_name).category

@@ -1,0 +1,108 @@
+"""Exceptions of topo-solve.
+
+Every error a user can cause is a :class:`TopoSolveError` whose class knows the
+process exit code (the way click's exceptions do): 2 for bad input or usage, 1
+for a spec that no layout can satisfy.  A :class:`ProgrammingError` is a bug in
+topo-solve itself (a rule table that contradicts itself, a plan that fails its
+own verification) and says so, so users know to report it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+__all__ = [
+    "TopoSolveError",
+    "SpecError",
+    "Finding",
+    "InfeasibleError",
+    "Cause",
+    "ProgrammingError",
+]
+
+
+class TopoSolveError(Exception):
+    """Base class of every error topo-solve reports to a user."""
+
+    exit_code: ClassVar[int] = 2
+
+    def render(self) -> str:
+        return str(self)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem in an input file: where it is and what to do about it."""
+
+    file: str
+    line: int | None
+    path: str  # field path such as "devices[2].model"; "" for the whole file
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        field_ = f" {self.path}:" if self.path else ""
+        return f"{where}:{field_} {self.message}"
+
+
+class SpecError(TopoSolveError):
+    """A spec or domain file is wrong; carries every problem found, not just the first."""
+
+    exit_code: ClassVar[int] = 2
+
+    def __init__(self, problems: list[Finding]):
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+@dataclass(frozen=True)
+class Cause:
+    """Why a spec cannot be satisfied: the binding limit, in the user's words.
+
+    ``needed`` and ``limit`` are the two numbers that collide; ``hint`` says what
+    to change.
+    """
+
+    what: str
+    needed: int
+    limit: int
+    reason: str
+    hint: str = ""
+
+    def __str__(self) -> str:
+        text = f"{self.what}: needs {self.needed}, but {self.reason} (limit {self.limit})"
+        return text + (f"; {self.hint}" if self.hint else "")
+
+
+class InfeasibleError(TopoSolveError):
+    """No layout satisfies the spec; ``causes`` say which limits bind."""
+
+    exit_code: ClassVar[int] = 1
+
+    def __init__(self, name: str, causes: list[Cause], largest: dict[str, int] | None = None):
+        self.name = name
+        self.causes = list(causes)
+        self.largest = dict(largest or {})
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        lines = [f"no PCI layout of guest '{self.name}' satisfies the spec"]
+        for i, cause in enumerate(self.causes, 1):
+            lines.append(f"  {i}. because {cause}")
+        if self.largest:
+            fits = ", ".join(f"{n} {cls}" for cls, n in self.largest.items())
+            lines.append(f"  at most this much hotplug headroom fits next to the boot devices: {fits}")
+        return "\n".join(lines)
+
+
+@dataclass
+class ProgrammingError(Exception):
+    """A bug in topo-solve, never the user's fault."""
+
+    message: str
+    details: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        extra = "".join(f"\n  - {d}" for d in self.details)
+        return f"programming error (please report it): {self.message}{extra}"

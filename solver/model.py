@@ -1,0 +1,184 @@
+"""Frozen core types: what the solver sees and what it returns.
+
+Nothing here parses YAML or XML.  The words follow the README's glossary:
+
+* an **endpoint** is a PCI device that is not a controller (a NIC, a disk, an
+  assigned host device);
+* a **controller** is a PCI controller; each one provides one **bus**,
+  addressed in libvirt XML by the controller's ``index``;
+* a bus has **slots** (0x00-0x1f), a slot has **functions** (0-7);
+* a **port** is a controller whose bus has exactly one slot (pcie-root-port);
+* **headroom** is what the spec asks to hotplug later; **capacity** is what a
+  layout can take; a **plan** is a complete layout with its capacity.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+__all__ = [
+    "Address",
+    "Connect",
+    "EndpointClass",
+    "Endpoint",
+    "Headroom",
+    "Problem",
+    "Controller",
+    "Layout",
+    "Plan",
+    "HOTPLUG_CLASSES",
+]
+
+
+class EndpointClass(StrEnum):
+    """The three classes a user asks headroom for."""
+
+    PCIE = "pcie"  # PCI Express endpoint (virtio, e1000e, ...)
+    PCI = "pci"  # conventional PCI endpoint (e1000, *-transitional, ...)
+    HOSTDEV = "hostdev"  # a PCI device assigned from the host
+
+
+HOTPLUG_CLASSES: tuple[EndpointClass, ...] = (EndpointClass.PCIE, EndpointClass.PCI, EndpointClass.HOSTDEV)
+
+
+class Connect(StrEnum):
+    """What a device is when it plugs into a bus (libvirt's connect types)."""
+
+    PCIE_DEVICE = "pcie-device"
+    PCI_DEVICE = "pci-device"
+    ROOT_PORT = "pcie-root-port"
+    SWITCH_UPSTREAM = "pcie-switch-upstream-port"
+    SWITCH_DOWNSTREAM = "pcie-switch-downstream-port"
+    DMI_TO_PCI_BRIDGE = "dmi-to-pci-bridge"
+    PCIE_TO_PCI_BRIDGE = "pcie-to-pci-bridge"
+    PCI_BRIDGE = "pci-bridge"
+    PCI_EXPANDER_BUS = "pci-expander-bus"
+    PCIE_EXPANDER_BUS = "pcie-expander-bus"
+
+
+_ADDR_RE = re.compile(r"^(?:([0-9a-fA-F]{1,4}):)?([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})\.([0-7])$")
+
+
+@dataclass(frozen=True, order=True)
+class Address:
+    """A guest PCI address; ``bus`` is the index of the controller it sits on."""
+
+    bus: int
+    slot: int
+    function: int = 0
+    domain: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> Address:
+        """Parse ``DDDD:BB:SS.F`` or ``BB:SS.F`` (hex); raise ValueError otherwise."""
+        m = _ADDR_RE.match(text.strip())
+        if not m:
+            raise ValueError(f"'{text}' is not a PCI address; write it as DDDD:BB:SS.F, e.g. 0000:00:05.0")
+        dom, bus, slot, fn = (int(g, 16) if g else 0 for g in m.groups())
+        if slot > 0x1F:
+            raise ValueError(f"slot 0x{slot:02x} of '{text}' is out of range; slots are 0x00-0x1f")
+        return cls(bus=bus, slot=slot, function=fn, domain=dom)
+
+    def __str__(self) -> str:
+        return f"{self.domain:04x}:{self.bus:02x}:{self.slot:02x}.{self.function}"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An endpoint present at boot.
+
+    ``kind`` names the device model (a key of the device table); ``cls`` is its
+    class on this machine.  ``pinned`` is an address the user fixed;
+    ``root_ok`` means the user never unplugs it, so it may sit on the root
+    complex; ``group`` is the host IOMMU group of an assigned device.
+    """
+
+    name: str
+    kind: str
+    cls: EndpointClass | None  # None: takes no PCI slot of its own (fixed chipset function)
+    pinned: Address | None = None
+    root_ok: bool = False
+    group: int | None = None
+    implicit: bool = False  # added by libvirt by itself (usb, balloon, sata)
+    fixed_role: str | None = None  # e.g. "primary-video": goes to the rule table's fixed address
+    host: str | None = None  # host PCI address of an assigned device
+    line: int | None = None  # spec line, for messages
+
+
+@dataclass(frozen=True)
+class Headroom:
+    """How many devices of one class the guest must be able to hotplug, all at once."""
+
+    cls: EndpointClass
+    count: int
+    label: str  # what the user wrote: a model name or a class
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A planning problem: one guest, one machine family, devices and headroom."""
+
+    name: str
+    family: str  # key of the rule table
+    machine: str  # libvirt machine type as written in the XML
+    arch: str
+    endpoints: tuple[Endpoint, ...]
+    headroom: tuple[Headroom, ...]
+    memory_mib: int = 1024
+    vcpus: int = 1
+    virt_type: str = "kvm"
+    source: str = "<spec>"
+
+    def requested(self) -> dict[EndpointClass, int]:
+        """Total headroom per class."""
+        out = {c: 0 for c in HOTPLUG_CLASSES}
+        for h in self.headroom:
+            out[h.cls] += h.count
+        return out
+
+
+@dataclass(frozen=True)
+class Controller:
+    """A PCI controller in a layout.  ``address`` is None for root buses."""
+
+    index: int
+    model: str
+    address: Address | None
+    target: tuple[tuple[str, int], ...] = ()  # chassis/port/chassisNr/index, in XML order
+    hotplug: bool = True  # False: <target hotplug='off'/>
+    multifunction: bool = False
+
+
+@dataclass(frozen=True)
+class Placed:
+    """An endpoint at its address."""
+
+    endpoint: Endpoint
+    address: Address | None  # None only for endpoints with cls None and no fixed address
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Controllers and placed endpoints: what a domain XML describes."""
+
+    family: str
+    controllers: tuple[Controller, ...]
+    placed: tuple[Placed, ...]
+    acpi: bool = True
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The answer: a layout plus what it can take, and notes for the user."""
+
+    problem: Problem
+    layout: Layout
+    capacity: dict[EndpointClass, int]
+    added: dict[str, int]  # controllers added, by model (the root excluded)
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def requested(self) -> dict[EndpointClass, int]:
+        return self.problem.requested()

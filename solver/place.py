@@ -1,0 +1,200 @@
+"""Deterministic placement: given controller counts, lay out the guest.
+
+The order is libvirt's own (qemuDomainAssignDevicePCISlots and
+virDomainPCIAddressGetNextAddr): chipset and user-written addresses first, then
+the controllers in index order, then endpoints by libvirt's device category
+and, within one, in spec order; each takes the first fitting slot, scanning
+buses by index and slots upward.  Whatever is left empty is the headroom.
+
+The count model promised that these counts fit; if first-fit disagrees, that is
+a bug and is reported as one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .counts import Counts
+from .errors import ProgrammingError
+from .model import Address, Connect, Controller, Endpoint, Layout, Placed, Problem
+from .rules import BusRule, RuleSet
+from .rules.devices import kind as device_kind
+
+__all__ = ["place", "given_addresses"]
+
+_RESERVED = "<chipset>"
+
+
+@dataclass
+class _Bus:
+    index: int
+    rule: BusRule
+    slots: dict[int, list[tuple[int, str]]] = field(default_factory=dict)  # slot -> [(function, what)]
+    group: object = None  # IOMMU group of the assigned devices on it (isolating buses)
+
+    @property
+    def empty(self) -> bool:
+        return not self.slots
+
+    def free_slot(self, *, packing: str | None = None, packs: int = 1) -> tuple[int, int] | None:
+        lo, hi = self.rule.slots
+        for s in range(lo, hi + 1):
+            used = self.slots.get(s)
+            if not used:
+                return s, 0
+            if packing and all(w == packing for _, w in used) and len(used) < packs:
+                taken = {f for f, _ in used}
+                return s, min(f for f in range(8) if f not in taken)
+        return None
+
+    def take(self, slot: int, function: int, what: str) -> None:
+        self.slots.setdefault(slot, []).append((function, what))
+
+
+def place(problem: Problem, rules: RuleSet, counts: Counts) -> Layout:
+    root = _Bus(0, rules.bus(rules.root))
+    for slot, _why in rules.reserved_root_slots:
+        root.take(slot, 0, _RESERVED)
+    buses = [root]
+    for b in rules.addable:
+        for _ in range(counts.controllers.get(b.name, 0)):
+            buses.append(_Bus(len(buses), b))
+    if len(buses) - 1 > rules.max_index:
+        raise ProgrammingError(f"{len(buses) - 1} controllers exceed index {rules.max_index}")
+
+    placed: list[Placed] = []
+    # 1. addresses the user or the chipset fixes
+    given = given_addresses(problem, rules)
+    rest: list[Endpoint] = []
+    for ep in problem.endpoints:
+        if ep.name in given:
+            addr = given[ep.name]
+            if addr is not None and ep.cls is not None:
+                root.take(addr.slot, addr.function, ep.name)
+            placed.append(Placed(ep, addr))
+        else:
+            rest.append(ep)
+
+    # 2. controllers, in index order; a controller may only sit on a lower index
+    controllers = [Controller(0, root.rule.model, None, target=_target(root, 0, None, 0))]
+    extra_roots = 0
+    for bus in buses[1:]:
+        b = bus.rule
+        if b.root:
+            extra_roots += 1
+            controllers.append(Controller(bus.index, b.model, None, target=_target(bus, 0, None, extra_roots)))
+            continue
+        addr = None
+        for parent in buses[: bus.index]:
+            if not rules.accepts(parent.rule, b.connect, auto=True, endpoint=False):
+                continue
+            spot = parent.free_slot(packing=b.name if b.packs > 1 else None, packs=b.packs)
+            if spot:
+                parent.take(spot[0], spot[1], b.name)
+                addr = Address(parent.index, spot[0], spot[1])
+                break
+        if addr is None:
+            raise ProgrammingError(f"no slot for controller {bus.index} ({b.model}) though the counts said it fits")
+        controllers.append(Controller(bus.index, b.model, addr, target=_target(bus, addr.slot, addr, addr.function)))
+
+    # 3. endpoints the user never unplugs go on the root complex, as many as the counts chose
+    on_root = dict(counts.on_root)
+    auto: list[Endpoint] = []
+    for ep in rest:
+        connect = rules.connect_of(ep.cls)
+        if ep.root_ok and on_root.get(connect, 0) > 0:
+            spot = root.free_slot()
+            if spot is None:
+                raise ProgrammingError(f"no root slot left for {ep.name}")
+            root.take(spot[0], 0, ep.name)
+            placed.append(Placed(ep, Address(0, spot[0], 0)))
+            on_root[connect] -= 1
+        else:
+            auto.append(ep)
+
+    # 4. everything else first-fit, in libvirt's category order
+    auto.sort(key=lambda e: device_kind(e.kind).category)
+    for ep in auto:
+        addr = _first_fit(rules, buses, ep)
+        if addr is None:
+            raise ProgrammingError(f"no slot for {ep.name} ({ep.kind}) though the counts said it fits")
+        placed.append(Placed(ep, addr))
+
+    controllers = [_multifunction(c, buses) for c in controllers]
+    order = {ep.name: i for i, ep in enumerate(problem.endpoints)}
+    placed.sort(key=lambda p: order[p.endpoint.name])
+    return Layout(family=rules.family, controllers=tuple(controllers), placed=tuple(placed), acpi=rules.acpi)
+
+
+def given_addresses(problem: Problem, rules: RuleSet) -> dict[str, Address | None]:
+    """Endpoints whose address is not the placer's choice: pinned by the user, or
+    fixed by the chipset (when the chipset insists, or the slot is still free)."""
+    out: dict[str, Address | None] = {}
+    taken: set[int] = {s for s, _ in rules.reserved_root_slots}
+    for ep in problem.endpoints:
+        if ep.pinned is not None:
+            out[ep.name] = ep.pinned
+            taken.add(ep.pinned.slot)
+    for ep in problem.endpoints:
+        if ep.name in out:
+            continue
+        fixed = rules.fixed.get(ep.fixed_role) if ep.fixed_role else None
+        if fixed is not None and (fixed.insist or fixed.address.slot not in taken or ep.cls is None):
+            out[ep.name] = fixed.address
+            taken.add(fixed.address.slot)
+        elif ep.cls is None:
+            out[ep.name] = None
+    return out
+
+
+def _first_fit(rules: RuleSet, buses: list[_Bus], ep: Endpoint) -> Address | None:
+    connect: Connect = rules.connect_of(ep.cls)
+    isolated = ep.cls in rules.isolated
+    group = ep.group if ep.group is not None else ("alone", ep.name)  # no group given: a group of its own
+
+    def candidates():
+        for bus in buses:
+            if not rules.accepts(bus.rule, connect, auto=True, endpoint=True):
+                continue
+            if isolated:
+                if bus.rule.isolation == "locked":
+                    continue
+                if bus.group == group or (bus.empty and bus.rule.isolation == "group"):
+                    yield bus
+            elif bus.group is None:
+                yield bus
+
+    for bus in candidates():
+        if isolated and bus.group != group and not bus.empty:
+            continue
+        spot = bus.free_slot()
+        if spot:
+            bus.take(spot[0], 0, ep.name)
+            if isolated:
+                bus.group = group
+            return Address(bus.index, spot[0], 0)
+    return None
+
+
+def _target(bus: _Bus, slot: int, addr: Address | None, function: int) -> tuple[tuple[str, int], ...]:
+    """libvirt's own choices for <target> (qemuDomainAssignPCIAddresses, final pass)."""
+    out = []
+    for attr in bus.rule.target:
+        if attr == "chassis":
+            out.append(("chassis", bus.index))  # chassis = controller index
+        elif attr == "port":
+            out.append(("port", slot * 8 + function))  # root port: slot x 8 + function
+        elif attr == "chassisNr":
+            out.append(("chassisNr", bus.index))
+        elif attr == "index":
+            out.append(("index", function))  # PHB target index: 0 for the default, then 1, 2, ...
+    return tuple(out)
+
+
+def _multifunction(c: Controller, buses: list[_Bus]) -> Controller:
+    if c.address is None or c.address.function != 0:
+        return c
+    used = buses[c.address.bus].slots.get(c.address.slot, [])
+    if len(used) > 1:
+        return Controller(c.index, c.model, c.address, c.target, c.hotplug, multifunction=True)
+    return c

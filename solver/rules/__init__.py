@@ -1,0 +1,187 @@
+"""Rules as data: one table per machine family.
+
+Each family module (``q35``, ``pc``, ``pseries``, ``virt``) builds one
+:class:`RuleSet` from rows of :class:`BusRule`; the device models are shared
+(:mod:`topo_solve.rules.devices`).  The solver, the placer and the verifier
+look rules up here and never test a machine name: a new machine type or
+controller model is new rows, not new code.
+
+Every row names the libvirt (or QEMU) source it mirrors, so a reader can check
+it; the facts were read there, and the measured behaviour of libvirt 9.0 +
+QEMU 7.2 wins where the two disagree.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+from ..model import Address, Connect, EndpointClass
+
+__all__ = [
+    "BusRule",
+    "DeviceKind",
+    "Fixed",
+    "RuleSet",
+    "family_for",
+    "FAMILIES",
+    "MACHINE_WORDS",
+]
+
+
+@dataclass(frozen=True)
+class BusRule:
+    """One controller model: what it plugs into, and what its bus accepts.
+
+    ``accepts`` holds the connect types libvirt may auto-place on the bus
+    (endpoints only where ``auto_endpoints``); ``manual`` the ones it accepts
+    only at an address the user wrote.  ``packs`` is how many of this
+    controller share one slot of its parent (root ports use the 8 functions).
+    """
+
+    model: str
+    qemu_name: str | None  # <model name='...'/>; None where libvirt writes none
+    connect: Connect | None  # what it is as a device; None for a root bus
+    accepts: frozenset[Connect]
+    slots: tuple[int, int]  # lowest and highest usable slot of its bus
+    source: str
+    manual: frozenset[Connect] = frozenset()
+    auto_endpoints: bool = True
+    hotplug: bool = True  # its slots take live-attached devices
+    packs: int = 1
+    target: tuple[str, ...] = ()  # <target> attributes libvirt requires, in XML order
+    root: bool = False  # a root bus: needs no slot upstream (pcie-root, pci-root, a PHB)
+    isolation: str | None = None  # "locked": never hosts assigned devices; "group": one IOMMU group per bus
+    addable: bool = True  # the planner may add it
+    bus_numbers: int = 1  # guest bus numbers its bus consumes
+    key: str = ""  # table key when two rows write the same model (pseries default and extra PHBs)
+
+    @property
+    def name(self) -> str:
+        return self.key or self.model
+
+    @property
+    def nslots(self) -> int:
+        return self.slots[1] - self.slots[0] + 1
+
+    @property
+    def is_port(self) -> bool:
+        """A port: a bus with a single slot (one endpoint, or one bridge/switch)."""
+        return self.nslots == 1
+
+
+@dataclass(frozen=True)
+class DeviceKind:
+    """A device model a spec may name, and how libvirt treats it."""
+
+    name: str
+    cls: EndpointClass  # as seen on a PCI Express machine; a family maps it to a connect type
+    element: str  # which XML element renders it
+    xml_model: str  # the model attribute (or bus) written in that element
+    category: int  # libvirt's placement category (qemuDomainAssignDevicePCISlots order)
+    hotplug: bool  # libvirt can attach it to a running guest
+    source: str
+    video: bool = False
+    max_count: int | None = None  # e.g. one memballoon per guest
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """An address the chipset gives a device role (primary video, PIIX3 USB)."""
+
+    role: str
+    address: Address
+    insist: bool  # libvirt errors if the device sits elsewhere (True) or only prefers it
+    source: str
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """All rules of one machine family."""
+
+    family: str
+    summary: str
+    default_machine: str
+    machine_pattern: str  # regex over libvirt machine type names of this family
+    arches: tuple[str, ...]  # the first is the default
+    root: str  # model of controller index 0
+    buses: Mapping[str, BusRule]
+    class_connect: Mapping[EndpointClass, Connect]  # how each class plugs in here
+    isolated: frozenset[EndpointClass]  # classes that need buses of their own (pseries hostdev)
+    reserved_root_slots: tuple[tuple[int, str], ...]  # (slot, why) never free on the root bus
+    fixed: Mapping[str, Fixed]
+    implicit: Mapping[str, str]  # defaults flag -> device kind libvirt adds by itself
+    defaults: Mapping[str, bool]  # defaults flag -> on unless the spec says otherwise
+    default_video: str
+    acpi: bool  # emit <features><acpi/></features>
+    root_hotplug_needs_acpi: bool
+    max_count: Mapping[str, int] = field(default_factory=dict)  # per controller model, root included
+    max_index: int = 255  # domain_validate.c: PCI controller index <= 255
+    bus_number_limit: int = 256  # one PCI domain has 256 bus numbers (QEMU docs/pcie.txt)
+    sources: tuple[str, ...] = ()
+
+    def bus(self, model: str) -> BusRule:
+        return self.buses[model]
+
+    @property
+    def addable(self) -> tuple[BusRule, ...]:
+        """Controller models the planner may add, in table order (also index order)."""
+        return tuple(b for b in self.buses.values() if b.addable)
+
+    def rule_for(self, model: str, index: int) -> BusRule | None:
+        """The row of a controller seen in a layout: index 0 is the root bus."""
+        if index == 0:
+            root = self.bus(self.root)
+            return root if root.model == model else None
+        for b in self.buses.values():
+            if b.model == model and not (b.root and not b.addable):
+                return b
+        return None
+
+    def connect_of(self, cls: EndpointClass) -> Connect:
+        return self.class_connect[cls]
+
+    def free_root_slots(self, taken: set[int] = frozenset()) -> list[int]:
+        """Root-bus slots not reserved by the chipset nor in ``taken``."""
+        lo, hi = self.bus(self.root).slots
+        reserved = {s for s, _ in self.reserved_root_slots}
+        return [s for s in range(lo, hi + 1) if s not in reserved and s not in taken]
+
+    def accepts(self, bus: BusRule, what: Connect, *, auto: bool, endpoint: bool) -> bool:
+        """Whether ``bus`` takes ``what``: auto-placed or at a user-written address."""
+        if what in bus.accepts and (not endpoint or bus.auto_endpoints or not auto):
+            return True
+        return not auto and what in bus.manual
+
+
+def _freeze(d: dict) -> Mapping:
+    return MappingProxyType(dict(d))
+
+
+# Imported late: the family modules use the classes above.
+from . import pc, pseries, q35, virt  # noqa: E402
+
+FAMILIES: Mapping[str, RuleSet] = _freeze({r.family: r for r in (q35.RULES, pc.RULES, pseries.RULES, virt.RULES)})
+
+# Words a spec may use for a family besides libvirt's versioned machine names.
+MACHINE_WORDS: Mapping[str, str] = _freeze(
+    {"q35": "q35", "pc": "pc", "i440fx": "pc", "pseries": "pseries", "virt": "virt"}
+)
+
+
+def family_for(machine: str) -> RuleSet | None:
+    """The rule table for a machine type (``q35``, ``pc-i440fx-7.2``, ``virt-7.2`` ...)."""
+    if machine in MACHINE_WORDS:
+        return FAMILIES[MACHINE_WORDS[machine]]
+    for rules in FAMILIES.values():
+        if re.fullmatch(rules.machine_pattern, machine):
+            return rules
+    return None
+
+
+def machine_suggestions(machine: str) -> list[str]:
+    words = list(MACHINE_WORDS) + ["pc-q35-7.2", "pc-i440fx-7.2", "pseries-7.2", "virt-7.2"]
+    return difflib.get_close_matches(machine, words, n=3, cutoff=0.5)

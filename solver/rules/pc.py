@@ -1,0 +1,56 @@
+"""x86_64 ``pc`` (i440fx): a conventional PCI machine whose root bus hotplugs.
+
+Sources: domain_addr.c virDomainPCIAddressBusSetModel (pci-root, pci-bridge),
+qemu_domain_address.c qemuDomainValidateDevicePCISlotsPIIX3 (chipset
+addresses), real-libvirt.md rows 15-20 (29 hotplugs with the defaults, 31 per
+pci-bridge, none at all without ACPI).
+"""
+
+from ..model import Address, Connect as C, EndpointClass as K
+from . import BusRule, Fixed, RuleSet, _freeze
+
+_BAS = "domain_addr.c virDomainPCIAddressBusSetModel"
+
+_buses = (
+    BusRule(
+        "pci-root", None, None,
+        accepts=frozenset({C.PCI_DEVICE, C.PCI_BRIDGE, C.PCI_EXPANDER_BUS}),
+        slots=(1, 31),  # slot 0 is the host bridge
+        root=True, addable=False,
+        source=_BAS + ": pci-root",
+    ),
+    BusRule(
+        "pci-bridge", "pci-bridge", C.PCI_BRIDGE,
+        accepts=frozenset({C.PCI_DEVICE, C.PCI_BRIDGE}),
+        slots=(1, 31),  # slot 0 is the bridge's SHPC
+        target=("chassisNr",),
+        source=_BAS + ": pci-bridge",
+    ),
+)
+
+RULES = RuleSet(
+    family="pc",
+    summary="x86_64 pc (i440fx, conventional PCI)",
+    default_machine="pc",
+    machine_pattern=r"pc|pc-i440fx-[0-9.]+|i440fx|pc-[01]\.[0-9.]+|rhel[0-9.]+",
+    arches=("x86_64", "i686"),
+    root="pci-root",
+    buses=_freeze({b.model: b for b in _buses}),
+    # No pcie-root, so libvirt computes every class as conventional PCI.
+    class_connect=_freeze({K.PCIE: C.PCI_DEVICE, K.PCI: C.PCI_DEVICE, K.HOSTDEV: C.PCI_DEVICE}),
+    isolated=frozenset(),
+    # 00:01 is PIIX3: ISA 01.0, IDE 01.1, USB 01.2, PM/ACPI 01.3.
+    reserved_root_slots=((1, "PIIX3 ISA/IDE/USB/PM (qemuDomainValidateDevicePCISlotsPIIX3)"),),
+    fixed=_freeze({
+        "primary-video": Fixed("primary-video", Address(0, 2, 0), False,
+                               "qemuDomainValidateDevicePCISlotsPIIX3: primary video 00:02.0"),
+        "piix3-usb": Fixed("piix3-usb", Address(0, 1, 2), True,
+                           "qemuDomainValidateDevicePCISlotsPIIX3: USB 00:01.2"),
+    }),
+    implicit=_freeze({"usb": "piix3-uhci", "memballoon": "virtio-balloon"}),
+    defaults=_freeze({"usb": True, "memballoon": True, "video": False}),
+    default_video="vga",
+    acpi=True,  # i440fx hotplug is ACPI-based: without <acpi/> QEMU refuses every hotplug
+    root_hotplug_needs_acpi=True,
+    sources=("real-libvirt.md rows 15-20",),
+)

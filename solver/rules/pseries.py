@@ -1,0 +1,51 @@
+"""ppc64 ``pseries``: PCI host bridges (PHBs), and one PHB per IOMMU group.
+
+Sources: libvirt-pci-rules.md section 10 (qemuDomainSetupIsolationGroups locks
+the default PHB to emulated devices; qemuDomainFillDeviceIsolationGroup keeps
+assigned devices of different IOMMU groups on different PHBs; growth adds PHBs,
+never bridges), domain_validate.c (PHB target index 0-30), libvirt's
+pci-hotplug guide (one empty pci-root per assigned device to hotplug), and
+real-libvirt.md rows 21-23 (31 hotplugs per PHB, 29 with the defaults).
+"""
+
+from ..model import Connect as C, EndpointClass as K
+from . import BusRule, RuleSet, _freeze
+
+_phb = dict(
+    accepts=frozenset({C.PCI_DEVICE, C.PCI_BRIDGE}),
+    slots=(1, 31),  # slot 0 of a PHB is never used
+    source="domain_addr.c virDomainPCIAddressBusSetModel: pci-root; spapr-pci-host-bridge",
+    bus_numbers=0,  # every PHB is a PCI domain of its own
+)
+
+_buses = (
+    # The default PHB: emulated devices only (isolation group 0, locked).
+    BusRule("pci-root", "spapr-pci-host-bridge", None, root=True, addable=False, isolation="locked",
+            target=("index",), **_phb),
+)
+# Extra PHBs are pci-root controllers with index > 0; each a root bus that needs no slot.
+_extra = BusRule("pci-root", "spapr-pci-host-bridge", None, root=True, isolation="group", key="pci-root+",
+                 target=("index",), **_phb)
+
+RULES = RuleSet(
+    family="pseries",
+    summary="ppc64 pseries (PHBs, IOMMU-group isolation)",
+    default_machine="pseries",
+    machine_pattern=r"pseries(-[0-9.]+)?",
+    arches=("ppc64le", "ppc64"),
+    root="pci-root",
+    # The extra PHB row is stored under its own key; both write model='pci-root'.
+    buses=_freeze({"pci-root": _buses[0], "pci-root+": _extra}),
+    class_connect=_freeze({K.PCIE: C.PCI_DEVICE, K.PCI: C.PCI_DEVICE, K.HOSTDEV: C.PCI_DEVICE}),
+    isolated=frozenset({K.HOSTDEV}),
+    reserved_root_slots=(),
+    fixed=_freeze({}),
+    implicit=_freeze({"usb": "qemu-xhci", "memballoon": "virtio-balloon"}),
+    defaults=_freeze({"usb": True, "memballoon": True, "video": False}),
+    default_video="vga",
+    acpi=False,  # no ACPI on POWER
+    root_hotplug_needs_acpi=False,
+    # PHB target indexes 0-30 (domain_validate.c), so at most 31 PHBs.
+    max_count=_freeze({"pci-root+": 30}),
+    sources=("real-libvirt.md rows 21-23",),
+)

@@ -1,0 +1,31 @@
+"""aarch64 (and riscv64) ``virt``: PCI Express like q35, without the chipset.
+
+Sources: libvirt-pci-rules.md section 11 (qemuDomainDefAddDefaultDevices adds
+no USB and no balloon on ARM virt; no chipset reservations; virtio devices are
+PCI when the domain has pcie-root), real-libvirt.md rows 24-26 and pitfall 11
+(ACPI on aarch64 requires UEFI, so the planner writes none).
+"""
+
+from ..model import Connect as C, EndpointClass as K
+from . import RuleSet, _freeze
+from .q35 import PCIE_BUSES
+
+RULES = RuleSet(
+    family="virt",
+    summary="aarch64/riscv64 virt (PCI Express, no chipset)",
+    default_machine="virt",
+    machine_pattern=r"virt(-[0-9.]+)?",
+    arches=("aarch64", "riscv64"),
+    root="pcie-root",
+    buses=_freeze({b.model: b for b in PCIE_BUSES}),
+    class_connect=_freeze({K.PCIE: C.PCIE_DEVICE, K.PCI: C.PCI_DEVICE, K.HOSTDEV: C.PCIE_DEVICE}),
+    isolated=frozenset(),
+    reserved_root_slots=(),  # no chipset: root ports start at 00:01.0
+    fixed=_freeze({}),  # video gets no special slot: virtio-gpu sits behind a root port
+    implicit=_freeze({"usb": "qemu-xhci", "memballoon": "virtio-balloon"}),
+    defaults=_freeze({"usb": False, "memballoon": False, "video": False}),  # libvirt adds neither on virt
+    default_video="virtio-gpu",
+    acpi=False,  # "ACPI requires UEFI on this architecture" without a UEFI loader
+    root_hotplug_needs_acpi=False,
+    sources=("real-libvirt.md rows 24-26",),
+)

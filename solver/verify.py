@@ -1,0 +1,222 @@
+"""The independent verifier: check a layout against the rule tables.
+
+It shares the rule tables with the planner but none of its code: it takes any
+layout (a plan, or a domain XML read back from libvirt), checks every rule it
+knows, and counts the free hotplug positions per class.  Every plan the
+planner makes passes through here before it is returned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import combinations
+
+from .model import HOTPLUG_CLASSES, Address, EndpointClass, Layout
+from .rules import BusRule, RuleSet
+
+__all__ = ["Report", "verify", "IO_PORT_WARN"]
+
+# Firmware IO space: each port with an IO window costs 4 KiB of 64 KiB; QEMU 6.1
+# failed to boot with 15 or more root ports and virt-manager caps itself at 14
+# (peers.md pain point 4; QEMU docs/pcie.txt).
+IO_PORT_WARN = 14
+
+
+@dataclass
+class Report:
+    """What the verifier found: rule violations, capacity, and the free positions."""
+
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    capacity: dict[EndpointClass, int] = field(default_factory=dict)
+    # free hotplug positions: (bus index, slot) -> classes that may take it
+    positions: dict[tuple[int, int], frozenset[EndpointClass]] = field(default_factory=dict)
+    empty_isolated: list[int] = field(default_factory=list)  # empty buses an isolated class may take whole
+    isolated: frozenset[EndpointClass] = frozenset()
+    bus_numbers: int = 0
+    giving: dict[EndpointClass, list[int]] = field(default_factory=dict)  # class -> bus indexes with room
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def fits(self, request: dict[EndpointClass, int]) -> bool:
+        """Whether all of ``request`` can be hotplugged at once, in any order."""
+        iso = sum(n for c, n in request.items() if c in self.isolated)
+        if iso > len(self.empty_isolated):
+            return False
+        taken = set(self.empty_isolated[len(self.empty_isolated) - iso:]) if iso else set()
+        positions = {p: cs for p, cs in self.positions.items() if p[0] not in taken}
+        wanted = [c for c, n in request.items() if n and c not in self.isolated]
+        for size in range(1, len(wanted) + 1):
+            for subset in combinations(wanted, size):
+                room = sum(1 for cs in positions.values() if cs & set(subset))
+                if sum(request[c] for c in subset) > room:
+                    return False
+        return True
+
+
+def verify(layout: Layout, rules: RuleSet, *, strict_auto: bool = True) -> Report:
+    """Check ``layout``; with ``strict_auto`` endpoints not pinned by the user must sit
+    where libvirt's auto-placement would accept them (the planner's promise)."""
+    rep = Report(isolated=rules.isolated)
+    err = rep.errors.append
+    by_index: dict[int, tuple[BusRule, object]] = {}
+    for c in layout.controllers:
+        rule = rules.rule_for(c.model, c.index)
+        if rule is None:
+            err(f"controller {c.index}: model '{c.model}' is not allowed on {rules.family}" +
+                (f" (index 0 must be {rules.root})" if c.index == 0 else ""))
+            continue
+        if c.index in by_index:
+            err(f"controller index {c.index} is used twice")
+        by_index[c.index] = (rule, c)
+        if not 0 <= c.index <= rules.max_index:
+            err(f"controller {c.index}: index out of range 0-{rules.max_index}")
+    if 0 not in by_index:
+        err(f"no root controller (index 0, {rules.root})")
+        return rep
+    counts: dict[str, int] = {}
+    for rule, _ in by_index.values():
+        counts[rule.name] = counts.get(rule.name, 0) + 1
+    for key, limit in rules.max_count.items():
+        if counts.get(key, 0) > limit:
+            err(f"{counts[key]} {rules.bus(key).model} controllers besides the root; at most {limit}")
+
+    # who occupies which (bus, slot, function)
+    occupant: dict[tuple[int, int, int], str] = {}
+    slot_users: dict[tuple[int, int], list[tuple[int, str, BusRule | None]]] = {}
+    for slot, why in rules.reserved_root_slots:
+        occupant[(0, slot, 0)] = why
+        slot_users.setdefault((0, slot), []).append((0, why, None))
+
+    def occupy(addr: Address, who: str, as_rule: BusRule | None) -> None:
+        key = (addr.bus, addr.slot, addr.function)
+        if addr.domain != 0:
+            err(f"{who}: PCI domain {addr.domain:#x}; libvirt accepts domain 0 only")
+        if key in occupant:
+            err(f"{who} and {occupant[key]} both use PCI address {addr}")
+        occupant[key] = who
+        slot_users.setdefault((addr.bus, addr.slot), []).append((addr.function, who, as_rule))
+
+    def check_slot(addr: Address, who: str) -> BusRule | None:
+        if addr.bus not in by_index:
+            err(f"{who} sits on bus {addr.bus}, but no controller has index {addr.bus}")
+            return None
+        prule = by_index[addr.bus][0]
+        lo, hi = prule.slots
+        if not lo <= addr.slot <= hi:
+            err(f"{who} at {addr}: slot must be {lo:#x}-{hi:#x} on a {prule.model}")
+        return prule
+
+    for index, (rule, c) in sorted(by_index.items()):
+        who = f"controller {index} ({c.model})"
+        if rule.root:
+            if c.address is not None:
+                err(f"{who} is a root bus and takes no address")
+            continue
+        if c.address is None:
+            err(f"{who} has no address")
+            continue
+        prule = check_slot(c.address, who)
+        if prule and not rules.accepts(prule, rule.connect, auto=False, endpoint=False):
+            err(f"{who} cannot plug into controller {c.address.bus} ({prule.model})")
+        if c.address.bus >= index:
+            err(f"{who} sits on bus {c.address.bus}; a controller's index must be larger than its bus")
+        occupy(c.address, who, rule)
+
+    groups: dict[int, set] = {}
+    emulated_on: set[int] = set()
+    for p in layout.placed:
+        ep = p.endpoint
+        if p.address is None:
+            if ep.cls is not None:
+                err(f"device {ep.name} has no PCI address")
+            continue
+        fixed = rules.fixed.get(ep.fixed_role) if ep.fixed_role else None
+        if ep.cls is None:
+            if fixed is not None and p.address != fixed.address:
+                err(f"device {ep.name} must be at {fixed.address}")
+            continue
+        who = f"device {ep.name}"
+        prule = check_slot(p.address, who)
+        occupy(p.address, who, None)
+        if prule is None:
+            continue
+        connect = rules.connect_of(ep.cls)
+        user_placed = ep.pinned is not None or ep.root_ok or fixed is not None or not strict_auto
+        if not rules.accepts(prule, connect, auto=not user_placed, endpoint=True):
+            how = "at all" if user_placed else "by libvirt's auto-placement"
+            err(f"{who} ({ep.cls}) cannot sit on controller {p.address.bus} ({prule.model}) {how}")
+        if ep.cls in rules.isolated:
+            if prule.isolation == "locked" and strict_auto:
+                err(f"{who}: assigned devices never go on the default {prule.model}")
+            groups.setdefault(p.address.bus, set()).add(ep.group if ep.group is not None else ("alone", ep.name))
+        else:
+            emulated_on.add(p.address.bus)
+    if strict_auto:
+        for bus, gs in groups.items():
+            if len(gs) > 1 or bus in emulated_on:
+                err(f"bus {bus} mixes IOMMU groups or emulated devices; each group needs a bus of its own")
+
+    # functions: only packing controllers (root ports) share a slot, from function 0
+    for (bus, slot), users in slot_users.items():
+        ctrl = [r for _, _, r in users if r is not None]
+        if len(users) < 2 or not ctrl:
+            continue  # chipset functions and multifunction endpoints: clashes were caught above
+        where = f"slot {bus:02x}:{slot:02x}"
+        if len(ctrl) != len(users) or len({r.name for r in ctrl}) != 1 or ctrl[0].packs < 2:
+            err(f"{where} mixes " + ", ".join(sorted(w for _, w, _ in users)))
+        elif len(users) > ctrl[0].packs:
+            err(f"{where} holds {len(users)} controllers; at most {ctrl[0].packs}")
+        elif not any(f == 0 for f, _, _ in users):
+            err(f"{where} has no function 0")
+
+    # ports hold one thing on slot 0
+    for (bus, slot), users in slot_users.items():
+        if bus in by_index and by_index[bus][0].is_port and len(users) > 1:
+            err(f"port {bus} holds {len(users)} devices; a port holds one")
+
+    rep.bus_numbers = sum(r.bus_numbers for r, _ in by_index.values())
+    if rep.bus_numbers > rules.bus_number_limit:
+        err(f"{rep.bus_numbers} guest bus numbers; one PCI domain has {rules.bus_number_limit}")
+    ports = sum(1 for r, _ in by_index.values() if r.is_port)
+    if ports > IO_PORT_WARN:
+        rep.warnings.append(f"{ports} ports: more than {IO_PORT_WARN} can exhaust the firmware's IO space if their "
+                            "devices have IO BARs (keep such devices few, or use PCIe devices only)")
+
+    _capacity(layout, rules, rep, by_index, slot_users, groups, emulated_on)
+    return rep
+
+
+def _capacity(layout, rules: RuleSet, rep: Report, by_index, slot_users, groups, emulated_on) -> None:
+    for index, (rule, c) in sorted(by_index.items()):
+        hotplug = rule.hotplug and getattr(c, "hotplug", True)
+        if rule.root and rules.root_hotplug_needs_acpi and not layout.acpi:
+            hotplug = False  # i440fx hotplug is ACPI-based
+        if not hotplug or not rule.auto_endpoints:
+            continue
+        empty = not any(b == index for b, _ in slot_users)
+        if groups.get(index) and index not in emulated_on:
+            continue  # a bus of one IOMMU group: assigned devices of that group only
+        classes = frozenset(cls for cls in HOTPLUG_CLASSES if cls not in rules.isolated
+                            and rules.accepts(rule, rules.connect_of(cls), auto=True, endpoint=True))
+        lo, hi = rule.slots
+        free = [s for s in range(lo, hi + 1) if (index, s) not in slot_users]
+        if classes:
+            for s in free:
+                rep.positions[(index, s)] = classes
+                for cls in classes:
+                    rep.giving.setdefault(cls, [])
+                    if index not in rep.giving[cls]:
+                        rep.giving[cls].append(index)
+        if empty and rule.isolation == "group" and any(
+                rules.accepts(rule, rules.connect_of(cls), auto=True, endpoint=True) for cls in rules.isolated):
+            rep.empty_isolated.append(index)
+            for cls in rules.isolated:
+                rep.giving.setdefault(cls, []).append(index)
+    for cls in HOTPLUG_CLASSES:
+        if cls in rules.isolated:
+            rep.capacity[cls] = len(rep.empty_isolated)
+        else:
+            rep.capacity[cls] = sum(1 for cs in rep.positions.values() if cls in cs)
