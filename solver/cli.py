@@ -1,0 +1,259 @@
+"""The ``topo-solve`` command line.  The only module that prints.
+
+Exit codes: 0 success, 1 the spec cannot be satisfied (or a check found the
+plan wrong), 2 bad input or usage, 3 a bug in topo-solve.  No traceback unless
+``--debug``.  Heavy modules (pydantic, lxml, the solver) are imported inside
+the commands, so ``--help`` and start-up stay light.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+EXIT_BUG = 3
+
+EMITS = ("domain", "controllers", "json", "tree")
+
+
+class _Main(click.Group):
+    """``topo-solve SPEC.yaml`` means ``topo-solve plan SPEC.yaml``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        for i, a in enumerate(args):
+            if a.startswith("-"):
+                continue
+            if a not in self.commands:
+                args = args[:i] + ["plan"] + args[i:]
+            break
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="topo-solve", prog_name="topo-solve")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Plan the PCI topology of libvirt guests.
+
+    \b
+    topo-solve SPEC.yaml            plan a guest, print its domain XML
+    topo-solve check DOMAIN.xml     prove a plan in a real libvirt
+    topo-solve schema               the spec's JSON Schema
+    """
+    ctx.obj = {"debug": debug}
+
+
+def _write(text: str, output: str | None, force: bool) -> None:
+    """Print, or write atomically: a temp file in the same folder, then rename."""
+    if output is None or output == "-":
+        click.echo(text, nl=False)
+        return
+    path = Path(output)
+    if path.exists() and not force:
+        raise _usage(f"{output} exists; pass --force to replace it")
+    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _usage(msg: str):
+    from .errors import Finding, SpecError
+
+    return SpecError([Finding("topo-solve", None, "", msg)])
+
+
+def _plan_json(plan) -> dict:
+    def addr(a):
+        return None if a is None else str(a)
+
+    return {
+        "name": plan.problem.name,
+        "machine": plan.problem.machine,
+        "family": plan.layout.family,
+        "controllers": [{"index": c.index, "model": c.model, "address": addr(c.address)}
+                        for c in plan.layout.controllers],
+        "devices": [{"name": p.endpoint.name, "model": p.endpoint.kind, "address": addr(p.address)}
+                    for p in plan.layout.placed],
+        "added": dict(sorted(plan.added.items())),
+        "capacity": {str(k): v for k, v in plan.capacity.items()},
+        "requested": {str(k): v for k, v in plan.requested.items()},
+        "warnings": list(plan.warnings),
+    }
+
+
+def _summary(plan) -> str:
+    added = ", ".join(f"{n} {m}" for m, n in sorted(plan.added.items())) or "nothing"
+    cap = "  ".join(f"{c} {plan.capacity[c]}/{plan.requested[c]}" for c in plan.capacity)
+    lines = [f"{plan.problem.name} ({plan.problem.machine}): added {added}",
+             f"  hotplug capacity/requested: {cap}"]
+    lines += [f"  warning: {w}" for w in plan.warnings]
+    return "\n".join(lines)
+
+
+def _tree(plan) -> str:
+    from io import StringIO
+
+    from rich.console import Console
+    from rich.tree import Tree
+
+    layout = plan.layout
+    nodes = {}
+    children: dict[int, list] = {}
+    for c in layout.controllers:
+        if c.address is not None:
+            children.setdefault(c.address.bus, []).append((c.address, f"[bold]{c.index}[/] {c.model}", c.index))
+    for p in layout.placed:
+        if p.address is not None:
+            children.setdefault(p.address.bus, []).append(
+                (p.address, f"{p.endpoint.name} [dim]({p.endpoint.kind})[/]", None))
+    roots = [c for c in layout.controllers if c.address is None]
+    top = Tree(f"{plan.problem.name} ({plan.problem.machine})")
+
+    def grow(node, index: int) -> None:
+        for addr, label, sub in sorted(children.get(index, []), key=lambda t: t[0]):
+            n = node.add(f"{addr.slot:02x}.{addr.function} {label}")
+            if sub is not None:
+                nodes[sub] = n
+                grow(n, sub)
+        if not children.get(index) and index != 0:
+            node.add("[green]free[/]")
+
+    for r in roots:
+        n = top.add(f"[bold]{r.index}[/] {r.model}")
+        grow(n, r.index)
+    buf = StringIO()
+    Console(file=buf, width=100, force_terminal=False, color_system=None).print(top)
+    return buf.getvalue()
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--emit", type=click.Choice(EMITS), default="domain", show_default=True,
+              help="What to print: the domain XML, only its PCI controllers, JSON, or a tree.")
+@click.option("-o", "--output", metavar="FILE", help="Write here (atomically) instead of stdout.")
+@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+@click.option("--virt-type", type=click.Choice(["kvm", "qemu"]), default=None,
+              help="Override the spec's domain type (qemu = TCG, for hosts without KVM).")
+@click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
+def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str | None, quiet: bool) -> None:
+    """Plan SPEC.yaml: the fewest controllers that give it its hotplug headroom."""
+    from dataclasses import replace
+
+    from .solve import solve
+    from .spec import load_spec
+
+    problem = load_spec(spec)
+    if virt_type:
+        problem = replace(problem, virt_type=virt_type)
+    result = solve(problem)
+    if emit == "json":
+        import json
+
+        text = json.dumps(_plan_json(result), indent=2) + "\n"
+    elif emit == "tree":
+        text = _tree(result)
+    else:
+        from .domain_xml import _tostring, controllers_element, render_domain
+
+        text = render_domain(result) if emit == "domain" else _tostring(controllers_element(result))
+    _write(text, output, force)
+    if not quiet:
+        click.echo(_summary(result), err=True)
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of the spec format."""
+    import json
+
+    from .spec import json_schema
+
+    click.echo(json.dumps(json_schema(), indent=2))
+
+
+@cli.command()
+@click.argument("domain", type=click.Path(dir_okay=False))
+@click.option("--uri", default="qemu:///system", show_default=True, help="libvirt connection URI.")
+@click.option("--max", "max_per_class", type=int, default=300, show_default=True,
+              help="Stop hotplugging a class after this many more than promised.")
+def check(domain: str, uri: str, max_per_class: int) -> None:
+    """Prove DOMAIN.xml in a real libvirt: define it under a temporary name, hotplug
+    each class to capacity, compare with the promise, clean up."""
+    from .domain_read import read_domain
+    from .hypervisor import Virsh, measure
+    from .model import EndpointClass
+    from .verify import verify
+
+    text = _read_text(domain)
+    layout, rules = read_domain(text, domain)
+    report = verify(layout, rules, strict_auto=False)
+    classes = [str(c) for c in report.capacity if str(c) != "hostdev"]
+    m = measure(text, classes, virsh=Virsh(uri), max_per_class=max_per_class)
+    rows = []
+    bad = bool(m.added_controllers or m.moved or m.errors)
+    for c in classes:
+        promised, measured = report.capacity[EndpointClass(c)], m.hotplugged.get(c, 0)
+        rows.append((c, promised, measured, "ok" if promised == measured else "DIFFERS"))
+        bad |= promised != measured
+    click.echo(f"{'class':8} {'promised':>8} {'measured':>8}  verdict")
+    for c, p, meas, v in rows:
+        click.echo(f"{c:8} {p:8} {meas:8}  {v}")
+    for what, items in (("added by libvirt", m.added_controllers), ("moved by libvirt", m.moved),
+                        ("errors", m.errors)):
+        for item in items:
+            click.echo(f"{what}: {item}")
+    sys.exit(1 if bad else 0)
+
+
+def _read_text(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _usage(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI and turn errors into messages and exit codes."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="topo-solve", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # noqa: BLE001 - the one place that turns faults into exit codes
+        from .errors import ProgrammingError, SpecError, TopoSolveError
+
+        if debug:
+            raise
+        if isinstance(exc, SpecError):
+            for p in exc.problems:
+                click.echo(f"error: {p}", err=True)
+        elif isinstance(exc, TopoSolveError):
+            click.echo(f"error: {exc.render()}", err=True)
+        elif isinstance(exc, ProgrammingError):
+            click.echo(str(exc), err=True)
+            sys.exit(EXIT_BUG)
+        else:
+            click.echo(f"internal error (a bug in topo-solve, please report it): {type(exc).__name__}: {exc}\n"
+                       "run again with --debug for the traceback", err=True)
+            sys.exit(EXIT_BUG)
+        sys.exit(exc.exit_code)
+    sys.exit(0)

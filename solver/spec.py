@@ -1,0 +1,343 @@
+"""The spec file: YAML in, a core :class:`~topo_solve.model.Problem` out.
+
+Two layers, as in packaging's raw and validated metadata: pydantic models mirror
+the YAML (and give ``topo-solve schema`` its JSON Schema), then
+:func:`to_problem` checks what needs the rule tables and builds the frozen core
+types.  Every problem in a file is reported at once, each with its line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import Finding, SpecError
+from .model import Address, EndpointClass, Endpoint, Headroom, Problem
+from .rules import MACHINE_WORDS, family_for, machine_suggestions
+from .rules.devices import DEVICES
+
+__all__ = ["Spec", "load_spec", "parse_spec", "to_problem", "json_schema"]
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # libvirt user aliases take these characters
+
+# Largest counts one entry may ask for: beyond any machine's limits, small enough to stay fast.
+MAX_COUNT = 10_000
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Defaults(_Model):
+    """The devices libvirt adds by itself; unset means what libvirt does on that machine."""
+
+    usb: bool | None = Field(None, description="the default USB controller")
+    memballoon: bool | None = Field(None, description="the virtio memory balloon")
+    video: bool | None = Field(None, description="a primary video card")
+
+
+class DeviceSpec(_Model):
+    """Devices present when the guest boots."""
+
+    name: str | None = Field(None, description="alias base; defaults to the model; count > 1 appends -0, -1, ...")
+    model: str = Field(description="device model, e.g. virtio-net, e1000, hostdev")
+    count: int = Field(1, ge=1, le=MAX_COUNT)
+    address: str | None = Field(None, description="pin to this PCI address (DDDD:BB:SS.F), root bus only")
+    hotunplug: bool = Field(True, description="false: never unplugged, so it may sit on the root complex")
+    iommu_group: int | None = Field(None, ge=0, description="host IOMMU group of an assigned device")
+    host: str | None = Field(None, description="host PCI address of an assigned device")
+
+
+class HotplugSpec(_Model):
+    """Devices that must be attachable later, live, all at once."""
+
+    model: str | None = None
+    class_: Literal["pcie", "pci", "hostdev"] | None = Field(None, alias="class")
+    count: int = Field(1, ge=0, le=MAX_COUNT)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Spec(_Model):
+    """A topo-solve spec (format v1)."""
+
+    name: str = Field(description="the guest's name")
+    machine: str = Field(description="q35 | pc | pseries | virt, or a libvirt machine type such as pc-q35-7.2")
+    arch: str | None = None
+    type: Literal["kvm", "qemu"] = Field("kvm", description="libvirt domain type; qemu = TCG emulation")
+    memory: int = Field(1024, ge=16, description="MiB")
+    vcpus: int = Field(1, ge=1, le=4096)
+    defaults: Defaults = Defaults()
+    devices: list[DeviceSpec] = []
+    hotplug: list[HotplugSpec] = []
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("use letters, digits, '_', '.' and '-' only")
+        return v
+
+
+def json_schema() -> dict[str, Any]:
+    return Spec.model_json_schema(by_alias=True)
+
+
+# -- YAML with line numbers ------------------------------------------------
+
+def _compose(text: str, file: str) -> tuple[Any, dict[tuple, int]]:
+    """Load YAML safely and remember the line of every key and item."""
+    lines: dict[tuple, int] = {}
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        raise SpecError([Finding(file, line, "", f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    loader = yaml.SafeLoader("")
+
+    def build(n, path: tuple):
+        lines[path] = n.start_mark.line + 1
+        if isinstance(n, yaml.MappingNode):
+            out = {}
+            for k, v in n.value:
+                key = loader.construct_object(k, deep=True)
+                lines[path + (key,)] = k.start_mark.line + 1
+                out[key] = build(v, path + (key,))
+                lines[path + (key,)] = k.start_mark.line + 1
+            return out
+        if isinstance(n, yaml.SequenceNode):
+            return [build(v, path + (i,)) for i, v in enumerate(n.value)]
+        return loader.construct_object(n, deep=True)
+
+    return (build(node, ()) if node is not None else None), lines
+
+
+def _line(lines: dict[tuple, int], path: tuple) -> int | None:
+    while path and path not in lines:
+        path = path[:-1]
+    return lines.get(path)
+
+
+def _dotted(path: tuple) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def parse_spec(text: str, file: str = "<spec>") -> tuple[Spec, dict[tuple, int]]:
+    data, lines = _compose(text, file)
+    if not isinstance(data, dict):
+        raise SpecError([Finding(file, 1, "", "a spec is a YAML mapping with at least 'name' and 'machine'")])
+    try:
+        return Spec.model_validate(data), lines
+    except ValidationError as exc:
+        problems = []
+        for e in exc.errors():
+            loc = tuple("class" if p == "class_" else p for p in e["loc"])
+            msg = e["msg"]
+            if e["type"] == "extra_forbidden":
+                allowed = _allowed_fields(loc)
+                guess = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+                msg = f"unknown field; {'did you mean ' + repr(guess[0]) + '? ' if guess else ''}" \
+                      f"allowed: {', '.join(allowed)}"
+            elif e["type"] == "missing":
+                msg = "required field is missing"
+            problems.append(Finding(file, _line(lines, loc), _dotted(loc), msg))
+        raise SpecError(problems) from None
+
+
+def _allowed_fields(loc: tuple) -> list[str]:
+    model: type[BaseModel] = Spec
+    for p in loc[:-1]:
+        if isinstance(p, int):
+            continue
+        field = model.model_fields.get(p)
+        if field is None:
+            break
+        ann = field.annotation
+        inner = getattr(ann, "__args__", (ann,))[0]
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            model = inner
+        elif isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
+def load_spec(path: str | Path) -> Problem:
+    """Read a spec file and return its problem; raise SpecError listing every mistake."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError([Finding(str(path), None, "", f"cannot read the file: {exc.strerror}")]) from None
+    except UnicodeDecodeError:
+        raise SpecError([Finding(str(path), None, "", "not a UTF-8 text file")]) from None
+    spec, lines = parse_spec(text, str(path))
+    return to_problem(spec, lines, str(path))
+
+
+# -- from the YAML model to the core problem --------------------------------
+
+def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<spec>") -> Problem:
+    lines = lines or {}
+    problems: list[Finding] = []
+
+    def bad(path: tuple, msg: str) -> None:
+        problems.append(Finding(file, _line(lines, path), _dotted(path), msg))
+
+    rules = family_for(spec.machine)
+    if rules is None:
+        guess = machine_suggestions(spec.machine)
+        bad(("machine",), f"unknown machine '{spec.machine}'; "
+            + (f"did you mean {' or '.join(repr(g) for g in guess)}? " if guess else "")
+            + "use q35, pc, pseries or virt (or a libvirt name such as pc-q35-7.2)")
+        raise SpecError(problems)
+    arch = spec.arch or rules.arches[0]
+    if arch not in rules.arches:
+        bad(("arch",), f"{rules.family} machines run {' or '.join(rules.arches)}, not '{arch}'")
+    # A family word (q35, i440fx, ...) becomes libvirt's alias for the newest machine of it.
+    machine = rules.default_machine if spec.machine in MACHINE_WORDS else spec.machine
+
+    flags = {k: (getattr(spec.defaults, k) if getattr(spec.defaults, k) is not None else v)
+             for k, v in rules.defaults.items()}
+    endpoints: list[Endpoint] = []
+    names: dict[str, tuple] = {}
+    pinned: dict[Address, tuple] = {}
+    user_balloon = any(d.model.startswith("virtio-balloon") for d in spec.devices)
+    have_video = any(d.model in DEVICES and DEVICES[d.model].video for d in spec.devices)
+    placeholder = 0
+
+    for i, d in enumerate(spec.devices):
+        path = ("devices", i)
+        kind = DEVICES.get(d.model)
+        if kind is None:
+            guess = difflib.get_close_matches(d.model, list(DEVICES), n=2)
+            bad(path + ("model",), f"unknown device model '{d.model}'; "
+                + (f"did you mean {' or '.join(repr(g) for g in guess)}? " if guess else "")
+                + f"known: {', '.join(DEVICES)}")
+            continue
+        if kind.max_count is not None and d.count > kind.max_count:
+            bad(path + ("count",), f"a guest has at most {kind.max_count} {d.model}")
+        if d.iommu_group is not None and kind.cls != EndpointClass.HOSTDEV:
+            bad(path + ("iommu_group",), "only assigned host devices (model: hostdev) have an IOMMU group")
+        if d.host is not None and kind.cls != EndpointClass.HOSTDEV:
+            bad(path + ("host",), "only assigned host devices (model: hostdev) have a host address")
+        if d.host is not None and d.count > 1:
+            bad(path + ("host",), "one host address names one device; write one entry per host device")
+        if d.host is not None:
+            try:
+                Address.parse(d.host)
+            except ValueError as exc:
+                bad(path + ("host",), str(exc))
+        pin = None
+        if d.address is not None:
+            if d.count > 1:
+                bad(path + ("address",), "an address pins one device; write one entry per pinned device")
+            try:
+                pin = Address.parse(d.address)
+            except ValueError as exc:
+                bad(path + ("address",), str(exc))
+            else:
+                lo, hi = rules.bus(rules.root).slots
+                reserved = dict(rules.reserved_root_slots)
+                if pin.bus != 0 or pin.domain != 0:
+                    bad(path + ("address",), "spec addresses pin devices to the root bus (0000:00:SS.F) only; "
+                        "to keep devices behind existing controllers, use 'topo-solve extend' on the domain XML")
+                elif not lo <= pin.slot <= hi:
+                    bad(path + ("address",), f"slot {pin.slot:#04x} is outside {rules.root}'s slots "
+                        f"{lo:#04x}-{hi:#04x}")
+                elif pin.slot in reserved:
+                    bad(path + ("address",), f"slot {pin.slot:#04x} belongs to the chipset ({reserved[pin.slot]})")
+                elif pin in pinned:
+                    bad(path + ("address",), f"{pin} is already pinned by devices[{pinned[pin][1]}]")
+                else:
+                    pinned[pin] = path
+        base = d.name or d.model
+        for n in range(d.count):
+            name = base if d.count == 1 else f"{base}-{n}"
+            if not _NAME.match(name):
+                bad(path + ("name",), f"'{name}' cannot be a libvirt alias; use letters, digits, '_', '.', '-'")
+                break
+            if name in names:
+                bad(path + ("name",), f"device name '{name}' is used twice (also devices[{names[name][1]}]); "
+                    "give one of them a 'name'")
+                break
+            names[name] = path
+            host = d.host
+            if kind.cls == EndpointClass.HOSTDEV and host is None:
+                host = f"0000:{0x80 + placeholder // 32:02x}:{placeholder % 32:02x}.0"
+                placeholder += 1
+            role = None
+            if kind.video and not any(e.fixed_role == "primary-video" for e in endpoints):
+                role = "primary-video"
+            elif kind.name == "ich9-hda" and not any(e.fixed_role == "ich9-sound" for e in endpoints):
+                role = "ich9-sound"
+            endpoints.append(Endpoint(
+                name=name, kind=kind.name, cls=kind.cls, pinned=pin, root_ok=not d.hotunplug,
+                group=d.iommu_group, fixed_role=role if role in rules.fixed or role == "primary-video" else None,
+                host=host, line=_line(lines, path),
+            ))
+
+    # What libvirt adds by itself, written out so libvirt adds nothing.
+    implicit: list[Endpoint] = []
+    for flag, kind_name in rules.implicit.items():
+        if flag == "memballoon" and user_balloon:
+            continue
+        if flags.get(flag, True):
+            implicit.append(_implicit(flag, kind_name, rules))
+    if flags.get("video") and not have_video:
+        implicit.append(Endpoint(name="video", kind=rules.default_video, cls=DEVICES[rules.default_video].cls,
+                                 implicit=True, fixed_role="primary-video"))
+    for e in implicit:
+        if e.name in names:
+            bad(names[e.name] + ("name",), f"'{e.name}' names the implicit {e.kind}; choose another name")
+
+    headroom: list[Headroom] = []
+    for i, h in enumerate(spec.hotplug):
+        path = ("hotplug", i)
+        if (h.model is None) == (h.class_ is None):
+            bad(path, "give either 'model' (e.g. virtio-net) or 'class' (pcie, pci or hostdev)")
+            continue
+        if h.model is not None:
+            kind = DEVICES.get(h.model)
+            if kind is None:
+                guess = difflib.get_close_matches(h.model, list(DEVICES), n=2)
+                bad(path + ("model",), f"unknown device model '{h.model}'"
+                    + (f"; did you mean {' or '.join(repr(g) for g in guess)}?" if guess else ""))
+                continue
+            if not kind.hotplug:
+                ok = ", ".join(k for k, v in DEVICES.items() if v.hotplug)
+                bad(path + ("model",), f"libvirt cannot hotplug a {h.model}; hotpluggable models: {ok}")
+                continue
+            cls = kind.cls
+        else:
+            cls = EndpointClass(h.class_)
+        if h.count:
+            headroom.append(Headroom(cls=cls, count=h.count, label=h.model or h.class_))
+
+    if problems:
+        raise SpecError(problems)
+    return Problem(
+        name=spec.name, family=rules.family, machine=machine, arch=arch, endpoints=tuple(implicit + endpoints), headroom=tuple(headroom),
+        memory_mib=spec.memory, vcpus=spec.vcpus, virt_type=spec.type, source=file,
+    )
+
+
+IMPLICIT_NAMES = {"usb": "usb", "memballoon": "balloon", "sata": "sata"}
+
+
+def _implicit(flag: str, kind_name: str, rules) -> Endpoint:
+    from .rules.devices import kind
+
+    k = kind(kind_name)
+    role = {"sata": "sata", "usb": "piix3-usb"}.get(flag)
+    role = role if role in rules.fixed else None
+    cls = None if (role and rules.fixed[role].address.function != 0 and role != "sata") else k.cls
+    return Endpoint(name=IMPLICIT_NAMES[flag], kind=kind_name, cls=cls, implicit=True, fixed_role=role)
