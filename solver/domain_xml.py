@@ -18,6 +18,8 @@ from .rules.devices import kind as device_kind
 
 __all__ = ["render_domain", "domain_element", "controllers_element", "device_element"]
 
+IMAGE_DIR = "/var/lib/libvirt/images"
+
 _E = etree.Element
 _S = etree.SubElement
 
@@ -47,7 +49,7 @@ def _controller(c: Controller, family: str) -> etree._Element:
 
 
 def device_element(name: str, kind_name: str, address: Address | None, *, index: int = 0,
-                   host: str | None = None, primary: bool = False) -> etree._Element:
+                   host: str | None = None, primary: bool = False, guest: str = "guest") -> etree._Element:
     """The XML of one endpoint; ``index`` numbers controllers and disks of one kind."""
     k = device_kind(kind_name)
     transitional = k.xml_model == "virtio-transitional"
@@ -59,8 +61,8 @@ def device_element(name: str, kind_name: str, address: Address | None, *, index:
         if transitional:
             el.set("model", "virtio-transitional")
         _S(el, "driver", name="qemu", type="raw")
-        el.append(etree.Comment(" placeholder backing: point the source at the guest's image "))
-        _S(el, "source", file="/dev/null")
+        # A disk needs an image; this path is a placeholder to point at the real one.
+        _S(el, "source", file=f"{IMAGE_DIR}/{guest}-{name}.img")
         _S(el, "target", dev="vd" + _disk_letters(index), bus="virtio")
     elif k.element in ("scsi", "virtio-serial", "usb", "sata"):
         el = _E("controller", type=k.element, index=str(index))
@@ -137,7 +139,7 @@ def domain_element(plan: Plan) -> etree._Element:
         index = counters.get(group, 0)
         counters[group] = index + 1
         present.add(k.element)
-        devices.append(device_element(ep.name, ep.kind, placed.address, index=index, host=ep.host,
+        devices.append(device_element(ep.name, ep.kind, placed.address, index=index, host=ep.host, guest=p.name,
                                       primary=ep.fixed_role == "primary-video"
                                       or (k.video and counters[group] == 1)))
     # Switched off in the spec: say so, or libvirt adds them again.
