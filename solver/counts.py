@@ -299,30 +299,63 @@ def _split(model: CountModel, assignment: dict) -> tuple[dict[str, int], dict[Co
 
 
 def explain(model: CountModel) -> list[Cause]:
-    """Why no counts work: the binding limits at the most generous counts."""
-    n = {k: model.bounds[k] for k in model.searched}
-    on_root = {c: min(k, model.root_free) for c, k in model.root_ok_max.items()}
-    full, demands = model.derive(n, on_root)
-    causes: list[Cause] = []
-    ok, info = model.feasible(full, demands)
+    """Why no counts work, told from the candidate that comes closest.
+
+    Every candidate of the (bounded) search is tried again; the one whose flow
+    falls shortest of the demand names the binding limit.  A candidate whose
+    positions all fit but that breaks a budget (indexes, bus numbers, PHBs) is
+    explained by that budget.
+    """
+    import itertools
+
+    best = None  # (shortfall, cost, full counts, demands, info)
+    ranges = [range(model.bounds[k] + 1) for k in model.searched]
+    for values in itertools.product(*ranges):
+        n = dict(zip(model.searched, values))
+        on_root = {c: min(k, model.root_free) for c, k in model.root_ok_max.items()}
+        full, demands = model.derive(n, on_root)
+        ok, info = model.feasible(full, demands)
+        if ok:
+            causes = model.budget_causes(full)
+            if causes:
+                return causes
+            continue
+        short = info["whole"] if "whole" in info else sum(d.amount for d in demands) - info["flow"]
+        key = (short, sum(full.values()))
+        if best is None or key < best[0]:
+            best = (key, full, demands, info)
+    if best is None:
+        return []
+    _, full, demands, info = best
     if "whole" in info:
         iso = model._isolating()
         limit = model.rules.max_count.get(iso.name, 0) if iso else 0
-        causes.append(Cause(f"{model.rules.family} host bridges for assigned devices", info["whole"], limit,
-                            "every IOMMU group at boot and every assigned device to hotplug needs an empty PHB",
-                            "hotplug fewer assigned devices"))
-    elif not ok:
-        causes.extend(_flow_causes(model, demands, info))
-    if not causes:
-        # Feasible positions exist, but only past a budget: find the cheapest such counts.
-        causes = model.budget_causes(_cheapest_ignoring_budgets(model) or full)
-    return causes
+        return [Cause("host bridges (PHBs) for assigned devices", info["whole"], limit,
+                      f"every IOMMU group at boot and every assigned device to hotplug needs an empty PHB, and "
+                      f"{model.rules.family} has {limit} besides the default one",
+                      "hotplug fewer assigned devices, or share IOMMU groups")]
+    return _flow_causes(model, full, demands, info)
 
 
-def _flow_causes(model: CountModel, demands: list[Demand], info: dict) -> list[Cause]:
+def _flow_causes(model: CountModel, full: dict[str, int], demands: list[Demand], info: dict) -> list[Cause]:
     cut_demands, cut_pools = info["cut"]
     pools = info["pools"]
     short = [d for d in demands if d.key in cut_demands]
+    for d in short:
+        key = d.key.partition(":")[2]
+        if d.key.startswith("ctrl:") and model.rules.bus(key).packs > 1 and cut_pools <= {ROOT}:
+            # Ports packed on the root complex: count in ports, the user's unit.
+            b = model.rules.bus(key)
+            other = sum(x.amount for x in short if x is not d)
+            limit = max(model.root_free - other, 0) * b.packs
+            users = [f"{x.amount} {x.label}" for x in model.derive({k: full[k] for k in model.searched},
+                                                                    {})[1] if x.pools == frozenset({key})]
+            taken = f", {other} taken by devices on it" if other else ""
+            return [Cause(f"{b.model}s", full[key], limit,
+                          f"{model.rules.root} has {model.root_free} free slots{taken}, {b.packs} {b.model}s each",
+                          f"they hold {', '.join(users)}; ask for at most {full[key] - (full[key] - limit)} "
+                          "in all, or mark devices you never unplug 'hotunplug: false' so they sit on "
+                          f"{model.rules.root} itself")]
     room = sum(pools[p] for p in cut_pools)
     need = sum(d.amount for d in short)
     names = []
@@ -330,34 +363,10 @@ def _flow_causes(model: CountModel, demands: list[Demand], info: dict) -> list[C
         if p == ROOT:
             names.append(f"{model.rules.root} has {model.root_free} free slots")
         else:
-            names.append(f"{pools[p]} {model.rules.bus(p).model} positions")
-    what = " + ".join(d.label + f" ({d.amount})" for d in short)
-    hint = "ask for less headroom, or move endpoints to a class with room"
-    port_limit = _port_limit(model)
-    if port_limit is not None and any(d.key.startswith("ctrl:") and model.rules.bus(d.key[5:]).is_port for d in short):
-        hint = (f"at most {port_limit} {model.ports[0]}s fit on {model.rules.root}; mark endpoints you never unplug "
-                "'hotunplug: false', or move legacy endpoints to virtio")
-    return [Cause(what or "the spec", need, room, ", ".join(names) or "no bus accepts them", hint)]
-
-
-def _port_limit(model: CountModel) -> int | None:
-    if not model.ports:
-        return None
-    return model.root_free * model.rules.bus(model.ports[0]).packs
-
-
-def _cheapest_ignoring_budgets(model: CountModel) -> dict[str, int] | None:
-    import itertools
-
-    best = None
-    ranges = [range(model.bounds[k] + 1) for k in model.searched]
-    for values in itertools.product(*ranges):
-        n = dict(zip(model.searched, values))
-        on_root = {c: min(k, model.root_free) for c, k in model.root_ok_max.items()}
-        full, demands = model.derive(n, on_root)
-        if model.feasible(full, demands)[0] and (best is None or sum(full.values()) < sum(best.values())):
-            best = full
-    return best
+            names.append(f"{full.get(p, 0)} {model.rules.bus(p).model}s give {pools[p]} slots")
+    what = " + ".join(f"{d.amount} {d.label}" for d in short)
+    return [Cause(what or "the spec", need, room, ", ".join(names) or "no bus on this machine accepts them",
+                  "ask for less headroom, or use device models of a class with room")]
 
 
 def device_category(kind_name: str) -> int:
