@@ -33,7 +33,6 @@ from .errors import Cause, ProgrammingError
 from .flow import max_flow
 from .model import Connect, EndpointClass, Problem
 from .rules import BusRule, RuleSet
-from .rules.devices import kind as device_kind
 
 __all__ = ["CountModel", "Counts", "build_model", "choose_counts"]
 
@@ -367,7 +366,3 @@ def _flow_causes(model: CountModel, full: dict[str, int], demands: list[Demand],
     what = " + ".join(f"{d.amount} {d.label}" for d in short)
     return [Cause(what or "the spec", need, room, ", ".join(names) or "no bus on this machine accepts them",
                   "ask for less headroom, or use device models of a class with room")]
-
-
-def device_category(kind_name: str) -> int:
-    return device_kind(kind_name).category
