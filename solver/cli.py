@@ -216,6 +216,63 @@ def check(domain: str, uri: str, max_per_class: int) -> None:
     sys.exit(1 if bad else 0)
 
 
+@cli.command()
+@click.argument("domains", nargs=-1, required=True)
+@click.option("--emit", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def audit(domains: tuple[str, ...], emit: str) -> None:
+    """Report the live hotplug capacity of libvirt domain XMLs (as virsh dumpxml prints them).
+
+    DOMAINS are files, or - for standard input."""
+    import json
+
+    from .domain_read import read_domain
+    from .verify import verify
+
+    results = []
+    for path in domains:
+        text = _read_text(path)
+        layout, rules = read_domain(text, path)
+        report = verify(layout, rules, strict_auto=False)
+        warnings = list(report.warnings)
+        if rules.root_hotplug_needs_acpi and not layout.acpi:
+            warnings.append(f"no <acpi/>: {rules.bus(rules.root).model} of a {rules.family} guest takes no hotplug "
+                            "at all (QEMU: Bus 'pci.0' does not support hotplugging)")
+        off = [c.index for c in layout.controllers if not c.hotplug]
+        if off:
+            warnings.append(f"hotplug='off' on controller(s) {', '.join(map(str, off))}: they take no hotplug")
+        ports = {c.index for c in layout.controllers
+                 if (r := rules.rule_for(c.model, c.index)) is not None and r.is_port}
+        implicit = [p.endpoint.name for p in layout.placed
+                    if p.endpoint.kind in ("qemu-xhci", "virtio-balloon") and p.address and p.address.bus in ports]
+        if implicit:
+            warnings.append(f"devices libvirt adds by itself take ports: {', '.join(implicit)} "
+                            "(switch them off in the spec if the guest does not need them)")
+        max_index = max((c.index for c in layout.controllers), default=0)
+        results.append({
+            "file": path, "machine": rules.family,
+            "capacity": {str(k): v for k, v in report.capacity.items()},
+            "giving": {str(k): v for k, v in report.giving.items()},
+            "bus_numbers": {"used": report.bus_numbers, "limit": rules.bus_number_limit},
+            "indexes": {"used": max_index, "limit": rules.max_index},
+            "errors": report.errors, "warnings": warnings,
+        })
+    if emit == "json":
+        click.echo(json.dumps(results if len(results) > 1 else results[0], indent=2))
+    else:
+        for r in results:
+            cap = "  ".join(f"{k} {v}" for k, v in r["capacity"].items())
+            click.echo(f"{r['file']} ({r['machine']}): hotplug capacity {cap}")
+            for k, buses in r["giving"].items():
+                if buses:
+                    click.echo(f"  {k} room on controller(s) {', '.join(map(str, buses))}")
+            click.echo(f"  bus numbers {r['bus_numbers']['used']}/{r['bus_numbers']['limit']}, "
+                       f"highest controller index {r['indexes']['used']}/{r['indexes']['limit']}")
+            for e in r["errors"]:
+                click.echo(f"  rule broken: {e}")
+            for w in r["warnings"]:
+                click.echo(f"  warning: {w}")
+
+
 def _read_text(path: str) -> str:
     if path == "-":
         return sys.stdin.read()
