@@ -1,0 +1,232 @@
+"""Sanity of the rule tables, and a coverage meta-test over them.
+
+The tables in solver/rules/ are data the planner, the placer and the verifier
+all trust, so a wrong row is a wrong plan.  These tests check what a row must
+satisfy on its own (slots in range, a connect type where the row needs one,
+every class placeable somewhere), that every device model renders to XML
+libvirt's schema accepts, and -- last in the session -- that the suite's plans
+touched every row and every device model (virtinst's test_checkprops): a new
+row without a test that plans with it fails here, by name.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+from lxml import etree
+
+from topo_solve.domain_xml import controllers_element, device_element
+from topo_solve.model import HOTPLUG_CLASSES, Address, Connect, Controller, Layout, Plan, Problem
+from topo_solve.rules import FAMILIES, MACHINE_WORDS, family_for
+from topo_solve.rules.devices import CHIPSET, DEVICES, kind
+from topo_solve.solve import solve
+from topo_solve.spec import parse_spec, to_problem
+
+FAMILY_NAMES = sorted(FAMILIES)
+ALL_KINDS = sorted(DEVICES) + sorted(CHIPSET)
+TARGET_ATTRS = {"chassis", "port", "chassisNr", "index"}  # what place._target knows how to fill in
+
+
+def rows(family: str):
+    return list(FAMILIES[family].buses.items())
+
+
+ROW_IDS = [(f, key) for f in FAMILY_NAMES for key, _ in rows(f)]
+
+
+# -- every family ------------------------------------------------------------
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+class TestFamily:
+    def test_root_row_exists_and_is_a_root(self, family):
+        rules = FAMILIES[family]
+        assert rules.root in rules.buses, f"{family}: root model {rules.root!r} has no row"
+        root = rules.bus(rules.root)
+        assert root.root and not root.addable and root.connect is None
+        assert rules.rule_for(root.model, 0) is root
+
+    def test_machine_names_lead_back_to_the_family(self, family):
+        rules = FAMILIES[family]
+        assert re.fullmatch(rules.machine_pattern, rules.default_machine)
+        assert family_for(rules.default_machine) is rules
+        assert rules.arches, f"{family} lists no architecture"
+        words = [w for w, f in MACHINE_WORDS.items() if f == family]
+        assert words, f"no machine word leads to {family}"
+
+    def test_every_class_has_a_bus_that_takes_it_at_boot_and_live(self, family):
+        rules = FAMILIES[family]
+        for cls in HOTPLUG_CLASSES:
+            connect = rules.connect_of(cls)
+            takers = [b.name for b in rules.buses.values()
+                      if rules.accepts(b, connect, auto=True, endpoint=True)]
+            live = [b.name for b in rules.buses.values()
+                    if b.hotplug and rules.accepts(b, connect, auto=True, endpoint=True)]
+            assert takers, f"{family}: no bus auto-places {cls} ({connect})"
+            assert live, f"{family}: no bus hotplugs {cls} ({connect}), so no headroom of it can ever exist"
+            if cls in rules.isolated:
+                assert any(b.isolation == "group" and b.addable for b in rules.buses.values()
+                           if b.name in live), f"{family}: isolated {cls} needs an addable bus per group"
+
+    def test_reserved_and_fixed_addresses_are_on_the_root_bus(self, family):
+        rules = FAMILIES[family]
+        lo, hi = rules.bus(rules.root).slots
+        for slot, why in rules.reserved_root_slots:
+            assert lo <= slot <= hi and why
+        for role, fixed in rules.fixed.items():
+            assert fixed.role == role and fixed.source
+            assert fixed.address.bus == 0 and lo <= fixed.address.slot <= hi, f"{family} {role}: {fixed.address}"
+
+    def test_implicit_devices_and_defaults_name_known_models(self, family):
+        rules = FAMILIES[family]
+        for flag, name in rules.implicit.items():
+            kind(name)  # raises KeyError for an unknown model
+        assert set(rules.defaults) <= set(rules.implicit) | {"video"}
+        assert DEVICES[rules.default_video].video
+
+    def test_budgets_name_rows(self, family):
+        rules = FAMILIES[family]
+        assert set(rules.max_count) <= set(rules.buses)
+        assert 0 < rules.max_index <= 255 and 0 < rules.bus_number_limit <= 256
+
+
+# -- every row ---------------------------------------------------------------
+
+@pytest.mark.parametrize(("family", "key"), ROW_IDS, ids=[f"{f}-{k}" for f, k in ROW_IDS])
+class TestRow:
+    def test_slots_are_a_sane_range(self, family, key):
+        b = FAMILIES[family].bus(key)
+        lo, hi = b.slots
+        assert 0 <= lo <= hi <= 0x1F, b.slots
+        assert 1 <= b.packs <= 8
+        assert b.packs == 1 or b.is_port, "only single-slot ports share a parent slot as functions"
+        assert b.bus_numbers >= 0
+
+    def test_addable_rows_say_how_they_plug_in(self, family, key):
+        rules = FAMILIES[family]
+        b = rules.bus(key)
+        if not b.addable:
+            return
+        if b.root:
+            assert b.connect is None, "a root bus needs no slot upstream"
+            return
+        assert b.connect is not None, f"{family} {key}: addable but no connect type"
+        parents = [p.name for p in rules.buses.values()
+                   if p.name != b.name and rules.accepts(p, b.connect, auto=True, endpoint=False)]
+        assert parents, f"{family} {key}: no other bus auto-accepts {b.connect}, so it can never be placed"
+
+    def test_what_it_accepts_are_connect_types(self, family, key):
+        b = FAMILIES[family].bus(key)
+        assert b.accepts <= set(Connect) and b.manual <= set(Connect)
+        assert b.accepts or b.manual, f"{family} {key} accepts nothing"
+
+    def test_targets_are_known_and_a_source_is_named(self, family, key):
+        b = FAMILIES[family].bus(key)
+        assert set(b.target) <= TARGET_ATTRS, b.target
+        assert b.source.strip(), f"{family} {key} names no source"
+
+    def test_rule_for_finds_the_row_again(self, family, key):
+        rules = FAMILIES[family]
+        b = rules.bus(key)
+        index = 0 if not b.addable else 1
+        assert rules.rule_for(b.model, index) is b
+
+
+# -- XML of every row and every device model ----------------------------------
+
+def _minimal_domain(family: str, devices: list[etree._Element]) -> bytes:
+    rules = FAMILIES[family]
+    dom = etree.Element("domain", type="kvm")
+    etree.SubElement(dom, "name").text = "rules-test"
+    etree.SubElement(dom, "memory", unit="MiB").text = "1024"
+    os_ = etree.SubElement(dom, "os")
+    etree.SubElement(os_, "type", arch=rules.arches[0], machine=rules.default_machine).text = "hvm"
+    devs = etree.SubElement(dom, "devices")
+    for d in devices:
+        devs.append(d)
+    return etree.tostring(dom)
+
+
+@pytest.mark.parametrize("name", ALL_KINDS)
+def test_every_device_model_renders_to_valid_xml(name, schema_valid):
+    """device_element of each model, at a root-bus address, inside a minimal q35 domain."""
+    el = device_element(name, name, Address(0, 5, 0), host="0000:41:00.0")
+    schema_valid(_minimal_domain("q35", [el]), f"device {name}")
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_every_row_renders_to_a_valid_controller(family, schema_valid):
+    """One controller per row, each on the root bus; the schema checks names and targets."""
+    rules = FAMILIES[family]
+    controllers = [Controller(0, rules.root, None, target=(("index", 0),) if "index" in rules.bus(rules.root).target
+                              else ())]
+    for n, b in enumerate((b for b in rules.buses.values() if b.addable), start=1):
+        addr = None if b.root else Address(0, n, 0)
+        values = {"chassis": n, "port": 8 * n, "chassisNr": n, "index": n}
+        controllers.append(Controller(n, b.model, addr, target=tuple((a, values[a]) for a in b.target)))
+    problem = Problem("rules-test", family, rules.default_machine, rules.arches[0], (), ())
+    plan = Plan(problem, Layout(family, tuple(controllers), ()), capacity={}, added={})
+    schema_valid(_minimal_domain(family, list(controllers_element(plan))), f"{family} controllers")
+
+
+# -- plans that exercise every row and every model -----------------------------
+
+# One spec per family: every device model (one balloon model each: a guest has
+# one balloon) and enough conventional-PCI headroom that one bridge is not
+# enough, so the self-nesting pci-bridge row is needed too.  On pseries the
+# hostdev (boot and hotplug) needs the extra-PHB row.
+_BALLOON = {"q35": "virtio-balloon", "pc": "virtio-balloon-transitional",
+            "pseries": "virtio-balloon", "virt": "virtio-balloon-transitional"}
+
+
+def kitchen_sink(family: str) -> str:
+    devices = [{"model": m} for m in DEVICES if not m.startswith("virtio-balloon")] + [{"model": _BALLOON[family]}]
+    spec = {"name": f"all-{family}", "machine": family, "devices": devices,
+            "hotplug": [{"class": "pci", "count": 40}, {"class": "pcie", "count": 2},
+                        {"class": "hostdev", "count": 1}]}
+    return yaml.safe_dump(spec, sort_keys=False)
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_kitchen_sink_plans_and_validates(family, schema_valid):
+    from topo_solve.domain_xml import render_domain
+
+    spec, lines = parse_spec(kitchen_sink(family), f"all-{family}.yaml")
+    plan = solve(to_problem(spec, lines, f"all-{family}.yaml"))
+    for cls, n in plan.requested.items():
+        assert plan.capacity[cls] >= n
+    schema_valid(render_domain(plan), f"kitchen sink plan of {family}")
+
+
+@pytest.mark.coverage_meta
+def test_every_row_and_device_model_is_exercised_by_a_plan(recorded_plans, request):
+    """Every BusRule row of every family, and every device model, appears in a
+    plan made by this test session.  Runs last (see conftest)."""
+    module = request.node.nodeid.split("::")[0]
+    selected = {item.nodeid for item in request.session.items}
+    sinks = {f"{module}::test_kitchen_sink_plans_and_validates[{f}]" for f in FAMILY_NAMES}
+    if not sinks <= selected:
+        pytest.skip("only part of the suite was selected; the coverage check needs at least this whole file")
+    rows_seen: set[tuple[str, str]] = set()
+    kinds_seen: set[str] = set()
+    families_seen: set[str] = set()
+    for plan in recorded_plans:
+        rules = FAMILIES[plan.layout.family]
+        families_seen.add(rules.family)
+        for c in plan.layout.controllers:
+            rule = rules.rule_for(c.model, c.index)
+            if rule is not None:
+                rows_seen.add((rules.family, rule.name))
+        kinds_seen.update(p.endpoint.kind for p in plan.layout.placed)
+    missing_rows = sorted(set(ROW_IDS) - rows_seen)
+    missing_kinds = sorted(set(ALL_KINDS) - kinds_seen)
+    missing_families = sorted(set(FAMILY_NAMES) - families_seen)
+    message = []
+    if missing_families:
+        message.append(f"families never planned: {', '.join(missing_families)}")
+    if missing_rows:
+        message.append("rule rows no plan used: " + ", ".join(f"{f}:{k}" for f, k in missing_rows))
+    if missing_kinds:
+        message.append("device models no plan placed: " + ", ".join(missing_kinds))
+    assert not message, "; ".join(message) + " (add a spec that needs them to the suite)"
