@@ -1,0 +1,5 @@
+"""``python -m topo_solve`` runs the CLI."""
+
+from .cli import main
+
+main()
