@@ -1,8 +1,9 @@
 """pytest fixtures for tests that talk to a real libvirt + QEMU.
 
-Wire them up from tests/conftest.py with::
-
-    from tests.libvirt_fixtures import *  # noqa: F401,F403  (libvirt_uri, virsh)
+Wired up in tests/conftest.py with ``pytest_plugins = ["tests.libvirt_fixtures"]``
+(``from tests.libvirt_fixtures import *`` works as well: it brings in only the
+two fixtures).  Test modules import ``hv`` from here, never the fixtures
+themselves, or a second session fixture would be registered.
 
 (``tests/__init__.py`` makes ``tests`` a package; pytest's default "prepend"
 import mode then puts the repository root on sys.path, so this import works

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.libvirt_fixtures import hv, libvirt_uri, virsh  # noqa: F401  (fixtures)
+from tests.libvirt_fixtures import hv  # fixtures libvirt_uri, virsh: via conftest (pytest_plugins)
 
 NO_SLOTS = "internal error: No more available PCI slots"
 
