@@ -150,7 +150,41 @@ def parse_spec(text: str, file: str = "<spec>") -> tuple[Spec, dict[tuple, int]]
             elif e["type"] == "missing":
                 msg = "required field is missing"
             problems.append(Finding(file, _line(lines, loc), _dotted(loc), msg))
+        # A schema mistake must not hide a misspelt model or machine elsewhere in the file.
+        seen = {p.path for p in problems}
+        problems += [p for p in _name_findings(data, lines, file) if p.path not in seen]
+        problems.sort(key=lambda p: (p.line or 0, p.path))
         raise SpecError(problems) from None
+
+
+def _unknown(word: str, known: list[str], what: str) -> str:
+    guess = difflib.get_close_matches(word, known, n=2)
+    return (f"unknown {what} '{word}'; " + (f"did you mean {' or '.join(repr(g) for g in guess)}? " if guess else "")
+            + f"known: {', '.join(known)}")
+
+
+def _name_findings(data: dict, lines: dict[tuple, int], file: str) -> list[Finding]:
+    """Unknown machine and model names in raw YAML data (used when the schema check failed)."""
+    out = []
+    machine = data.get("machine")
+    if isinstance(machine, str) and family_for(machine) is None:
+        out.append(Finding(file, _line(lines, ("machine",)), "machine", _machine_message(machine)))
+    for section in ("devices", "hotplug"):
+        entries = data.get(section)
+        for i, entry in enumerate(entries if isinstance(entries, list) else []):
+            model = entry.get("model") if isinstance(entry, dict) else None
+            if isinstance(model, str) and model not in DEVICES:
+                path = (section, i, "model")
+                out.append(Finding(file, _line(lines, path), _dotted(path), _unknown(model, list(DEVICES),
+                                                                                       "device model")))
+    return out
+
+
+def _machine_message(machine: str) -> str:
+    guess = machine_suggestions(machine)
+    return (f"unknown machine '{machine}'; " + (f"did you mean {' or '.join(repr(g) for g in guess)}? " if guess
+                                                 else "") + "use q35, pc, pseries or virt (or a libvirt name such as "
+            "pc-q35-7.2)")
 
 
 def _allowed_fields(loc: tuple) -> list[str]:
@@ -194,10 +228,8 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
 
     rules = family_for(spec.machine)
     if rules is None:
-        guess = machine_suggestions(spec.machine)
-        bad(("machine",), f"unknown machine '{spec.machine}'; "
-            + (f"did you mean {' or '.join(repr(g) for g in guess)}? " if guess else "")
-            + "use q35, pc, pseries or virt (or a libvirt name such as pc-q35-7.2)")
+        bad(("machine",), _machine_message(spec.machine))
+        problems += [p for p in _name_findings(spec.model_dump(by_alias=True), lines, file) if p.path != "machine"]
         raise SpecError(problems)
     arch = spec.arch or rules.arches[0]
     if arch not in rules.arches:
@@ -213,18 +245,20 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
     user_balloon = any(d.model.startswith("virtio-balloon") for d in spec.devices)
     have_video = any(d.model in DEVICES and DEVICES[d.model].video for d in spec.devices)
     placeholder = 0
+    limited: dict[str, int] = {}
 
     for i, d in enumerate(spec.devices):
         path = ("devices", i)
         kind = DEVICES.get(d.model)
         if kind is None:
-            guess = difflib.get_close_matches(d.model, list(DEVICES), n=2)
-            bad(path + ("model",), f"unknown device model '{d.model}'; "
-                + (f"did you mean {' or '.join(repr(g) for g in guess)}? " if guess else "")
-                + f"known: {', '.join(DEVICES)}")
+            bad(path + ("model",), _unknown(d.model, list(DEVICES), "device model"))
             continue
-        if kind.max_count is not None and d.count > kind.max_count:
-            bad(path + ("count",), f"a guest has at most {kind.max_count} {d.model}")
+        if kind.max_count is not None:
+            # counted per element: virtio-balloon and its transitional twin are both <memballoon>
+            limited[kind.element] = limited.get(kind.element, 0) + d.count
+            if limited[kind.element] > kind.max_count:
+                bad(path + ("count",) if d.count > kind.max_count else path + ("model",),
+                    f"a guest has at most {kind.max_count} <{kind.element}> device")
         if d.iommu_group is not None and kind.cls != EndpointClass.HOSTDEV:
             bad(path + ("iommu_group",), "only assigned host devices (model: hostdev) have an IOMMU group")
         if d.host is not None and kind.cls != EndpointClass.HOSTDEV:
@@ -308,9 +342,7 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
         if h.model is not None:
             kind = DEVICES.get(h.model)
             if kind is None:
-                guess = difflib.get_close_matches(h.model, list(DEVICES), n=2)
-                bad(path + ("model",), f"unknown device model '{h.model}'"
-                    + (f"; did you mean {' or '.join(repr(g) for g in guess)}?" if guess else ""))
+                bad(path + ("model",), _unknown(h.model, list(DEVICES), "device model"))
                 continue
             if not kind.hotplug:
                 ok = ", ".join(k for k, v in DEVICES.items() if v.hotplug)

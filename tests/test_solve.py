@@ -503,8 +503,7 @@ AUDITS = [
                             f"<model name='xio3130-downstream'/><target chassis='{4 + k}' port='0x{k:x}'/>"
                             f"{addr(3, k)}</controller>" for k in range(4))
                 + f"\n{Q35_OFF}"),
-     "capacity": {"pcie": 5},
-     "xfail": "gap: the q35 table has no pcie-switch-upstream/downstream-port rows, so audit rejects switches"},
+     "capacity": {"pcie": 5}},
     {"id": "row10-q35-30-ports", "#": "30 root ports, 30 PCIe hotplugs",
      "xml": q35(f"{root_ports(30)}\n{Q35_OFF}"), "capacity": {"pcie": 30}},
     {"id": "row11-q35-port-hotplug-off", "#": "a root port with hotplug='off' takes no hotplug",
@@ -515,8 +514,7 @@ AUDITS = [
                 f"{addr(0, 0x1e)}</controller>\n"
                 "    <controller type='pci' index='2' model='pci-bridge'><model name='pci-bridge'/>"
                 f"<target chassisNr='2'/>{addr(1, 0)}</controller>\n{Q35_OFF}"),
-     "capacity": {"pcie": 0, "pci": 31},
-     "xfail": "gap: the q35 table has no dmi-to-pci-bridge row, so audit rejects it"},
+     "capacity": {"pcie": 0, "pci": 31}},
     {"id": "row14-q35-240-ports", "#": "240 root ports (30 slots x 8), the most pcie-root holds",
      "xml": q35(f"{root_ports(240)}\n{Q35_OFF}".replace(addr(0, 0x1f, 0), "")), "capacity": {"pcie": 240}},
     {"id": "row15-pc-defaults", "#": "PIIX3 has slot 1 (usb 01.2), the balloon slot 2: 29 slots, 3-31",

@@ -39,6 +39,30 @@ PCIE_BUSES = (
         slots=(1, 31),  # slot 0 is the bridge's SHPC
         source=_BAS + ": pcie-to-pci-bridge (libvirt 4.3.0); QEMU docs/pcie_pci_bridge.txt",
     ),
+    # Read-only rows: the planner does not add these yet, but audit and verify know them.
+    BusRule(
+        "pcie-switch-upstream-port", "x3130-upstream", C.SWITCH_UPSTREAM,
+        accepts=frozenset({C.SWITCH_DOWNSTREAM}),
+        slots=(0, 31),  # up to 32 downstream ports
+        auto_endpoints=False, hotplug=False, addable=False,
+        source=_BAS + ": pcie-switch-upstream-port",
+    ),
+    BusRule(
+        "pcie-switch-downstream-port", "xio3130-downstream", C.SWITCH_DOWNSTREAM,
+        accepts=frozenset({C.PCIE_DEVICE, C.SWITCH_UPSTREAM, C.PCIE_TO_PCI_BRIDGE}),
+        manual=frozenset({C.PCI_DEVICE}),
+        slots=(0, 0),  # a port: one slot
+        target=("chassis", "port"), addable=False,
+        source=_BAS + ": pcie-switch-downstream-port",
+    ),
+    BusRule(
+        "dmi-to-pci-bridge", "i82801b11-bridge", C.DMI_TO_PCI_BRIDGE,
+        accepts=frozenset({C.PCI_BRIDGE}),
+        manual=frozenset({C.PCI_DEVICE, C.PCIE_DEVICE}),
+        slots=(0, 31),
+        auto_endpoints=False, hotplug=False, addable=False,  # its own slots take no hotplug (real-libvirt row 12)
+        source=_BAS + ": dmi-to-pci-bridge",
+    ),
     BusRule(
         "pci-bridge", "pci-bridge", C.PCI_BRIDGE,
         accepts=frozenset({C.PCI_DEVICE, C.PCI_BRIDGE}),
