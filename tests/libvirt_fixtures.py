@@ -87,3 +87,15 @@ def libvirt_uri():
 @pytest.fixture
 def virsh(libvirt_uri):
     return hv.Virsh(libvirt_uri)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Say how many tests ran against the real libvirt, so a CI log shows they did run."""
+    counts: dict[str, int] = {}
+    for outcome in ("passed", "failed", "skipped", "error"):
+        for rep in terminalreporter.stats.get(outcome, []):
+            if "libvirt" in getattr(rep, "keywords", {}) and (rep.when == "call" or outcome in ("skipped", "error")):
+                counts[outcome] = counts.get(outcome, 0) + 1
+    if counts:
+        text = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+        terminalreporter.write_line(f"real libvirt + QEMU tests: {text}")
