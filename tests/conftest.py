@@ -10,9 +10,9 @@
   skip when it is not installed, unless TOPO_SOLVE_REQUIRE_LIBVIRT=1 (CI), then
   they fail.
 * Every plan made in this process by ``topo_solve.solve.solve`` is recorded in
-  ``PLANS``; test_rules.py's coverage meta-test checks that the suite's plans
-  touch every rule-table row and every device model (virtinst's
-  test_checkprops idea).
+  ``PLANS``, every layout ``read_domain`` returns in ``READS``; test_rules.py's
+  coverage meta-test checks that the suite touched every rule-table row and
+  every device model (virtinst's test_checkprops idea).
 
 The libvirt fixtures (``libvirt_uri``, ``virsh``) come from
 tests/libvirt_fixtures.py; ``tests/__init__.py`` makes ``tests`` a package, so
@@ -42,35 +42,38 @@ REQUIRE_ENV = "TOPO_SOLVE_REQUIRE_LIBVIRT"
 # -- the plan recorder ------------------------------------------------------
 
 PLANS: list = []  # every Plan solve() returned in this session
+READS: list = []  # every Layout read_domain() returned (audits of hand-written XML)
 
 
-def _record_plans() -> None:
-    """Wrap ``topo_solve.solve.solve`` so each plan it returns is kept in PLANS.
+def _record(module_name: str, function: str, sink: list, pick) -> None:
+    """Wrap ``topo_solve.<module_name>.<function>`` so what it returns is kept in ``sink``.
 
     Done at import time of this conftest, before any test module is imported,
     so ``from topo_solve.solve import solve`` in a test, the lazy
     ``topo_solve.solve`` attribute and the CLI's own import all get the wrapper.
     """
+    from importlib import import_module
+
     try:
-        from topo_solve import solve as solve_module
+        module = import_module(f"topo_solve.{module_name}")
     except Exception:  # the package is broken mid-edit: its own tests will say so
         return
-
-    original = solve_module.solve
+    original = getattr(module, function)
     if getattr(original, "_recording", False):
         return
 
     @functools.wraps(original)
-    def solve(problem):
-        plan = original(problem)
-        PLANS.append(plan)
-        return plan
+    def wrapper(*args, **kwargs):
+        result = original(*args, **kwargs)
+        sink.append(pick(result))
+        return result
 
-    solve._recording = True
-    solve_module.solve = solve
+    wrapper._recording = True
+    setattr(module, function, wrapper)
 
 
-_record_plans()
+_record("solve", "solve", PLANS, lambda plan: plan)
+_record("domain_read", "read_domain", READS, lambda result: result[0])
 
 
 # -- options and markers ----------------------------------------------------
@@ -163,3 +166,9 @@ def schema_valid(relaxng):
 def recorded_plans() -> list:
     """Every plan solve() returned so far in this session (see the module docstring)."""
     return PLANS
+
+
+@pytest.fixture(scope="session")
+def recorded_reads() -> list:
+    """Every layout read_domain() returned so far in this session."""
+    return READS

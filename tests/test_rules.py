@@ -199,37 +199,48 @@ def test_kitchen_sink_plans_and_validates(family, schema_valid):
     schema_valid(render_domain(plan), f"kitchen sink plan of {family}")
 
 
+def _exercisers(module: str) -> set[str]:
+    """Node ids of the tests that make the plans and reads the coverage check counts on."""
+    from tests.test_solve import AUDITS
+
+    solve_module = module.rsplit("/", 1)[0] + "/test_solve.py" if "/" in module else "test_solve.py"
+    return ({f"{module}::test_kitchen_sink_plans_and_validates[{f}]" for f in FAMILY_NAMES}
+            | {f"{solve_module}::test_audit_capacity_matches_real_libvirt[{c['id']}]" for c in AUDITS})
+
+
 @pytest.mark.coverage_meta
-def test_every_row_and_device_model_is_exercised_by_a_plan(recorded_plans, request):
-    """Every BusRule row of every family, and every device model, appears in a
-    plan made by this test session.  Runs last (see conftest)."""
-    module = request.node.nodeid.split("::")[0]
+def test_every_row_and_device_model_is_exercised(recorded_plans, recorded_reads, request):
+    """Every BusRule row of every family, and every device model, is exercised in this session:
+    rows the planner may add (and roots) by a plan, rows it never adds (switch ports,
+    dmi-to-pci-bridge: audit only) by a domain XML read back and verified.  Runs last (see
+    conftest); skips when the tests that exercise the rows were not all selected."""
     selected = {item.nodeid for item in request.session.items}
-    sinks = {f"{module}::test_kitchen_sink_plans_and_validates[{f}]" for f in FAMILY_NAMES}
-    if not sinks <= selected:
-        pytest.skip("only part of the suite was selected; the coverage check needs at least this whole file")
-    rows_seen: set[tuple[str, str]] = set()
+    if not _exercisers(request.node.nodeid.split("::")[0]) <= selected:
+        pytest.skip("only part of the suite was selected; the coverage check needs test_rules.py and "
+                    "test_solve.py whole")
+    planned: set[tuple[str, str]] = set()
+    read: set[tuple[str, str]] = set()
     kinds_seen: set[str] = set()
     families_seen: set[str] = set()
+    for layouts, seen in (([p.layout for p in recorded_plans], planned), (recorded_reads, read)):
+        for layout in layouts:
+            rules = FAMILIES[layout.family]
+            for c in layout.controllers:
+                rule = rules.rule_for(c.model, c.index)
+                if rule is not None:
+                    seen.add((rules.family, rule.name))
     for plan in recorded_plans:
-        rules = FAMILIES[plan.layout.family]
-        families_seen.add(rules.family)
-        for c in plan.layout.controllers:
-            rule = rules.rule_for(c.model, c.index)
-            if rule is not None:
-                rows_seen.add((rules.family, rule.name))
+        families_seen.add(plan.layout.family)
         kinds_seen.update(p.endpoint.kind for p in plan.layout.placed)
-    # Rows the planner never adds (switches, dmi-to-pci-bridge) are read-only: audit cases
-    # in test_solve.py (real-libvirt rows 9 and 12) exercise them instead.
     plannable = {(f, k) for f, k in ROW_IDS if FAMILIES[f].bus(k).addable or FAMILIES[f].bus(k).root}
-    missing_rows = sorted(plannable - rows_seen)
-    missing_kinds = sorted(set(ALL_KINDS) - kinds_seen)
-    missing_families = sorted(set(FAMILY_NAMES) - families_seen)
+    read_only = set(ROW_IDS) - plannable
     message = []
-    if missing_families:
-        message.append(f"families never planned: {', '.join(missing_families)}")
-    if missing_rows:
-        message.append("rule rows no plan used: " + ", ".join(f"{f}:{k}" for f, k in missing_rows))
-    if missing_kinds:
-        message.append("device models no plan placed: " + ", ".join(missing_kinds))
-    assert not message, "; ".join(message) + " (add a spec that needs them to the suite)"
+    if missing := sorted(set(FAMILY_NAMES) - families_seen):
+        message.append(f"families never planned: {', '.join(missing)}")
+    if missing := sorted(plannable - planned):
+        message.append("rule rows no plan used: " + ", ".join(f"{f}:{k}" for f, k in missing))
+    if missing := sorted(read_only - read):
+        message.append("read-only rule rows no audit read: " + ", ".join(f"{f}:{k}" for f, k in missing))
+    if missing := sorted(set(ALL_KINDS) - kinds_seen):
+        message.append("device models no plan placed: " + ", ".join(missing))
+    assert not message, "; ".join(message) + " (add a spec or an audit case that needs them)"
