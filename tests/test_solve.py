@@ -470,6 +470,19 @@ def phb(index: int) -> str:
             f"<target index='{index}'/></controller>")
 
 
+# An upstream port on root port 1 (bus 1) with 4 downstream ports (indexes 4-7).
+SWITCH = ("    <controller type='pci' index='3' model='pcie-switch-upstream-port'>"
+          f"<model name='x3130-upstream'/>{addr(1, 0)}</controller>\n"
+          + "\n".join(f"    <controller type='pci' index='{4 + k}' model='pcie-switch-downstream-port'>"
+                      f"<model name='xio3130-downstream'/><target chassis='{4 + k}' port='0x{k:x}'/>"
+                      f"{addr(3, k)}</controller>" for k in range(4)))
+# A dmi-to-pci-bridge at 00:1e.0 with a pci-bridge behind it.
+DMI = ("    <controller type='pci' index='1' model='dmi-to-pci-bridge'><model name='i82801b11-bridge'/>"
+       f"{addr(0, 0x1e)}</controller>\n"
+       "    <controller type='pci' index='2' model='pci-bridge'><model name='pci-bridge'/>"
+       f"<target chassisNr='2'/>{addr(1, 0)}</controller>")
+
+
 def q35(devices: str, **kw) -> str:
     return domain("pc-q35-7.2", "x86_64", f"{Q35_ROOT}\n{Q35_SATA}\n{devices}", **kw)
 
@@ -496,13 +509,7 @@ AUDITS = [
                 f"<model name='pcie-pci-bridge'/>{addr(1, 0)}</controller>\n{Q35_OFF}"),
      "capacity": {"pcie": 2, "pci": 31}},
     {"id": "row9-q35-switch", "#": "2 root ports, one holding a switch with 4 downstream ports: 5 PCIe",
-     "xml": q35(f"{root_ports(2)}\n"
-                "    <controller type='pci' index='3' model='pcie-switch-upstream-port'>"
-                f"<model name='x3130-upstream'/>{addr(1, 0)}</controller>\n"
-                + "\n".join(f"    <controller type='pci' index='{4 + k}' model='pcie-switch-downstream-port'>"
-                            f"<model name='xio3130-downstream'/><target chassis='{4 + k}' port='0x{k:x}'/>"
-                            f"{addr(3, k)}</controller>" for k in range(4))
-                + f"\n{Q35_OFF}"),
+     "xml": q35(f"{root_ports(2)}\n{SWITCH}\n{Q35_OFF}"),
      "capacity": {"pcie": 5}},
     {"id": "row10-q35-30-ports", "#": "30 root ports, 30 PCIe hotplugs",
      "xml": q35(f"{root_ports(30)}\n{Q35_OFF}"), "capacity": {"pcie": 30}},
@@ -510,10 +517,7 @@ AUDITS = [
      "xml": q35(f"{root_ports(3, hotplug_off={2})}\n{Q35_OFF}"), "capacity": {"pcie": 2, "pci": 0}},
     {"id": "row12-q35-dmi-to-pci-bridge",
      "#": "a dmi-to-pci-bridge (no hotplug on its own slots) with a pci-bridge: 31 PCI, 0 PCIe",
-     "xml": q35("    <controller type='pci' index='1' model='dmi-to-pci-bridge'><model name='i82801b11-bridge'/>"
-                f"{addr(0, 0x1e)}</controller>\n"
-                "    <controller type='pci' index='2' model='pci-bridge'><model name='pci-bridge'/>"
-                f"<target chassisNr='2'/>{addr(1, 0)}</controller>\n{Q35_OFF}"),
+     "xml": q35(f"{DMI}\n{Q35_OFF}"),
      "capacity": {"pcie": 0, "pci": 31}},
     {"id": "row14-q35-240-ports", "#": "240 root ports (30 slots x 8), the most pcie-root holds",
      "xml": q35(f"{root_ports(240)}\n{Q35_OFF}".replace(addr(0, 0x1f, 0), "")), "capacity": {"pcie": 240}},
@@ -545,6 +549,14 @@ AUDITS = [
      "xml": domain("virt-7.2", "aarch64", f"{VIRT_ROOT}\n{root_ports(3)}", acpi=False), "capacity": {"pcie": 3}},
     {"id": "row25-virt-pcie-root-only", "#": "pcie-root takes no hotplug",
      "xml": domain("virt-7.2", "aarch64", VIRT_ROOT, acpi=False), "capacity": {"pcie": 0, "pci": 0}},
+    {"id": "virt-switch", "#": "not measured; virt shares q35's PCIe controllers, so row 9 holds: a switch "
+     "with 4 downstream ports behind one of 2 root ports gives 5 PCIe",
+     "xml": domain("virt-7.2", "aarch64", f"{VIRT_ROOT}\n{root_ports(2)}\n{SWITCH}", acpi=False),
+     "capacity": {"pcie": 5, "pci": 0}},
+    {"id": "virt-dmi-to-pci-bridge", "#": "not measured; as row 12 (libvirt's aarch64-virtio-pci-manual-addresses "
+     "uses a dmi-to-pci-bridge on ARM): only the pci-bridge behind it hotplugs",
+     "xml": domain("virt-7.2", "aarch64", f"{VIRT_ROOT}\n{DMI}", acpi=False),
+     "capacity": {"pcie": 0, "pci": 31}},
     {"id": "row26-virt-bridge", "#": "2 root ports, one with a pcie-to-pci-bridge: 1 PCIe, 31 PCI",
      "xml": domain("virt-7.2", "aarch64", f"{VIRT_ROOT}\n{root_ports(2)}\n"
                    "    <controller type='pci' index='3' model='pcie-to-pci-bridge'><model name='pcie-pci-bridge'/>"
@@ -737,6 +749,24 @@ def test_a_guest_has_one_balloon():
           - {model: virtio-balloon-transitional}
     """)
     assert len(problems) == 1 and "balloon" in problems[0]
+
+
+def test_pinned_hostdev_on_the_default_phb_is_not_a_programming_error():
+    """A spec may pin devices to the root bus; on pseries that is the default PHB, which never
+    takes assigned devices.  The user gets a spec error (exit 2) or a plan that verifies -- not a
+    'programming error (please report it)' (exit 3)."""
+    text = """\
+        name: pinned-hd
+        machine: pseries
+        devices:
+          - {name: hd, model: hostdev, address: "0000:00:05.0"}
+    """
+    try:
+        plan = plan_of(text)
+    except SpecError as exc:
+        assert any("devices[0].address" in str(p) for p in exc.problems)
+    else:
+        assert verify(plan.layout, _rules(plan)).errors == []
 
 
 def test_address_parsing():
