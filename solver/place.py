@@ -31,6 +31,8 @@ class _Bus:
     rule: BusRule
     slots: dict[int, list[tuple[int, str]]] = field(default_factory=dict)  # slot -> [(function, what)]
     group: object = None  # IOMMU group of the assigned devices on it (isolating buses)
+    cursor: int = -1  # no slot below this is empty (slots only fill up while placing)
+    full: bool = False
 
     @property
     def empty(self) -> bool:
@@ -38,6 +40,16 @@ class _Bus:
 
     def free_slot(self, *, packing: str | None = None, packs: int = 1) -> tuple[int, int] | None:
         lo, hi = self.rule.slots
+        if not packing:
+            # Whole empty slots only: start where the last search stopped.
+            s = max(lo, self.cursor)
+            while s <= hi and self.slots.get(s):
+                s += 1
+            self.cursor = s
+            if s > hi:
+                self.full = True
+                return None
+            return s, 0
         for s in range(lo, hi + 1):
             used = self.slots.get(s)
             if not used:
@@ -114,8 +126,11 @@ def place(problem: Problem, rules: RuleSet, counts: Counts) -> Layout:
 
     # 4. everything else first-fit, in libvirt's category order
     auto.sort(key=lambda e: device_kind(e.kind).category)
+    start = [0]  # buses below this index are full: skip them
     for ep in auto:
-        addr = _first_fit(rules, buses, ep)
+        while start[0] < len(buses) and buses[start[0]].full:
+            start[0] += 1
+        addr = _first_fit(rules, buses[start[0]:], ep)
         if addr is None:
             raise ProgrammingError(f"no slot for {ep.name} ({ep.kind}) though the counts said it fits")
         placed.append(Placed(ep, addr))
@@ -154,6 +169,8 @@ def _first_fit(rules: RuleSet, buses: list[_Bus], ep: Endpoint) -> Address | Non
 
     def candidates():
         for bus in buses:
+            if bus.full:
+                continue
             if not rules.accepts(bus.rule, connect, auto=True, endpoint=True):
                 continue
             if isolated:
