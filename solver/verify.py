@@ -148,7 +148,10 @@ def verify(layout: Layout, rules: RuleSet, *, strict_auto: bool = True) -> Repor
         if not rules.accepts(prule, connect, auto=not user_placed, endpoint=True):
             how = "at all" if user_placed else "by libvirt's auto-placement"
             err(f"{who} ({ep.cls}) cannot sit on controller {p.address.bus} ({prule.model}) {how}")
-        if ep.cls in rules.isolated:
+        if ep.cls in rules.isolated and ep.pinned is not None and strict_auto:
+            # A user-written address overrides isolation: libvirt resets that bus to group 0.
+            emulated_on.add(p.address.bus)
+        elif ep.cls in rules.isolated:
             if prule.isolation == "locked" and strict_auto:
                 err(f"{who}: assigned devices never go on the default {prule.model}")
             groups.setdefault(p.address.bus, set()).add(ep.group if ep.group is not None else ("alone", ep.name))
@@ -190,13 +193,14 @@ def verify(layout: Layout, rules: RuleSet, *, strict_auto: bool = True) -> Repor
 
 
 def _capacity(layout, rules: RuleSet, rep: Report, by_index, slot_users, groups, emulated_on) -> None:
+    used_buses = {b for b, _ in slot_users}
     for index, (rule, c) in sorted(by_index.items()):
         hotplug = rule.hotplug and getattr(c, "hotplug", True)
         if rule.root and rules.root_hotplug_needs_acpi and not layout.acpi:
             hotplug = False  # i440fx hotplug is ACPI-based
         if not hotplug or not rule.auto_endpoints:
             continue
-        empty = not any(b == index for b, _ in slot_users)
+        empty = index not in used_buses
         if groups.get(index) and index not in emulated_on:
             continue  # a bus of one IOMMU group: assigned devices of that group only
         classes = frozenset(cls for cls in HOTPLUG_CLASSES if cls not in rules.isolated
