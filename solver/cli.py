@@ -284,9 +284,11 @@ def _read_text(path: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI and turn errors into messages and exit codes."""
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    args = list(argv if argv is not None else sys.argv[1:])
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]  # accepted anywhere on the line, not only first
     try:
-        cli.main(args=argv, prog_name="topo-solve", standalone_mode=False)
+        cli.main(args=args, prog_name="topo-solve", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)

@@ -283,7 +283,7 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
                 reserved = dict(rules.reserved_root_slots)
                 if pin.bus != 0 or pin.domain != 0:
                     bad(path + ("address",), "spec addresses pin devices to the root bus (0000:00:SS.F) only; "
-                        "to keep devices behind existing controllers, use 'topo-solve extend' on the domain XML")
+                        "devices behind other controllers cannot be pinned yet")
                 elif not lo <= pin.slot <= hi:
                     bad(path + ("address",), f"slot {pin.slot:#04x} is outside {rules.root}'s slots "
                         f"{lo:#04x}-{hi:#04x}")
