@@ -8,6 +8,7 @@ pci-bridge, none at all without ACPI).
 
 from ..model import Address, Connect as C, EndpointClass as K
 from . import BusRule, Fixed, RuleSet, _freeze
+from .q35 import PCI_BRIDGE
 
 _BAS = "domain_addr.c virDomainPCIAddressBusSetModel"
 
@@ -19,13 +20,7 @@ _buses = (
         root=True, addable=False,
         source=_BAS + ": pci-root",
     ),
-    BusRule(
-        "pci-bridge", "pci-bridge", C.PCI_BRIDGE,
-        accepts=frozenset({C.PCI_DEVICE, C.PCI_BRIDGE}),
-        slots=(1, 31),  # slot 0 is the bridge's SHPC
-        target=("chassisNr",),
-        source=_BAS + ": pci-bridge",
-    ),
+    PCI_BRIDGE,
 )
 
 RULES = RuleSet(

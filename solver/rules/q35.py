@@ -12,6 +12,15 @@ from . import BusRule, Fixed, RuleSet, _freeze
 
 _BAS = "domain_addr.c virDomainPCIAddressBusSetModel"
 
+# The same conventional bridge on every x86 and ARM machine (pc shares the row).
+PCI_BRIDGE = BusRule(
+    "pci-bridge", "pci-bridge", C.PCI_BRIDGE,
+    accepts=frozenset({C.PCI_DEVICE, C.PCI_BRIDGE}),
+    slots=(1, 31),  # slot 0 is the bridge's SHPC
+    target=("chassisNr",),
+    source=_BAS + ": pci-bridge",
+)
+
 # Shared with the aarch64/riscv64 virt table, which has the same controllers.
 PCIE_BUSES = (
     BusRule(
@@ -63,13 +72,7 @@ PCIE_BUSES = (
         auto_endpoints=False, hotplug=False, addable=False,  # its own slots take no hotplug (real-libvirt row 12)
         source=_BAS + ": dmi-to-pci-bridge",
     ),
-    BusRule(
-        "pci-bridge", "pci-bridge", C.PCI_BRIDGE,
-        accepts=frozenset({C.PCI_DEVICE, C.PCI_BRIDGE}),
-        slots=(1, 31),  # slot 0 is the bridge's SHPC
-        target=("chassisNr",),
-        source=_BAS + ": pci-bridge",
-    ),
+    PCI_BRIDGE,
 )
 
 _fixed = {
