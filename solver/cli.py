@@ -151,9 +151,15 @@ def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str |
     from dataclasses import replace
 
     from .solve import solve
-    from .spec import load_spec
+    from .spec import DomainRequest, load_request
 
-    problem = load_spec(spec)
+    problem = load_request(spec)
+    if isinstance(problem, DomainRequest):  # a spec with 'domain': extend that guest
+        if emit not in ("domain", "json"):
+            raise _usage(f"{spec} extends an existing guest; --emit {emit} is for new guests (use domain or json)")
+        _extend_run(str(problem.domain), problem.headroom, output=output, in_place=False, force=force,
+                    allow_moves=False, emit=emit, quiet=quiet, machine=problem.machine, spec=spec)
+        return
     if virt_type:
         problem = replace(problem, virt_type=virt_type)
     result = solve(problem)
@@ -271,6 +277,114 @@ def audit(domains: tuple[str, ...], emit: str) -> None:
                 click.echo(f"  rule broken: {e}")
             for w in r["warnings"]:
                 click.echo(f"  warning: {w}")
+
+
+@cli.command()
+@click.argument("domain", type=click.Path(dir_okay=False))
+@click.option("--hotplug", "hotplugs", multiple=True, metavar="MODEL=N",
+              help="Headroom to reach: a device model or a class (pcie, pci, hostdev) and a count; repeat it.")
+@click.option("-o", "--output", metavar="FILE", help="Write the extended XML here (atomically) instead of stdout.")
+@click.option("--in-place", is_flag=True, help="Replace DOMAIN itself, keeping the original as DOMAIN.bak.")
+@click.option("--force", is_flag=True, help="Replace FILE (or DOMAIN.bak) if it exists.")
+@click.option("--allow-moves", is_flag=True,
+              help="Move devices when no addition alone is enough (every move is listed).")
+@click.option("--emit", type=click.Choice(["domain", "json"]), default="domain", show_default=True,
+              help="The extended domain XML, or a JSON report of what was added and moved.")
+@click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
+def extend(domain: str, hotplugs: tuple[str, ...], output: str | None, in_place: bool, force: bool,
+           allow_moves: bool, emit: str, quiet: bool) -> None:
+    """Add the fewest controllers to an existing guest so it can hotplug what --hotplug asks,
+    without moving a device; every index, address, alias, attribute and comment stays as it was.
+
+    DOMAIN is a libvirt domain XML as `virsh dumpxml` prints it, or - for standard input."""
+    from .spec import parse_hotplug_option
+
+    if not hotplugs:
+        raise _usage("extend needs at least one --hotplug MODEL=N (e.g. --hotplug virtio-net=4)")
+    headroom = []
+    for h in hotplugs:
+        try:
+            entry = parse_hotplug_option(h)
+        except ValueError as exc:
+            raise _usage(f"--hotplug {h}: {exc}") from None
+        if entry is not None:
+            headroom.append(entry)
+    _extend_run(domain, tuple(headroom), output=output, in_place=in_place, force=force, allow_moves=allow_moves,
+                emit=emit, quiet=quiet)
+
+
+def _extend_run(domain: str, headroom, *, output, in_place, force, allow_moves, emit, quiet,
+                machine: str | None = None, spec: str | None = None) -> None:
+    import json
+
+    from .domain_edit import apply_extension
+    from .domain_read import parse_xml, read_domain
+    from .extend import extend as extend_layout
+    from .rules import family_for
+
+    if in_place and (output or domain == "-"):
+        raise _usage("--in-place replaces DOMAIN itself; it cannot be combined with -o or standard input")
+    text = _read_text(domain)
+    layout, rules = read_domain(text, domain)
+    if machine is not None and family_for(machine) is not None and family_for(machine).family != rules.family:
+        raise _usage(f"{spec}: machine '{machine}' is {family_for(machine).family}, but {domain} is a "
+                     f"{rules.family} guest; drop 'machine' or fix it")
+    name_el = parse_xml(text, domain).find("name")
+    name = (name_el.text or "").strip() if name_el is not None and name_el.text else Path(domain).stem
+    ext = extend_layout(layout, rules, tuple(headroom), name=name, allow_moves=allow_moves)
+    new_text, exact = apply_extension(text, domain, ext)
+    if emit == "json":
+        report = {
+            "file": domain, "name": name, "machine": rules.family, "changed": not ext.unchanged,
+            "added": [{"index": c.index, "model": c.model, "address": None if c.address is None else str(c.address)}
+                      for c in ext.added],
+            "moves": [{"name": m.name, "from": str(m.old), "to": str(m.new)} for m in ext.moves],
+            "before": {str(k): v for k, v in ext.before.items()},
+            "capacity": {str(k): v for k, v in ext.capacity.items()},
+            "requested": {str(k): v for k, v in ext.requested.items()},
+            "warnings": list(ext.warnings),
+        }
+        click.echo(json.dumps(report, indent=2))
+    if in_place:
+        if not ext.unchanged:
+            _write(text, domain + ".bak", force)
+            _write(new_text, domain, True)
+    elif emit == "domain" or output:
+        _write(new_text, output, force)
+    if quiet:
+        return
+    cap = "  ".join(f"{c} {ext.before[c]} -> {ext.capacity[c]}/{ext.requested[c]}" for c in ext.capacity)
+    if ext.unchanged:
+        click.echo(f"{name} ({rules.family}): already meets the request; nothing changed", err=True)
+        click.echo(f"  hotplug capacity/requested: " + "  ".join(
+            f"{c} {ext.capacity[c]}/{ext.requested[c]}" for c in ext.capacity), err=True)
+        return
+    by_model: dict[str, list[int]] = {}
+    for c in ext.added:
+        by_model.setdefault(c.model, []).append(c.index)
+    added = ", ".join(f"{len(ix)} {m} (index {_ranges(ix)})" for m, ix in by_model.items()) or "nothing"
+    click.echo(f"{name} ({rules.family}): added {added}", err=True)
+    click.echo(f"  hotplug capacity before -> after/requested: {cap}", err=True)
+    for m in ext.moves:
+        click.echo(f"  moved {m.name}: {m.old} -> {m.new}", err=True)
+    if not exact:
+        click.echo("  note: the file could not be edited line by line, so it was rewritten; elements, attributes "
+                   "and comments are kept, whitespace and quotes may differ", err=True)
+    if in_place:
+        click.echo(f"  {domain} replaced; the original is {domain}.bak", err=True)
+    for w in ext.warnings:
+        click.echo(f"  warning: {w}", err=True)
+
+
+def _ranges(ix: list[int]) -> str:
+    out, start = [], None
+    for i, v in enumerate(ix):
+        if start is None:
+            start = v
+        if i + 1 == len(ix) or ix[i + 1] != v + 1:
+            out.append(str(start) if start == v else f"{start}-{v}")
+            start = None
+    return ", ".join(out)
 
 
 def _read_text(path: str) -> str:

@@ -34,7 +34,7 @@ from .flow import max_flow
 from .model import Connect, EndpointClass, Problem
 from .rules import BusRule, RuleSet
 
-__all__ = ["CountModel", "Counts", "build_model", "choose_counts"]
+__all__ = ["CountModel", "Counts", "Existing", "build_model", "choose_counts"]
 
 ROOT = "@root"  # pool key of the root bus (controller index 0)
 
@@ -62,6 +62,25 @@ class Counts:
         return sum(self.controllers.values())
 
 
+@dataclass(frozen=True)
+class Existing:
+    """What an existing guest already offers when it is extended (``topo-solve extend``).
+
+    Its controllers and devices stay where they are; the free positions on its
+    buses join the pools of their controller model, and its controllers count
+    against the budgets.  Positions on buses that take no hotplug
+    (``hotplug='off'``) are left out: extend never relies on them.
+    """
+
+    root_free: int  # free slots on the root bus
+    free: dict[str, int]  # table key -> free positions on existing hotplug-capable buses of that model
+    empty_isolated: int  # existing empty buses an isolated class may take whole (their slots not in free)
+    counts: dict[str, int]  # existing controllers by table key, the root excluded
+    bus_numbers: int  # guest bus numbers already used, the root's included
+    max_index: int  # highest controller index in use; new controllers are numbered after it
+    acpi: bool
+
+
 @dataclass
 class CountModel:
     """Everything the count search needs, computed once from a problem."""
@@ -76,6 +95,25 @@ class CountModel:
     ports: list[str] = field(default_factory=list)  # table keys of derived (port) models
     bounds: dict[str, int] = field(default_factory=dict)
     root_ok_max: dict[Connect, int] = field(default_factory=dict)
+    existing: Existing | None = None  # set when extending a guest
+
+    @property
+    def acpi(self) -> bool:
+        return self.existing.acpi if self.existing else self.rules.acpi
+
+    def _free(self, key: str) -> int:
+        return self.existing.free.get(key, 0) if self.existing else 0
+
+    @property
+    def pool_rules(self) -> tuple[BusRule, ...]:
+        """Models whose buses give positions: the addable ones, and those an existing guest has free."""
+        extra = tuple(b for b in self.rules.buses.values()
+                      if not b.addable and not b.root and self._free(b.name))
+        return self.rules.addable + extra
+
+    @property
+    def port_pools(self) -> frozenset[str]:
+        return frozenset(b.name for b in self.pool_rules if b.is_port)
 
     # -- the pieces of the flow network ---------------------------------
     def _bus_pools(self, connect: Connect, *, endpoint: bool, hotplug: bool) -> frozenset[str]:
@@ -83,9 +121,9 @@ class CountModel:
         out = set()
         root = self.rules.bus(self.rules.root)
         if self.rules.accepts(root, connect, auto=True, endpoint=endpoint) and (root.hotplug or not hotplug):
-            if not (hotplug and self.rules.root_hotplug_needs_acpi and not self.rules.acpi):
+            if not (hotplug and self.rules.root_hotplug_needs_acpi and not self.acpi):
                 out.add(ROOT)
-        for b in self.rules.addable:
+        for b in self.pool_rules:
             if self.rules.accepts(b, connect, auto=True, endpoint=endpoint) and (b.hotplug or not hotplug):
                 out.add(b.name)
         return frozenset(out)
@@ -113,11 +151,13 @@ class CountModel:
             if not count or b.root:
                 continue
             pools = self._bus_pools(b.connect, endpoint=False, hotplug=False)
-            if b.name in pools:
+            if b.name in pools and not self._free(b.name):
                 # A model that nests in itself needs one of them hung elsewhere,
-                # or the chain never reaches the root.
+                # or the chain never reaches the root.  A free slot on an existing
+                # bus of the model is such an anchor already: whatever the flow
+                # puts there can swap with a new bridge.
                 anchor = pools - {b.name}
-                out.append(Demand(f"anchor:{key}", 1, anchor, f"the first {b.model}"))
+                out.append(Demand(f"anchor:{key}", 1, anchor, f"{b.model} (the first one, outside the others)"))
                 count -= 1
                 if not count:
                     continue
@@ -128,8 +168,8 @@ class CountModel:
 
     def pools(self, n: dict[str, int], whole: dict[str, int]) -> dict[str, int]:
         out = {ROOT: self.root_free}
-        for b in self.rules.addable:
-            out[b.name] = (n.get(b.name, 0) - whole.get(b.name, 0)) * b.nslots
+        for b in self.pool_rules:
+            out[b.name] = (n.get(b.name, 0) - whole.get(b.name, 0)) * b.nslots + self._free(b.name)
         return out
 
     def whole_bus_need(self) -> int:
@@ -139,6 +179,12 @@ class CountModel:
         need += sum(c for cls, c in self.hotplug.items() if cls in self.rules.isolated)
         return need
 
+    def new_whole_bus_need(self) -> tuple[int, int]:
+        """(new buses to take whole, existing empty ones left over for other devices)."""
+        need = self.whole_bus_need()
+        have = self.existing.empty_isolated if self.existing else 0
+        return max(need - have, 0), max(have - need, 0)
+
     def _isolating(self) -> BusRule | None:
         for b in self.rules.addable:
             if b.isolation == "group":
@@ -147,29 +193,35 @@ class CountModel:
 
     # -- evaluating one candidate ---------------------------------------
     def derive(self, searched: dict[str, int], on_root: dict[Connect, int]) -> tuple[dict[str, int], list[Demand]]:
-        """Fill in the port counts: each port holds exactly one demand unit that only ports take."""
+        """Fill in the port counts: each port holds exactly one demand unit that only ports take.
+
+        Free ports of an existing guest hold some of those units first."""
         n = dict(searched)
         for p in self.ports:
             n[p] = 0
         demands = self.demands(n, on_root)
+        ports = self.port_pools
         for p in self.ports:
-            only = [d for d in demands if d.pools == frozenset({p})]
-            if any(p in d.pools and len(d.pools) > 1 for d in demands):
+            only = [d for d in demands if p in d.pools and d.pools <= ports]
+            if any(p in d.pools and not d.pools <= ports for d in demands):
                 raise ProgrammingError(f"a demand may use port model {p} or another pool; the count model needs a "
                                        "searched variable for that choice")
-            n[p] = sum(d.amount for d in only)
+            have = sum(self._free(q) for q in ports)
+            n[p] = max(sum(d.amount for d in only) - have, 0)
             demands = self.demands(n, on_root)
         return n, demands
 
     def feasible(self, n: dict[str, int], demands: list[Demand]) -> tuple[bool, dict]:
         whole = {}
         iso = self._isolating()
-        need = self.whole_bus_need()
+        need, spare = self.new_whole_bus_need()
         if need:
             if iso is None or n.get(iso.name, 0) < need:
-                return False, {"whole": need}
+                return False, {"whole": self.whole_bus_need()}
             whole[iso.name] = need
         pools = self.pools(n, whole)
+        if spare and iso is not None:
+            pools[iso.name] += spare * iso.nslots  # existing empty buses no assigned device needs
         flow, cut = max_flow(demands, pools)
         return flow == sum(d.amount for d in demands), {"flow": flow, "cut": cut, "pools": pools}
 
@@ -182,19 +234,21 @@ class CountModel:
 
     def budget_causes(self, n: dict[str, int]) -> list[Cause]:
         causes = []
-        total = sum(n.values())
+        ex = self.existing
+        total = sum(n.values()) + (ex.max_index if ex else 0)  # new indexes follow the highest in use
         if total > self.rules.max_index:
             causes.append(Cause("controller indexes", total + 1, self.rules.max_index + 1,
                                 f"libvirt numbers PCI controllers 0-{self.rules.max_index}",
                                 "drop devices or headroom, or use fewer, larger buses"))
-        buses = 1 + sum(c * self.rules.bus(k).bus_numbers for k, c in n.items())
+        buses = (ex.bus_numbers if ex else 1) + sum(c * self.rules.bus(k).bus_numbers for k, c in n.items())
         if buses > self.rules.bus_number_limit:
             causes.append(Cause("guest bus numbers", buses, self.rules.bus_number_limit,
                                 "one PCI domain has 256 bus numbers", "drop devices or headroom"))
         for key, limit in self.rules.max_count.items():
-            if n.get(key, 0) > limit:
+            have = n.get(key, 0) + (ex.counts.get(key, 0) if ex else 0)
+            if have > limit:
                 b = self.rules.bus(key)
-                causes.append(Cause(f"{b.model} controllers", n[key] + (1 if b.root else 0),
+                causes.append(Cause(f"{b.model} controllers", have + (1 if b.root else 0),
                                     limit + (1 if b.root else 0), f"{self.rules.family} allows no more",
                                     "ask for less headroom of the class that needs them"))
         return causes
@@ -205,11 +259,13 @@ def _words(connect: Connect) -> str:
         connect, str(connect))
 
 
-def build_model(problem: Problem, rules: RuleSet, given: dict) -> CountModel:
+def build_model(problem: Problem, rules: RuleSet, given: dict, existing: Existing | None = None) -> CountModel:
     """Classify the problem's endpoints into demands (see module docstring).
 
     ``given`` maps the endpoints whose address is already decided (pinned or
-    chipset-fixed) to it; they take no position from the pools.
+    chipset-fixed) to it; they take no position from the pools.  With
+    ``existing``, the problem's endpoints are the ones still to place (devices
+    being moved) next to an existing guest.
     """
     root_taken = {a.slot for n, a in given.items() if a is not None and a.bus == 0}
     endpoint_demand: Counter = Counter()
@@ -226,8 +282,9 @@ def build_model(problem: Problem, rules: RuleSet, given: dict) -> CountModel:
         root_ok = ep.root_ok and rules.accepts(root, connect, auto=False, endpoint=True) and not rules.accepts(
             root, connect, auto=True, endpoint=True)
         endpoint_demand[(connect, root_ok)] += 1
-    model = CountModel(problem=problem, rules=rules, root_free=len(rules.free_root_slots(root_taken)),
-                       endpoint_demand=endpoint_demand, hotplug=problem.requested(), groups=dict(groups))
+    root_free = existing.root_free if existing else len(rules.free_root_slots(root_taken))
+    model = CountModel(problem=problem, rules=rules, root_free=root_free, endpoint_demand=endpoint_demand,
+                       hotplug=problem.requested(), groups=dict(groups), existing=existing)
     model.ports = [b.name for b in rules.addable if b.is_port]
     model.searched = [b.name for b in rules.addable if not b.is_port]
     model.root_ok_max = {c: k for (c, ok), k in endpoint_demand.items() if ok}
@@ -246,13 +303,14 @@ def _upper_bound(model: CountModel, b: BusRule) -> int:
         if cls not in rules.isolated and rules.accepts(b, rules.connect_of(cls), auto=True, endpoint=True):
             reach += count
     if b.isolation == "group":
-        extra = model.whole_bus_need()
+        extra = model.new_whole_bus_need()[0]
     else:
         extra = 0
     net = b.nslots - (0 if b.root else 1)  # a non-root bus takes a slot itself
     bound = extra + ceil((reach + 1) / max(net, 1))
     if b.name in rules.max_count:
-        bound = min(bound, rules.max_count[b.name] + 1)  # one past the limit: lets the budget explain
+        have = model.existing.counts.get(b.name, 0) if model.existing else 0
+        bound = min(bound, max(rules.max_count[b.name] - have, 0) + 1)  # one past the limit: lets the budget explain
     return bound
 
 
@@ -355,12 +413,16 @@ def _flow_causes(model: CountModel, full: dict[str, int], demands: list[Demand],
                           f"they hold {', '.join(users)}; ask for at most {full[key] - (full[key] - limit)} "
                           "in all, or mark devices you never unplug 'hotunplug: false' so they sit on "
                           f"{model.rules.root} itself")]
+    if not cut_pools:  # the pools these demands may use are all empty: name them
+        cut_pools = frozenset().union(*(d.pools for d in short)) if short else frozenset()
     room = sum(pools[p] for p in cut_pools)
     need = sum(d.amount for d in short)
     names = []
     for p in sorted(cut_pools):
         if p == ROOT:
             names.append(f"{model.rules.root} has {model.root_free} free slots")
+        elif model.existing and not full.get(p, 0):
+            names.append(f"the existing {model.rules.bus(p).model}s have {pools[p]} free slots")
         else:
             names.append(f"{full.get(p, 0)} {model.rules.bus(p).model}s give {pools[p]} slots")
     what = " + ".join(f"{d.amount} {d.label}" for d in short)

@@ -215,3 +215,99 @@ def _multifunction(c: Controller, buses: list[_Bus]) -> Controller:
     if len(used) > 1:
         return Controller(c.index, c.model, c.address, c.target, c.hotplug, multifunction=True)
     return c
+
+
+_EXISTING = "<existing>"  # an occupant the extension keeps where it is; never shares a slot with new ports
+
+
+def place_extension(layout: Layout, rules: RuleSet, counts: Counts,
+                    moving: tuple[Endpoint, ...] = ()) -> tuple[Layout, tuple[Controller, ...]]:
+    """Add ``counts`` controllers to an existing layout, keeping every controller and
+    device where it is (but the ``moving`` ones, which are placed again).
+
+    New controllers are numbered after the highest index in use and take free
+    positions first-fit; ports share only new slots, so no existing controller
+    gains a function.  Returns the new layout and the added controllers.
+    """
+    moving_names = {ep.name for ep in moving}
+    by_index: dict[int, _Bus] = {}
+    for c in layout.controllers:
+        rule = rules.rule_for(c.model, c.index)
+        if rule is None:
+            raise ProgrammingError(f"controller {c.index} ({c.model}) has no rule; extend needs a verified layout")
+        by_index[c.index] = _Bus(c.index, rule)
+        if not c.hotplug and rule.hotplug:
+            by_index[c.index].full = True  # hotplug='off': the count model did not count its slots
+    root = by_index[0]
+    for slot, _why in rules.reserved_root_slots:
+        root.take(slot, 0, _RESERVED)
+    for c in layout.controllers:
+        if c.address is not None and c.address.bus in by_index:
+            by_index[c.address.bus].take(c.address.slot, c.address.function, _EXISTING)
+    for p in layout.placed:
+        if p.address is None or p.endpoint.name in moving_names or p.address.bus not in by_index:
+            continue
+        bus = by_index[p.address.bus]
+        bus.take(p.address.slot, p.address.function, _EXISTING)
+        if p.endpoint.cls is not None and p.endpoint.cls in rules.isolated:
+            bus.group = p.endpoint.group if p.endpoint.group is not None else ("alone", p.endpoint.name)
+
+    buses = [by_index[i] for i in sorted(by_index)]
+    next_index = max(by_index) + 1
+    used_targets = {v for c in layout.controllers for a, v in c.target if a == "index"}
+    added: list[Controller] = []
+    for b in rules.addable:
+        for _ in range(counts.controllers.get(b.name, 0)):
+            bus = _Bus(next_index, b)
+            next_index += 1
+            if b.root:
+                t = min(i for i in range(rules.max_index + 1) if i not in used_targets)
+                used_targets.add(t)
+                added.append(Controller(bus.index, b.model, None, target=_target(bus, 0, None, t)))
+                buses.append(bus)
+                continue
+            addr = None
+            for parent in buses:
+                if parent.full or parent.group is not None:
+                    continue
+                if not rules.accepts(parent.rule, b.connect, auto=True, endpoint=False):
+                    continue
+                spot = parent.free_slot(packing=b.name if b.packs > 1 else None, packs=b.packs)
+                if spot:
+                    parent.take(spot[0], spot[1], b.name)
+                    addr = Address(parent.index, spot[0], spot[1])
+                    break
+            if addr is None:
+                raise ProgrammingError(f"no slot for new controller {bus.index} ({b.model}) though the counts said "
+                                       "it fits")
+            added.append(Controller(bus.index, b.model, addr, target=_target(bus, addr.slot, addr, addr.function)))
+            buses.append(bus)
+
+    placed = [p for p in layout.placed if p.endpoint.name not in moving_names]
+    for ep in sorted(moving, key=lambda e: _category(e.kind)):
+        addr = _first_fit(rules, buses, ep)
+        if addr is None:
+            raise ProgrammingError(f"no slot for {ep.name} ({ep.kind}) though the counts said it fits")
+        placed.append(Placed(ep, addr))
+    order = {p.endpoint.name: i for i, p in enumerate(layout.placed)}
+    placed.sort(key=lambda p: order[p.endpoint.name])
+
+    index_of = {bus.index: bus for bus in buses}
+    added = [_multifunction_at(c, index_of) for c in added]
+    controllers = tuple(layout.controllers) + tuple(added)
+    return Layout(family=layout.family, controllers=controllers, placed=tuple(placed), acpi=layout.acpi), tuple(added)
+
+
+def _category(kind_name: str) -> int:
+    from .rules.devices import CHIPSET, DEVICES
+
+    k = DEVICES.get(kind_name) or CHIPSET.get(kind_name)
+    return k.category if k is not None else 99  # a model topo-solve does not know: last
+
+
+def _multifunction_at(c: Controller, index_of: dict[int, _Bus]) -> Controller:
+    if c.address is None or c.address.function != 0:
+        return c
+    if len(index_of[c.address.bus].slots.get(c.address.slot, [])) > 1:
+        return Controller(c.index, c.model, c.address, c.target, c.hotplug, multifunction=True)
+    return c

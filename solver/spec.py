@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,8 +67,11 @@ class HotplugSpec(_Model):
 class Spec(_Model):
     """A topo-solve spec (format v1)."""
 
-    name: str = Field(description="the guest's name")
-    machine: str = Field(description="q35 | pc | pseries | virt, or a libvirt machine type such as pc-q35-7.2")
+    name: str | None = Field(None, description="the guest's name (required unless 'domain' is given)")
+    machine: str | None = Field(None, description="q35 | pc | pseries | virt, or a libvirt machine type such as "
+                                "pc-q35-7.2 (required unless 'domain' is given)")
+    domain: str | None = Field(None, description="extend this existing guest (a libvirt domain XML as virsh "
+                               "dumpxml prints it; relative to the spec) instead of planning 'devices'")
     arch: str | None = None
     type: Literal["kvm", "qemu"] = Field("kvm", description="libvirt domain type; qemu = TCG emulation")
     memory: int = Field(1024, ge=16, description="MiB")
@@ -78,8 +82,8 @@ class Spec(_Model):
 
     @field_validator("name")
     @classmethod
-    def _name(cls, v: str) -> str:
-        if not _NAME.match(v):
+    def _name(cls, v: str | None) -> str | None:
+        if v is not None and not _NAME.match(v):
             raise ValueError("use letters, digits, '_', '.' and '-' only")
         return v
 
@@ -136,7 +140,7 @@ def parse_spec(text: str, file: str = "<spec>") -> tuple[Spec, dict[tuple, int]]
     if not isinstance(data, dict):
         raise SpecError([Finding(file, 1, "", "a spec is a YAML mapping with at least 'name' and 'machine'")])
     try:
-        return Spec.model_validate(data), lines
+        spec = Spec.model_validate(data)
     except ValidationError as exc:
         problems = []
         for e in exc.errors():
@@ -153,8 +157,22 @@ def parse_spec(text: str, file: str = "<spec>") -> tuple[Spec, dict[tuple, int]]
         # A schema mistake must not hide a misspelt model or machine elsewhere in the file.
         seen = {p.path for p in problems}
         problems += [p for p in _name_findings(data, lines, file) if p.path not in seen]
+        problems += [p for p in _required(data, lines, file) if p.path not in seen]
         problems.sort(key=lambda p: (p.line or 0, p.path))
         raise SpecError(problems) from None
+    missing = _required(data, lines, file)
+    if missing:
+        raise SpecError(missing)
+    return spec, lines
+
+
+def _required(data: dict, lines: dict[tuple, int], file: str) -> list[Finding]:
+    """'name' and 'machine' are required for a new guest; a 'domain' spec takes both from the XML."""
+    if data.get("domain") is not None:
+        return []
+    return [Finding(file, 1, key, "required field is missing" + (" (or give 'domain' to extend an existing guest)"
+                                                                 if key == "machine" else ""))
+            for key in ("name", "machine") if key not in data]
 
 
 def _unknown(word: str, known: list[str], what: str) -> str:
@@ -206,6 +224,27 @@ def _allowed_fields(loc: tuple) -> list[str]:
 
 def load_spec(path: str | Path) -> Problem:
     """Read a spec file and return its problem; raise SpecError listing every mistake."""
+    request = load_request(path)
+    if isinstance(request, DomainRequest):
+        raise SpecError([Finding(request.source, request.line, "domain", "this spec extends an existing guest; "
+                                 "run it with `topo-solve SPEC` or `topo-solve extend`, not as a new guest")])
+    return request
+
+
+@dataclass(frozen=True)
+class DomainRequest:
+    """A spec that extends an existing guest: the domain XML and the headroom it must reach."""
+
+    domain: Path  # resolved against the spec's folder
+    headroom: tuple[Headroom, ...]
+    name: str | None
+    machine: str | None
+    source: str
+    line: int | None
+
+
+def load_request(path: str | Path) -> Problem | DomainRequest:
+    """Read a spec: a new guest (a :class:`Problem`) or an extension of an existing one."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -214,7 +253,33 @@ def load_spec(path: str | Path) -> Problem:
     except UnicodeDecodeError:
         raise SpecError([Finding(str(path), None, "", "not a UTF-8 text file")]) from None
     spec, lines = parse_spec(text, str(path))
+    if spec.domain is not None:
+        return to_request(spec, lines, str(path), path.parent)
     return to_problem(spec, lines, str(path))
+
+
+# Fields that describe a new guest; a 'domain' spec takes all of this from the XML.
+_NEW_GUEST_ONLY = ("arch", "type", "memory", "vcpus", "defaults", "devices")
+
+
+def to_request(spec: Spec, lines: dict[tuple, int], file: str, base: Path) -> DomainRequest:
+    problems: list[Finding] = []
+
+    def bad(path: tuple, msg: str) -> None:
+        problems.append(Finding(file, _line(lines, path), _dotted(path), msg))
+
+    for key in _NEW_GUEST_ONLY:
+        if (key,) in lines:
+            bad((key,), f"'{key}' describes a new guest; a spec with 'domain' takes it from the domain XML, "
+                "so leave it out")
+    if spec.machine is not None and family_for(spec.machine) is None:
+        bad(("machine",), _machine_message(spec.machine))
+    headroom = _headroom(spec, bad)
+    if problems:
+        raise SpecError(problems)
+    domain = Path(spec.domain)
+    return DomainRequest(domain=domain if domain.is_absolute() else base / domain, headroom=tuple(headroom),
+                         name=spec.name, machine=spec.machine, source=file, line=_line(lines, ("domain",)))
 
 
 # -- from the YAML model to the core problem --------------------------------
@@ -226,6 +291,9 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
     def bad(path: tuple, msg: str) -> None:
         problems.append(Finding(file, _line(lines, path), _dotted(path), msg))
 
+    if spec.name is None or spec.machine is None:
+        raise SpecError([Finding(file, 1, key, "required field is missing") for key in ("name", "machine")
+                         if getattr(spec, key) is None])
     rules = family_for(spec.machine)
     if rules is None:
         bad(("machine",), _machine_message(spec.machine))
@@ -333,26 +401,7 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
         if e.name in names:
             bad(names[e.name] + ("name",), f"'{e.name}' names the implicit {e.kind}; choose another name")
 
-    headroom: list[Headroom] = []
-    for i, h in enumerate(spec.hotplug):
-        path = ("hotplug", i)
-        if (h.model is None) == (h.class_ is None):
-            bad(path, "give either 'model' (e.g. virtio-net) or 'class' (pcie, pci or hostdev)")
-            continue
-        if h.model is not None:
-            kind = DEVICES.get(h.model)
-            if kind is None:
-                bad(path + ("model",), _unknown(h.model, list(DEVICES), "device model"))
-                continue
-            if not kind.hotplug:
-                ok = ", ".join(k for k, v in DEVICES.items() if v.hotplug)
-                bad(path + ("model",), f"libvirt cannot hotplug a {h.model}; hotpluggable models: {ok}")
-                continue
-            cls = kind.cls
-        else:
-            cls = EndpointClass(h.class_)
-        if h.count:
-            headroom.append(Headroom(cls=cls, count=h.count, label=h.model or h.class_))
+    headroom = _headroom(spec, bad)
 
     if problems:
         raise SpecError(problems)
@@ -360,6 +409,52 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
         name=spec.name, family=rules.family, machine=machine, arch=arch, endpoints=tuple(implicit + endpoints), headroom=tuple(headroom),
         memory_mib=spec.memory, vcpus=spec.vcpus, virt_type=spec.type, source=file,
     )
+
+
+def _headroom(spec: Spec, bad) -> list[Headroom]:
+    headroom: list[Headroom] = []
+    for i, h in enumerate(spec.hotplug):
+        path = ("hotplug", i)
+        if (h.model is None) == (h.class_ is None):
+            bad(path, "give either 'model' (e.g. virtio-net) or 'class' (pcie, pci or hostdev)")
+            continue
+        try:
+            entry = headroom_entry(h.model, h.class_, h.count)
+        except ValueError as exc:
+            bad(path + ("model",), str(exc))
+            continue
+        if entry is not None:
+            headroom.append(entry)
+    return headroom
+
+
+def headroom_entry(model: str | None, class_: str | None, count: int) -> Headroom | None:
+    """One hotplug request by model or class; ValueError says what is wrong."""
+    if model is not None:
+        kind = DEVICES.get(model)
+        if kind is None:
+            raise ValueError(_unknown(model, list(DEVICES), "device model"))
+        if not kind.hotplug:
+            ok = ", ".join(k for k, v in DEVICES.items() if v.hotplug)
+            raise ValueError(f"libvirt cannot hotplug a {model}; hotpluggable models: {ok}")
+        cls = kind.cls
+    else:
+        cls = EndpointClass(class_)
+    return Headroom(cls=cls, count=count, label=model or class_) if count else None
+
+
+def parse_hotplug_option(text: str) -> Headroom | None:
+    """``MODEL=N`` or ``CLASS=N`` from the command line (``--hotplug virtio-net=4``)."""
+    what, sep, n = text.partition("=")
+    what = what.strip()
+    if not sep or not n.strip().isdigit():
+        raise ValueError(f"'{text}' is not MODEL=COUNT or CLASS=COUNT, e.g. virtio-net=4 or pcie=2")
+    count = int(n)
+    if count > MAX_COUNT:
+        raise ValueError(f"{count} is more than {MAX_COUNT}")
+    if what in ("pcie", "pci", "hostdev"):
+        return headroom_entry(None, what, count)
+    return headroom_entry(what, None, count)
 
 
 IMPLICIT_NAMES = {"usb": "usb", "memballoon": "balloon", "sata": "sata"}
