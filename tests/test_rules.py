@@ -18,7 +18,7 @@ import yaml
 from lxml import etree
 
 from topo_solve.domain_xml import controllers_element, device_element
-from topo_solve.model import HOTPLUG_CLASSES, Address, Connect, Controller, Layout, Plan, Problem
+from topo_solve.model import HOTPLUG_CLASSES, Address, Connect, Controller, EndpointClass, Layout, Plan, Problem
 from topo_solve.rules import FAMILIES, MACHINE_WORDS, family_for
 from topo_solve.rules.devices import CHIPSET, DEVICES, kind
 from topo_solve.solve import solve
@@ -89,6 +89,45 @@ class TestFamily:
         rules = FAMILIES[family]
         assert set(rules.max_count) <= set(rules.buses)
         assert 0 < rules.max_index <= 255 and 0 < rules.bus_number_limit <= 256
+
+
+# -- machine type names ---------------------------------------------------------
+
+# (machine type as libvirt writes it, family or None for a name no family may claim)
+MACHINES = [
+    ("q35", "q35"), ("pc-q35-7.2", "q35"), ("pc-q35-rhel8.6.0", "q35"), ("pc-q35-rhel7.6.0", "q35"),
+    ("pc", "pc"), ("i440fx", "pc"), ("pc-i440fx-7.2", "pc"), ("pc-i440fx-rhel7.6.0", "pc"), ("rhel6.6.0", "pc"),
+    ("pc-1.3", "pc"),
+    ("pseries", "pseries"), ("pseries-7.2", "pseries"), ("pseries-rhel8.2.0", "pseries"),
+    ("pseries-rhel7.6.0-sxxm", "pseries"), ("pseries-2.12-sxxm", "pseries"),
+    ("virt", "virt"), ("virt-7.2", "virt"), ("virt-rhel9.2.0", "virt"),
+    # a vendor word needs a version after it, and only RHEL's is known
+    ("pc-q35-rhel", None), ("virt-rhel", None), ("pseries-rhel-sxxm", None), ("pc-q35-suse15.5", None),
+    ("rhel-q35", None), ("pc-q35-rhel8.6.0x", None), ("virt-rhel9.2.0-sxxm", None), ("s390-ccw-virtio-rhel9.2.0", None),
+]
+
+
+@pytest.mark.parametrize(("machine", "family"), MACHINES, ids=[m for m, _ in MACHINES])
+def test_machine_type_leads_to_its_family(machine, family):
+    rules = family_for(machine)
+    assert (rules.family if rules else None) == family
+    claimed = [f for f, r in FAMILIES.items() if re.fullmatch(r.machine_pattern, machine)]
+    assert len(claimed) <= 1, f"{machine} is claimed by {claimed}"
+
+
+@pytest.mark.parametrize("machine", ["pc-q35-rhel8.6.0", "pc-i440fx-rhel7.6.0", "pseries-rhel8.2.0", "virt-rhel9.2.0"])
+def test_a_spec_with_a_rhel_machine_plans_for_its_family_and_keeps_the_name(machine):
+    """The machine name goes into the domain XML as written; arch and rules follow the family."""
+    from topo_solve.domain_xml import render_domain
+
+    text = f"name: rhel\nmachine: {machine}\nhotplug: [{{class: pci, count: 1}}]\n"
+    spec, lines = parse_spec(text, "rhel.yaml")
+    problem = to_problem(spec, lines, "rhel.yaml")
+    rules = family_for(machine)
+    assert problem.family == rules.family and problem.arch == rules.arches[0]
+    plan = solve(problem)
+    assert plan.capacity[EndpointClass.PCI] >= 1
+    assert f'machine="{machine}"' in render_domain(plan)
 
 
 # -- every row ---------------------------------------------------------------

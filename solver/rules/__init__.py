@@ -29,6 +29,7 @@ __all__ = [
     "family_for",
     "FAMILIES",
     "MACHINE_WORDS",
+    "MACHINE_VERSION",
 ]
 
 
@@ -159,6 +160,11 @@ class RuleSet:
 
 def _freeze(d: dict) -> Mapping:
     return MappingProxyType(dict(d))
+
+
+# The version part of a versioned machine type name, for the families' machine_pattern:
+# upstream QEMU writes 7.2, RHEL's QEMU rhel8.6.0 (pc-q35-rhel8.6.0, pseries-rhel8.2.0 ...).
+MACHINE_VERSION = r"(?:rhel)?[0-9][0-9.]*"
 
 
 # Imported late: the family modules use the classes above.

@@ -7,7 +7,7 @@ pci-bridge, none at all without ACPI).
 """
 
 from ..model import Address, Connect as C, EndpointClass as K
-from . import BusRule, Fixed, RuleSet, _freeze
+from . import MACHINE_VERSION, BusRule, Fixed, RuleSet, _freeze
 from .q35 import PCI_BRIDGE
 
 _BAS = "domain_addr.c virDomainPCIAddressBusSetModel"
@@ -27,7 +27,7 @@ RULES = RuleSet(
     family="pc",
     summary="x86_64 pc (i440fx, conventional PCI)",
     default_machine="pc",
-    machine_pattern=r"pc|pc-i440fx-[0-9.]+|i440fx|pc-[01]\.[0-9.]+|rhel[0-9.]+",
+    machine_pattern=rf"pc|pc-i440fx-{MACHINE_VERSION}|i440fx|pc-[01]\.[0-9.]+|rhel[0-9.]+",
     arches=("x86_64", "i686"),
     root="pci-root",
     buses=_freeze({b.model: b for b in _buses}),

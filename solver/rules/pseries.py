@@ -9,7 +9,7 @@ real-libvirt.md rows 21-23 (31 hotplugs per PHB, 29 with the defaults).
 """
 
 from ..model import Connect as C, EndpointClass as K
-from . import BusRule, RuleSet, _freeze
+from . import MACHINE_VERSION, BusRule, RuleSet, _freeze
 
 _phb = dict(
     accepts=frozenset({C.PCI_DEVICE, C.PCI_BRIDGE}),
@@ -31,7 +31,7 @@ RULES = RuleSet(
     family="pseries",
     summary="ppc64 pseries (PHBs, IOMMU-group isolation)",
     default_machine="pseries",
-    machine_pattern=r"pseries(-[0-9.]+)?",
+    machine_pattern=rf"pseries(-{MACHINE_VERSION}(-sxxm)?)?",  # -sxxm: with Spectre mitigations
     arches=("ppc64le", "ppc64"),
     root="pci-root",
     # The extra PHB row is stored under its own key; both write model='pci-root'.

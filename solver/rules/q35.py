@@ -8,7 +8,7 @@ libvirt 9.0 + QEMU 7.2 (shared docs, real-libvirt.md section 4).
 """
 
 from ..model import Address, Connect as C, EndpointClass as K
-from . import BusRule, Fixed, RuleSet, _freeze
+from . import MACHINE_VERSION, BusRule, Fixed, RuleSet, _freeze
 
 _BAS = "domain_addr.c virDomainPCIAddressBusSetModel"
 
@@ -90,7 +90,7 @@ RULES = RuleSet(
     family="q35",
     summary="x86_64 q35 (PCI Express, ICH9)",
     default_machine="q35",
-    machine_pattern=r"pc-q35-[0-9.]+|q35",
+    machine_pattern=rf"pc-q35-{MACHINE_VERSION}|q35",
     arches=("x86_64", "i686"),
     root="pcie-root",
     buses=_freeze({b.model: b for b in PCIE_BUSES}),

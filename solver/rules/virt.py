@@ -7,14 +7,14 @@ PCI when the domain has pcie-root), real-libvirt.md rows 24-26 and pitfall 11
 """
 
 from ..model import Connect as C, EndpointClass as K
-from . import RuleSet, _freeze
+from . import MACHINE_VERSION, RuleSet, _freeze
 from .q35 import PCIE_BUSES
 
 RULES = RuleSet(
     family="virt",
     summary="aarch64/riscv64 virt (PCI Express, no chipset)",
     default_machine="virt",
-    machine_pattern=r"virt(-[0-9.]+)?",
+    machine_pattern=rf"virt(-{MACHINE_VERSION})?",
     arches=("aarch64", "riscv64"),
     root="pcie-root",
     buses=_freeze({b.model: b for b in PCIE_BUSES}),
