@@ -388,12 +388,19 @@ def _ranges(ix: list[int]) -> str:
 
 
 def _read_text(path: str) -> str:
+    """A domain XML file (or stdin), read no further than the reader's size limit: one character
+    past it, so a file too large is refused by the reader without being read whole."""
+    from .domain_read import MAX_BYTES
+
     if path == "-":
-        return sys.stdin.read()
+        return sys.stdin.read(MAX_BYTES + 1)
     try:
-        return Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _usage(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        with open(path, encoding="utf-8") as f:
+            return f.read(MAX_BYTES + 1)
+    except UnicodeDecodeError:
+        raise _usage(f"cannot read {path}: not a UTF-8 text file") from None
+    except OSError as exc:
+        raise _usage(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def main(argv: list[str] | None = None) -> None:
