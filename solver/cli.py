@@ -21,16 +21,34 @@ EMITS = ("domain", "controllers", "json", "tree")
 
 
 class _Main(click.Group):
-    """``topo-solve SPEC.yaml`` means ``topo-solve plan SPEC.yaml``."""
+    """``topo-solve [OPTIONS] SPEC.yaml`` means ``topo-solve plan [OPTIONS] SPEC.yaml``."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        for i, a in enumerate(args):
-            if a.startswith("-"):
-                continue
-            if a not in self.commands:
-                args = args[:i] + ["plan"] + args[i:]
-            break
+        own = {o for p in self.get_params(ctx) for o in p.opts + p.secondary_opts}  # --version, --help, --debug
+        start = 0
+        while start < len(args) and args[start] in own:
+            start += 1
+        options = [p for p in self.commands["plan"].params if isinstance(p, click.Option)]
+        known = {o for p in options for o in p.opts + p.secondary_opts}
+        valued = {o for p in options if not p.is_flag and not p.count for o in p.opts}
+        i, plan_options = start, False  # skip plan's options (and their values) before the spec
+        while i < len(args) and args[i].startswith("-") and args[i] not in ("-", "--"):
+            plan_options |= args[i].split("=")[0] in known
+            i += 2 if _takes_next(args[i], valued) else 1
+        spec = i < len(args) and args[i] not in self.commands
+        if spec or (plan_options and i >= len(args)):  # a spec, or plan options and the spec forgotten
+            args = args[:start] + ["plan"] + args[start:]
         return super().parse_args(ctx, args)
+
+
+def _takes_next(arg: str, valued: set[str]) -> bool:
+    """Whether the option word ``arg`` consumes the next word as its value (``-o FILE``, ``-qo FILE``)."""
+    if arg.startswith("--"):
+        return arg in valued
+    for k, ch in enumerate(arg[1:], start=1):  # a cluster of short options: the first valued one ends it
+        if f"-{ch}" in valued:
+            return k == len(arg) - 1
+    return False
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})

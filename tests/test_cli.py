@@ -41,6 +41,18 @@ CASES = [
     (["{specs}/virt-arm.yaml", "--virt-type", "qemu"], 0, OUT, '<domain type="qemu">'),
     (["{specs}/pseries-hpc.yaml", "--emit", "json"], 0, OUT, '"hostdev": 2'),
     (["{specs}/q35-web.yaml", "--emit", "xml"], 2, ERR, "'xml' is not one of"),
+    # plan's options before the spec, values and all
+    (["--emit", "json", "{specs}/q35-web.yaml"], 0, OUT, '"pcie-root-port": 14'),
+    (["--emit=tree", "{specs}/q35-web.yaml"], 0, OUT, "00.0 15 pcie-to-pci-bridge"),
+    (["--virt-type", "qemu", "{specs}/virt-arm.yaml"], 0, OUT, '<domain type="qemu">'),
+    (["--emit", "json", "-q", "--", "{specs}/pseries-hpc.yaml"], 0, OUT, '"hostdev": 2'),
+    (["-o", "{tmp}/existing.xml", "{specs}/pc-legacy.yaml"], 2, ERR, "existing.xml exists; pass --force"),
+    (["-o", "{tmp}/existing.xml", "--force", "{specs}/pc-legacy.yaml"], 0, ERR, "added 1 pci-bridge"),
+    (["--emit", "xml", "{specs}/q35-web.yaml"], 2, ERR, "'xml' is not one of"),
+    (["--emit", "json"], 2, ERR, "Missing argument 'SPEC'"),
+    (["--emit", "json", "--help"], 0, OUT, "--emit [domain|controllers|json|tree]"),
+    (["--bogus", "{specs}/q35-web.yaml"], 2, ERR, "No such option '--bogus'"),
+    (["--emit", "json", "schema"], 2, ERR, "No such option '--emit'"),  # a command is never taken for a spec
     # writing a file
     (["{specs}/pc-legacy.yaml", "-o", "{tmp}/new.xml"], 0, ERR, "legacy-01 (pc): added 1 pci-bridge"),
     (["{specs}/pc-legacy.yaml", "-o", "{tmp}/existing.xml"], 2, ERR, "existing.xml exists; pass --force"),
@@ -64,6 +76,7 @@ CASES = [
     (["--help"], 0, OUT, "Plan the PCI topology of libvirt guests."),
     (["plan", "--help"], 0, OUT, "--emit [domain|controllers|json|tree]"),
     (["--version"], 0, OUT, "topo-solve, version"),
+    (["-h"], 0, OUT, "Plan the PCI topology of libvirt guests."),
     (["--bogus"], 2, ERR, "No such option '--bogus'"),
     (["{specs}/q35-web.yaml", "--bogus"], 2, ERR, "No such option '--bogus'"),
     (["plan"], 2, ERR, "Missing argument 'SPEC'"),
@@ -107,6 +120,13 @@ def test_output_file_is_written_and_stdout_stays_empty(tmp, capsys):
     assert (tmp / "new.xml").read_text().startswith('<domain type="kvm">')
     assert sorted(p.name for p in tmp.iterdir()) == ["bad.yaml", "broken.yaml", "existing.xml", "new.xml"], \
         "the atomic write left a temporary file behind"
+
+
+def test_short_options_clustered_before_the_spec(tmp, capsys):
+    """-qo FILE SPEC: -o takes FILE even at the end of a cluster, so SPEC is still the spec."""
+    code, out, err = run(_expand(["-qo", "{tmp}/new.xml", "{specs}/pc-legacy.yaml"], tmp), capsys)
+    assert code == 0 and out == "" and err == "", err
+    assert (tmp / "new.xml").read_text().startswith('<domain type="kvm">')
 
 
 def test_refused_overwrite_leaves_the_file_alone(tmp, capsys):
