@@ -106,6 +106,7 @@ def _plan_json(plan) -> dict:
         "added": dict(sorted(plan.added.items())),
         "capacity": {str(k): v for k, v in plan.capacity.items()},
         "requested": {str(k): v for k, v in plan.requested.items()},
+        "budgets": {k: {"used": u, "limit": lim} for k, (u, lim) in plan.budgets.items()},
         "warnings": list(plan.warnings),
     }
 
@@ -115,6 +116,8 @@ def _summary(plan) -> str:
     cap = "  ".join(f"{c} {plan.capacity[c]}/{plan.requested[c]}" for c in plan.capacity)
     lines = [f"{plan.problem.name} ({plan.problem.machine}): added {added}",
              f"  hotplug capacity/requested: {cap}"]
+    if plan.budgets:
+        lines.append("  budgets used/limit: " + ", ".join(f"{k} {u}/{lim}" for k, (u, lim) in plan.budgets.items()))
     lines += [f"  warning: {w}" for w in plan.warnings]
     return "\n".join(lines)
 
@@ -271,13 +274,11 @@ def audit(domains: tuple[str, ...], emit: str) -> None:
         if implicit:
             warnings.append(f"devices libvirt adds by itself take ports: {', '.join(implicit)} "
                             "(switch them off in the spec if the guest does not need them)")
-        max_index = max((c.index for c in layout.controllers), default=0)
         results.append({
             "file": path, "machine": rules.family,
             "capacity": {str(k): v for k, v in report.capacity.items()},
             "giving": {str(k): v for k, v in report.giving.items()},
-            "bus_numbers": {"used": report.bus_numbers, "limit": rules.bus_number_limit},
-            "indexes": {"used": max_index, "limit": rules.max_index},
+            "budgets": {k: {"used": b.used, "limit": b.limit} for k, b in report.budgets.items()},
             "errors": report.errors, "warnings": warnings,
         })
     if emit == "json":
@@ -289,8 +290,8 @@ def audit(domains: tuple[str, ...], emit: str) -> None:
             for k, buses in r["giving"].items():
                 if buses:
                     click.echo(f"  {k} room on controller(s) {', '.join(map(str, buses))}")
-            click.echo(f"  bus numbers {r['bus_numbers']['used']}/{r['bus_numbers']['limit']}, "
-                       f"highest controller index {r['indexes']['used']}/{r['indexes']['limit']}")
+            click.echo("  budgets used/limit: " + ", ".join(f"{k} {b['used']}/{b['limit']}"
+                                                          for k, b in r["budgets"].items()))
             for e in r["errors"]:
                 click.echo(f"  rule broken: {e}")
             for w in r["warnings"]:

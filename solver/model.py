@@ -130,6 +130,7 @@ class Problem:
     vcpus: int = 1
     virt_type: str = "kvm"
     source: str = "<spec>"
+    io_ports: int | None = None  # a hard limit on ports with I/O-BAR devices; None: warn past the usual 14
 
     def requested(self) -> dict[EndpointClass, int]:
         """Total headroom per class."""
@@ -178,6 +179,7 @@ class Plan:
     capacity: dict[EndpointClass, int]
     added: dict[str, int]  # controllers added, by model (the root excluded)
     warnings: tuple[str, ...] = field(default=())
+    budgets: dict[str, tuple[int, int]] = field(default_factory=dict)  # what -> (used, limit)
 
     @property
     def requested(self) -> dict[EndpointClass, int]:

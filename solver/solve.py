@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .counts import build_model, choose_counts, explain
-from .errors import InfeasibleError, ProgrammingError
+from .errors import Cause, InfeasibleError, ProgrammingError
 from .model import EndpointClass, Headroom, Plan, Problem
 from .place import given_addresses, place
 from .rules import FAMILIES, RuleSet
@@ -34,8 +34,15 @@ def solve(problem: Problem) -> Plan:
     if counts is None:
         raise InfeasibleError(problem.name, explain(model), largest=_largest(problem))
     layout = place(problem, rules, counts)
-    report = verify(layout, rules)
+    report = verify(layout, rules, io_limit=problem.io_ports)
     requested = problem.requested()
+    io = report.budgets.get("ports with I/O windows")
+    if problem.io_ports is not None and io is not None and io.used > problem.io_ports:
+        raise InfeasibleError(problem.name, [Cause(
+            "ports with I/O windows", io.used, problem.io_ports,
+            f"{io.used} ports hold devices with I/O BARs and the spec allows {problem.io_ports} (io_ports)",
+            "use modern virtio models (no I/O BAR), mark such devices 'hotunplug: false' so they sit on the "
+            "root complex, or raise the limit")])
     if report.errors or not report.fits(requested):
         raise ProgrammingError(f"the plan for '{problem.name}' fails its own verification",
                                report.errors or [f"capacity {dict(report.capacity)} < request {requested}"])
@@ -46,7 +53,7 @@ def solve(problem: Problem) -> Plan:
     if rules.root_hotplug_needs_acpi and not layout.acpi:
         warnings.append(f"{rules.family} hotplug needs ACPI")
     return Plan(problem=problem, layout=layout, capacity=dict(report.capacity), added=added,
-                warnings=tuple(warnings))
+                warnings=tuple(warnings), budgets={k: (b.used, b.limit) for k, b in report.budgets.items()})
 
 
 def _largest(problem: Problem) -> dict[str, int]:

@@ -64,6 +64,12 @@ class HotplugSpec(_Model):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class IoPorts(_Model):
+    """A hard limit on ports with I/O-BAR devices behind them (each takes a 4 KiB I/O window)."""
+
+    limit: int = Field(ge=0, le=64)
+
+
 class Spec(_Model):
     """A topo-solve spec (format v1)."""
 
@@ -79,6 +85,8 @@ class Spec(_Model):
     defaults: Defaults = Defaults()
     devices: list[DeviceSpec] = []
     hotplug: list[HotplugSpec] = []
+    io_ports: str | IoPorts = Field("warn", description="ports whose devices have I/O BARs: 'warn' past 14 "
+                                    "(the default), or a hard limit: 'limit N' or {limit: N}")
 
     @field_validator("name")
     @classmethod
@@ -266,7 +274,7 @@ def load_request(path: str | Path) -> Problem | DomainRequest:
 
 
 # Fields that describe a new guest; a 'domain' spec takes all of this from the XML.
-_NEW_GUEST_ONLY = ("arch", "type", "memory", "vcpus", "defaults", "devices")
+_NEW_GUEST_ONLY = ("arch", "type", "memory", "vcpus", "defaults", "devices", "io_ports")
 
 
 def to_request(spec: Spec, lines: dict[tuple, int], file: str, base: Path) -> DomainRequest:
@@ -409,12 +417,22 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
             bad(names[e.name] + ("name",), f"'{e.name}' names the implicit {e.kind}; choose another name")
 
     headroom = _headroom(spec, bad)
+    io_ports = None
+    if isinstance(spec.io_ports, IoPorts):
+        io_ports = spec.io_ports.limit
+    elif spec.io_ports != "warn":
+        word, _, n = spec.io_ports.partition(" ")
+        if word == "limit" and n.strip().isdigit() and int(n) <= 64:
+            io_ports = int(n)
+        else:
+            bad(("io_ports",), f"'{spec.io_ports}' is not an I/O policy; write 'warn' or 'limit N' (N up to 64, "
+                "the I/O windows a 64 KiB I/O space has room for)")
 
     if problems:
         raise SpecError(problems)
     return Problem(
         name=spec.name, family=rules.family, machine=machine, arch=arch, endpoints=tuple(implicit + endpoints), headroom=tuple(headroom),
-        memory_mib=spec.memory, vcpus=spec.vcpus, virt_type=spec.type, source=file,
+        memory_mib=spec.memory, vcpus=spec.vcpus, virt_type=spec.type, source=file, io_ports=io_ports,
     )
 
 

@@ -14,12 +14,24 @@ from itertools import combinations
 from .model import HOTPLUG_CLASSES, Address, EndpointClass, Layout
 from .rules import BusRule, RuleSet
 
-__all__ = ["Report", "verify", "IO_PORT_WARN"]
+__all__ = ["Budget", "Report", "verify", "IO_PORT_WARN"]
 
 # Firmware IO space: each port with an IO window costs 4 KiB of 64 KiB; QEMU 6.1
 # failed to boot with 15 or more root ports and virt-manager caps itself at 14
-# (peers.md pain point 4; QEMU docs/pcie.txt).
+# (peers.md pain point 4; QEMU docs/pcie.txt).  SeaBIOS and OVMF give a window
+# only to a port with an I/O-BAR device behind it, so those are what count.
 IO_PORT_WARN = 14
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One finite resource of the layout: how much is used of how much there is."""
+
+    used: int
+    limit: int
+
+    def __str__(self) -> str:
+        return f"{self.used}/{self.limit}"
 
 
 @dataclass
@@ -35,6 +47,8 @@ class Report:
     isolated: frozenset[EndpointClass] = frozenset()
     bus_numbers: int = 0
     giving: dict[EndpointClass, list[int]] = field(default_factory=dict)  # class -> bus indexes with room
+    budgets: dict[str, Budget] = field(default_factory=dict)  # name in the user's words -> used/limit
+    io_ports: list[int] = field(default_factory=list)  # ports with an I/O-BAR device behind them at boot
 
     @property
     def ok(self) -> bool:
@@ -56,9 +70,12 @@ class Report:
         return True
 
 
-def verify(layout: Layout, rules: RuleSet, *, strict_auto: bool = True) -> Report:
+def verify(layout: Layout, rules: RuleSet, *, strict_auto: bool = True, io_limit: int | None = None) -> Report:
     """Check ``layout``; with ``strict_auto`` endpoints not pinned by the user must sit
-    where libvirt's auto-placement would accept them (the planner's promise)."""
+    where libvirt's auto-placement would accept them (the planner's promise).
+
+    ``io_limit`` makes the I/O-space budget a rule (more ports with I/O-BAR
+    devices is an error); without it, more than ``IO_PORT_WARN`` is a warning."""
     rep = Report(isolated=rules.isolated)
     err = rep.errors.append
     by_index: dict[int, tuple[BusRule, object]] = {}
@@ -183,13 +200,55 @@ def verify(layout: Layout, rules: RuleSet, *, strict_auto: bool = True) -> Repor
     rep.bus_numbers = sum(r.bus_numbers for r, _ in by_index.values())
     if rep.bus_numbers > rules.bus_number_limit:
         err(f"{rep.bus_numbers} guest bus numbers; one PCI domain has {rules.bus_number_limit}")
-    ports = sum(1 for r, _ in by_index.values() if r.is_port)
-    if ports > IO_PORT_WARN:
-        rep.warnings.append(f"{ports} ports: more than {IO_PORT_WARN} can exhaust the firmware's IO space if their "
-                            "devices have IO BARs (keep such devices few, or use PCIe devices only)")
+    _budgets(layout, rules, rep, by_index, slot_users, io_limit)
 
     _capacity(layout, rules, rep, by_index, slot_users, groups, emulated_on)
     return rep
+
+
+def _budgets(layout, rules: RuleSet, rep: Report, by_index, slot_users, io_limit: int | None) -> None:
+    from .rules.devices import IO_BAR
+
+    if rules.bus(rules.root).bus_numbers:  # pseries: every PHB is a PCI domain of its own
+        rep.budgets["bus numbers"] = Budget(rep.bus_numbers, rules.bus_number_limit)
+    rep.budgets["controller indexes"] = Budget(max(by_index, default=0), rules.max_index)
+    lo, hi = rules.bus(rules.root).slots
+    rep.budgets[f"{rules.root} slots"] = Budget(sum(1 for b, s in slot_users if b == 0 and lo <= s <= hi),
+                                               hi - lo + 1)
+    for key, limit in rules.max_count.items():
+        b = rules.bus(key)
+        n = sum(1 for r, _ in by_index.values() if r.name == key)
+        rep.budgets[f"{b.model} controllers" if not b.root else f"{b.model} buses"] = Budget(
+            n + (1 if b.root else 0), limit + (1 if b.root else 0))
+    # ports with an I/O-BAR device anywhere behind them get an I/O window from the firmware
+    parent = {c.index: c.address.bus for _, c in by_index.values() if c.address is not None}
+
+    def port_above(bus: int) -> int | None:
+        seen = set()
+        while bus in by_index and bus not in seen:
+            seen.add(bus)
+            if by_index[bus][0].is_port:
+                return bus
+            if bus not in parent:
+                return None
+            bus = parent[bus]
+        return None
+
+    if not any(b.is_port for b in rules.buses.values()):
+        return  # no ports, no per-port I/O windows (pc, pseries)
+    io = set()
+    for p in layout.placed:
+        if p.address is not None and p.endpoint.kind in IO_BAR:
+            port = port_above(p.address.bus)
+            if port is not None:
+                io.add(port)
+    rep.io_ports = sorted(io)
+    limit = io_limit if io_limit is not None else IO_PORT_WARN
+    rep.budgets["ports with I/O windows"] = Budget(len(io), limit)
+    if len(io) > limit:
+        msg = (f"{len(io)} ports have I/O-BAR devices behind them; the firmware's 64 KiB I/O space holds about "
+               f"{limit} such windows (use modern virtio models, which need none)")
+        (rep.errors if io_limit is not None else rep.warnings).append(msg)
 
 
 def _capacity(layout, rules: RuleSet, rep: Report, by_index, slot_users, groups, emulated_on) -> None:

@@ -73,3 +73,16 @@ CHIPSET = MappingProxyType(
 
 def kind(name: str) -> DeviceKind:
     return DEVICES[name] if name in DEVICES else CHIPSET[name]
+
+# Models with an I/O-space BAR.  The firmware gives a port (root or downstream)
+# a 4 KiB I/O window only when a device behind it has one (QEMU docs/pcie.txt,
+# "IO space issues"), and the 64 KiB I/O space holds about 10-14 such windows
+# after the chipset's share.  Modern virtio, xHCI and HDA use MMIO only; legacy
+# (transitional) virtio keeps its I/O BAR 0; e1000, e1000e, igb, rtl8139, qxl
+# and pci-serial have one.  An assigned device's BARs are the host device's:
+# unknown here, so it is not counted.
+IO_BAR = frozenset({
+    "virtio-net-transitional", "virtio-blk-transitional", "virtio-scsi-transitional",
+    "virtio-serial-transitional", "virtio-rng-transitional", "virtio-input-transitional",
+    "virtio-balloon-transitional", "e1000", "e1000e", "igb", "rtl8139", "qxl", "pci-serial",
+})
