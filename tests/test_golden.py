@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from topo_solve.domain_xml import render_domain
 from topo_solve.errors import InfeasibleError
@@ -23,7 +24,10 @@ from topo_solve.solve import solve
 from topo_solve.spec import load_spec
 
 REPO = Path(__file__).resolve().parent.parent
-SPECS = sorted((REPO / "specs").glob("*.yaml"))
+ALL = sorted((REPO / "specs").glob("*.yaml"))
+# Examples that extend an existing guest ('domain:') instead of planning a new one.
+EXTENDS = [p for p in ALL if "domain" in (yaml.safe_load(p.read_text()) or {})]
+SPECS = [p for p in ALL if p not in EXTENDS]
 # Examples that cannot fit live in specs/infeasible/, so every specs/*.yaml plans.
 INFEASIBLE = {p.name for p in (REPO / "specs" / "infeasible").glob("*.yaml")}
 PLANNED = SPECS
@@ -32,7 +36,7 @@ PLANNED = SPECS
 def test_the_examples_are_all_here():
     """Both lists are found on disk: planned examples in specs/, infeasible ones in
     specs/infeasible/; a new example needs no test edit."""
-    assert PLANNED and INFEASIBLE and not INFEASIBLE & {p.name for p in SPECS}
+    assert PLANNED and EXTENDS and INFEASIBLE and not INFEASIBLE & {p.name for p in ALL}
 
 
 @pytest.mark.parametrize("spec", PLANNED, ids=[p.stem for p in PLANNED])
@@ -41,6 +45,19 @@ def test_domain_xml_matches_golden(spec, golden, schema_valid):
     xml = render_domain(plan)
     golden(f"{spec.stem}.xml", xml)
     schema_valid(xml, f"domain XML of {spec.name}")
+
+
+@pytest.mark.parametrize("spec", EXTENDS, ids=[p.stem for p in EXTENDS])
+def test_extension_matches_golden(spec, golden, schema_valid):
+    """The extension examples through the CLI: the extended XML is golden and valid, and the
+    original file is untouched."""
+    source = (spec.parent / yaml.safe_load(spec.read_text())["domain"]).read_text()
+    proc = subprocess.run([sys.executable, "-m", "topo_solve", str(spec), "-q"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    golden(f"{spec.stem}.xml", proc.stdout)
+    schema_valid(proc.stdout, f"extended domain XML of {spec.name}")
+    assert (spec.parent / yaml.safe_load(spec.read_text())["domain"]).read_text() == source
 
 
 @pytest.mark.parametrize("spec", PLANNED, ids=[p.stem for p in PLANNED])

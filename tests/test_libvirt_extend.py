@@ -117,3 +117,26 @@ def test_audit_and_extend_libvirts_own_layout(family, virsh, tmp_path):
         e = parse_hotplug_option(h)
         asked[e.cls] += e.count
     assert verify(layout, rules, strict_auto=False).fits(asked)
+
+
+EXTENDS = sorted(p for p in (ROOT / "specs").glob("*.yaml") if "domain:" in p.read_text())
+
+
+@pytest.mark.parametrize("spec", EXTENDS, ids=lambda p: p.stem)
+def test_extension_examples_in_real_libvirt(spec, virsh):
+    """Each extension example in specs/: the extended guest defines unchanged and hotplugs
+    exactly what audit says, which covers the request."""
+    from topo_solve.hypervisor import measure
+
+    r = subprocess.run([sys.executable, "-m", "topo_solve", str(spec), "-q"], capture_output=True, text=True,
+                       cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    extended = r.stdout.replace("<domain type='kvm'>", "<domain type='qemu'>", 1)  # TCG: no KVM needed
+    promised = _capacity(extended)
+    classes = ["pcie", "pci"]
+    m = measure(extended, classes, virsh=virsh, max_per_class=max(promised[c] for c in classes) + 2,
+                deadline_s=400)
+    assert not m.errors, m.errors
+    assert m.added_controllers == [] and m.moved == [], (m.added_controllers, m.moved)
+    for c in classes:
+        assert m.hotplugged[c] == promised[c], (c, m.hotplugged, promised, m.refusals)
