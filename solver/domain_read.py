@@ -325,8 +325,11 @@ def read_domain(text: str | bytes, file: str = "<domain>") -> tuple[Layout, Rule
                                         "give each device its own"))
             seen_alias.setdefault(name, el.sourceline)
         else:
-            counters[el.tag] = counters.get(el.tag, 0) + 1
-            name = f"{el.tag}{counters[el.tag]}"
+            # no alias (a guest never started): name it the way the XML does
+            what = f"{el.get('type')} controller" if el.tag == "controller" else el.tag
+            counters[what] = counters.get(what, 0) + 1
+            name = (f"{what} {el.get('index', '0')}" if el.tag == "controller"
+                    else f"{what} {counters[what]}")
         if el.tag == "hostdev":
             src = el.find("source/address")
             if src is not None:
