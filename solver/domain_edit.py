@@ -17,7 +17,7 @@ import re
 
 from lxml import etree
 
-from .domain_read import parse_xml
+from .domain_read import _addr, _number, parse_xml
 from .domain_xml import _controller
 from .errors import ProgrammingError
 from .extend import Extension, Move
@@ -49,11 +49,7 @@ def _lines_of(text: str) -> list[str]:
 
 
 def _pci_address(el: etree._Element) -> Address | None:
-    a = el.find("address")
-    if a is None or a.get("type") != "pci":
-        return None
-    return Address(bus=int(a.get("bus", "0"), 0), slot=int(a.get("slot", "0"), 0),
-                   function=int(a.get("function", "0"), 0), domain=int(a.get("domain", "0"), 0))
+    return _addr(el)  # numbers read as libvirt reads them (017 is octal); the reader checked them already
 
 
 def _text_edit(text: str, file: str, ext: Extension) -> str:
@@ -202,7 +198,7 @@ def _normalized(root) -> tuple:
         for k in ("bus", "slot", "function", "domain"):
             if a.get(k) is not None:
                 try:
-                    a.set(k, str(int(a.get(k), 0)))
+                    a.set(k, str(_number(a.get(k))))
                 except ValueError:
                     pass
     return _shape(root)

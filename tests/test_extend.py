@@ -316,3 +316,13 @@ def test_hotplug_option_parses_models_and_classes():
         parse_hotplug_option("pcie=-1")
     with pytest.raises(ValueError):
         parse_hotplug_option("=3")
+
+
+def test_numbers_are_read_as_libvirt_reads_them():
+    """'02' and '0x02' are one slot (libvirt reads base 0: a leading 0 is octal); extend reads them alike."""
+    text = HAND.replace("slot='0x02' function='0x1'/>", "slot='02' function='01'/>")
+    assert text != HAND
+    layout, rules = read_domain(text)
+    ext = extend(layout, rules, (Headroom(K.PCIE, 3, "virtio-net"),))
+    out, exact = apply_extension(text, "<test>", ext)
+    assert exact and "slot='02' function='01'/>" in out and _audit(out)[K.PCIE] == 3
