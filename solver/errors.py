@@ -80,19 +80,23 @@ class InfeasibleError(TopoSolveError):
 
     exit_code: ClassVar[int] = 1
 
-    def __init__(self, name: str, causes: list[Cause], largest: dict[str, int] | None = None):
+    def __init__(self, name: str, causes: list[Cause], largest: dict[str, int] | None = None,
+                 hints: list[str] | None = None):
         self.name = name
         self.causes = list(causes)
         self.largest = dict(largest or {})
+        self.hints = list(hints or [])
         super().__init__(self.render())
 
     def render(self) -> str:
         lines = [f"no PCI layout of guest '{self.name}' satisfies the spec"]
         for i, cause in enumerate(self.causes, 1):
             lines.append(f"  {i}. because {cause}")
-        if self.largest:
-            fits = ", ".join(f"{n} {cls}" for cls, n in self.largest.items())
-            lines.append(f"  at most this much hotplug headroom fits next to the boot devices: {fits}")
+        others = len(self.largest) > 1
+        for cls, n in self.largest.items():
+            lines.append(f"  at most {n} {cls} hotplug slots fit next to these devices"
+                         + (" (the other classes as asked)" if others else ""))
+        lines += [f"  hint: {h}" for h in self.hints]
         return "\n".join(lines)
 
 

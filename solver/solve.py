@@ -32,7 +32,7 @@ def solve(problem: Problem) -> Plan:
     rules = FAMILIES[problem.family]
     model, counts = _counts(problem, rules)
     if counts is None:
-        raise InfeasibleError(problem.name, explain(model), largest=_largest(problem))
+        raise InfeasibleError(problem.name, explain(model), largest=_largest(problem), hints=_hints(problem, rules))
     layout = place(problem, rules, counts)
     report = verify(layout, rules, io_limit=problem.io_ports)
     requested = problem.requested()
@@ -77,3 +77,27 @@ def _largest(problem: Problem) -> dict[str, int]:
 def _with(problem: Problem, cls: EndpointClass, count: int) -> Problem:
     others = tuple(h for h in problem.headroom if h.cls != cls)
     return replace(problem, headroom=others + ((Headroom(cls, count, str(cls)),) if count else ()))
+
+
+def _hints(problem: Problem, rules: RuleSet) -> list[str]:
+    """What in this spec costs room it may not need, in the spec's own words."""
+    from .rules.devices import DEVICES
+
+    out = []
+    has_ports = any(b.is_port for b in rules.addable)
+    legacy = sorted({e.kind for e in problem.endpoints
+                     if e.cls is EndpointClass.PCI and not e.implicit and e.pinned is None})
+    if has_ports and legacy and rules.connect_of(EndpointClass.PCI) != rules.connect_of(EndpointClass.PCIE):
+        n = sum(1 for e in problem.endpoints if e.kind in legacy and e.pinned is None)
+        out.append(f"{n} conventional PCI device(s) ({', '.join(legacy)}) need a pcie-to-pci-bridge and its root "
+                   "port; virtio models (or e1000e for e1000) are PCI Express")
+    implicit = [e for e in problem.endpoints if e.implicit and e.cls is not None and not e.fixed_role]
+    if has_ports and implicit:
+        flags = ", ".join(f"{f}: false" for f, k in rules.implicit.items()
+                          if any(e.kind == k for e in implicit))
+        out.append(f"devices libvirt adds by itself take a port each; switch off the ones the guest does not need "
+                   f"(defaults: {{{flags}}})")
+    video = [e for e in problem.endpoints if e.kind in DEVICES and DEVICES[e.kind].video]
+    if video and any(e.implicit for e in video):
+        out.append("the video card takes a root slot; 'defaults: {video: false}' drops it on a headless guest")
+    return out

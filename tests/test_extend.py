@@ -289,7 +289,7 @@ def test_spec_with_domain_errors(tmp_path, body, message):
     (["extend", "{xml}", "--hotplug", "vga=2"], 2, "libvirt cannot hotplug a vga"),
     (["extend", "{xml}", "--hotplug", "pcie=1", "--in-place", "-o", "x.xml"], 2, "cannot be combined"),
     (["extend", "{xml}", "--hotplug", "pcie=1", "-o", "{xml}"], 2, "exists; pass --force"),
-    (["extend", "{xml}", "--hotplug", "pcie=999"], 1, "at most this much hotplug headroom fits"),
+    (["extend", "{xml}", "--hotplug", "pcie=999"], 1, "pcie hotplug slots fit next to these devices"),
     (["extend", "{xml}", "--hotplug", "pcie=2", "--emit", "json", "-q"], 0, ""),
 ])
 def test_extend_cli(tmp_path, args, code, message):

@@ -775,3 +775,23 @@ def test_address_parsing():
     for bad in ("0000:00:20.0", "00:05", "0000:00:05.8", "zz"):
         with pytest.raises(ValueError):
             Address.parse(bad)
+
+
+def test_infeasible_hints_name_what_the_spec_spends():
+    """Hints appear only for what the spec has: legacy devices, implicit devices, a video card."""
+    from topo_solve.spec import Spec, to_problem
+
+    def err(spec: dict):
+        with pytest.raises(InfeasibleError) as e:
+            solve(to_problem(Spec.model_validate(spec)))
+        return e.value
+
+    base = {"name": "h", "machine": "q35", "hotplug": [{"class": "pcie", "count": 240}]}
+    lean = err({**base, "defaults": {"usb": False, "memballoon": False},
+                "devices": [{"model": "virtio-net"}]})
+    assert lean.hints == []
+    full = err({**base, "defaults": {"video": True}, "devices": [{"model": "e1000", "count": 2}]})
+    text = "\n".join(full.hints)
+    assert "2 conventional PCI device(s) (e1000)" in text
+    assert "usb: false, memballoon: false" in text and "video: false" in text
+    assert "hint: " in full.render()
