@@ -200,6 +200,57 @@ def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str |
 
 
 @cli.command()
+@click.argument("specs", nargs=-1, required=True)
+@click.option("-o", "--outdir", required=True, metavar="OUTDIR", help="Write OUTDIR/<spec stem>.xml (atomically).")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
+              help="Worker processes [default: the number of CPUs]; 1 plans in this process.")
+@click.option("--force", is_flag=True, help="Replace output files (and the report) that exist.")
+@click.option("--report", metavar="FILE", help="Also write every spec's result as JSON.")
+@click.option("--virt-type", type=click.Choice(["kvm", "qemu"]), default=None, help="Override every spec's domain type.")
+@click.option("-q", "--quiet", is_flag=True, help="No summary table on stdout (errors still go to stderr).")
+def batch(specs: tuple[str, ...], outdir: str, jobs: int | None, force: bool, report: str | None,
+          virt_type: str | None, quiet: bool) -> None:
+    """Plan many specs in parallel, each to OUTDIR/<spec stem>.xml.
+
+    SPECS are folders (their *.yaml and *.yml files), glob patterns or files.
+    One bad spec never stops the rest; each is reported on stderr, then a table
+    of all of them goes to stdout.  Exit code: 0 all planned, 1 some spec has no
+    layout, 2 some spec (or output) is bad, 3 a bug; the highest one wins."""
+    import time
+
+    from . import batch as b
+
+    if report and report != "-" and Path(report).exists() and not force:
+        raise _usage(f"{report} exists; pass --force to replace it")
+    start = time.perf_counter()
+    paths, results = b.collect_specs(specs)
+    stream = b.plan_many(paths, workers=jobs, outdir=outdir, force=force, virt_type=virt_type)
+    if sys.stderr.isatty():
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        with Progress("planning", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task("", total=len(paths))
+            for r in stream:
+                results.append(r)
+                bar.advance(task)
+    else:
+        results.extend(stream)
+    order = {p: i for i, p in enumerate(paths)}
+    results.sort(key=lambda r: order.get(r.spec, -1))  # input order; arguments that matched nothing first
+    seconds = time.perf_counter() - start
+    for r in results:
+        for line in r.message.splitlines():
+            click.echo(line if line[:1].isspace() or r.status == "ok" else f"error: {line}", err=True)
+    if not quiet and report != "-":
+        click.echo(b.summary_table(results) + b.totals_line(b.totals(results, seconds)))
+    if report:
+        _write(b.report_json(results, seconds), report, force)
+    sys.exit(b.exit_code(results))
+
+
+@cli.command()
 def schema() -> None:
     """Print the JSON Schema of the spec format."""
     import json
