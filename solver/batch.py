@@ -201,12 +201,21 @@ def _new_guest(path: str, problem, options: BatchOptions, cache: dict) -> tuple[
     base = dict(spec=path, name=problem.name, machine=problem.machine, cached=cached,
                 requested={str(k): v for k, v in problem.requested().items()})
     if isinstance(hit, InfeasibleError):
-        exc = InfeasibleError(problem.name, hit.causes, hit.largest)  # in this spec's name
+        exc = _renamed(hit, problem.name)
         return BatchResult(status="infeasible", code=exc.exit_code, message=f"{path}: {exc.render()}", **base), None
     plan = replace(hit, problem=problem)
     return BatchResult(status="ok", code=0, message="\n".join(f"{path}: warning: {w}" for w in plan.warnings),
                        added=dict(sorted(plan.added.items())),
                        capacity={str(k): v for k, v in plan.capacity.items()}, **base), render_domain(plan)
+
+
+def _renamed(exc: InfeasibleError, name: str) -> InfeasibleError:
+    """The same explanation (causes, largest, hints, whatever the class carries) for another guest's name."""
+    out = type(exc).__new__(type(exc))
+    out.__dict__.update(exc.__dict__)
+    out.name = name
+    out.args = (out.render(),)
+    return out
 
 
 def _extend_one(path: str, request) -> tuple[BatchResult, str]:
