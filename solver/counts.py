@@ -21,6 +21,14 @@ constraint, and the cheapest solution wins.  Upper bounds on each domain are
 the point past which another controller of that model cannot help, so the
 enumeration is exhaustive and its minimum is the true minimum of the model
 (docs/design.md has the argument).
+
+With two port models (q35's root ports and switch downstream ports) the root
+ports are derived first, as many as the root bus's free slots hold, and the
+downstream ports from the rest; the number of switches (upstream ports) is
+searched.  A guest with NUMA nodes is a forest: the tree of the root bus for
+devices without a node, and one tree per node behind that node's expander bus
+(or PHBs on pseries).  The trees share nothing but the budgets and the root
+slots the expanders take, so each is solved on its own (docs/design.md).
 """
 
 from __future__ import annotations
@@ -36,7 +44,8 @@ from .rules import BusRule, RuleSet
 
 __all__ = ["CountModel", "Counts", "Existing", "build_model", "choose_counts"]
 
-ROOT = "@root"  # pool key of the root bus (controller index 0)
+ROOT = "@root"  # pool key of the bus a tree hangs from (controller index 0, or a node's expander bus)
+_ORDER: dict[str, dict[str, int]] = {}  # family -> table position of each row (the index order)
 
 
 @dataclass(frozen=True)
@@ -56,10 +65,12 @@ class Counts:
     controllers: dict[str, int]  # added controllers by table key (ports included)
     on_root: dict[Connect, int]  # endpoints the user never unplugs, put on the root complex
     whole_buses: int = 0  # isolating buses taken whole (pseries: one per IOMMU group / hostdev hotplug)
+    nodes: dict[int, "Counts"] = field(default_factory=dict)  # the tree of each NUMA node, by node
+    expanders: int = 0  # expander buses on the root bus, one per node in ``nodes`` (0 where nodes use PHBs)
 
     @property
     def total(self) -> int:
-        return sum(self.controllers.values())
+        return sum(self.controllers.values()) + self.expanders + sum(c.total for c in self.nodes.values())
 
 
 @dataclass(frozen=True)
@@ -93,9 +104,19 @@ class CountModel:
     groups: dict[int, int]  # IOMMU group -> boot devices of an isolated class
     searched: list[str] = field(default_factory=list)  # table keys of searched models
     ports: list[str] = field(default_factory=list)  # table keys of derived (port) models
+    hubs: list[str] = field(default_factory=list)  # derived too: buses of ports only (switch upstream ports)
     bounds: dict[str, int] = field(default_factory=dict)
     root_ok_max: dict[Connect, int] = field(default_factory=dict)
     existing: Existing | None = None  # set when extending a guest
+    root_rule: BusRule | None = None  # the bus this tree hangs from; None: the machine's root bus
+    node: int | None = None  # the NUMA node of this tree (None: the root bus's tree)
+    fixed: dict[str, int] = field(default_factory=dict)  # controllers of other trees that plug in here
+    nodes: dict[int, "CountModel"] = field(default_factory=dict)  # the trees of the NUMA nodes
+    outside: Counter = field(default_factory=Counter)  # controllers of the other trees, for the budgets
+
+    @property
+    def root(self) -> BusRule:
+        return self.root_rule or self.rules.bus(self.rules.root)
 
     @property
     def acpi(self) -> bool:
@@ -106,9 +127,11 @@ class CountModel:
 
     @property
     def pool_rules(self) -> tuple[BusRule, ...]:
-        """Models whose buses give positions: the addable ones, and those an existing guest has free."""
+        """Models whose buses give positions: the addable ones, and those an existing guest has free.
+
+        A NUMA node's expander bus is never a pool here: what sits behind it is local to its node."""
         extra = tuple(b for b in self.rules.buses.values()
-                      if not b.addable and not b.root and self._free(b.name))
+                      if not b.addable and not b.root and self._free(b.name) and b.name != self.rules.numa_root)
         return self.rules.addable + extra
 
     @property
@@ -119,7 +142,7 @@ class CountModel:
     def _bus_pools(self, connect: Connect, *, endpoint: bool, hotplug: bool) -> frozenset[str]:
         """Pools whose bus auto-accepts ``connect`` (and hotplugs, if asked)."""
         out = set()
-        root = self.rules.bus(self.rules.root)
+        root = self.root
         if self.rules.accepts(root, connect, auto=True, endpoint=endpoint) and (root.hotplug or not hotplug):
             if not (hotplug and self.rules.root_hotplug_needs_acpi and not self.acpi):
                 out.add(ROOT)
@@ -146,11 +169,11 @@ class CountModel:
                 connect = rules.connect_of(cls)
                 out.append(Demand(f"hotplug:{cls}", count, self._bus_pools(connect, endpoint=True, hotplug=True),
                                   f"{cls} hotplug headroom"))
-        for key, count in n.items():
+        for key, count in list(n.items()) + list(self.fixed.items()):
             b = rules.bus(key)
             if not count or b.root:
                 continue
-            pools = self._bus_pools(b.connect, endpoint=False, hotplug=False)
+            pools = self._ctrl_pools(b)
             if b.name in pools and not self._free(b.name):
                 # A model that nests in itself needs one of them hung elsewhere,
                 # or the chain never reaches the root.  A free slot on an existing
@@ -165,6 +188,17 @@ class CountModel:
             label = f"{count} {b.model}s" + (f" ({b.packs} per slot)" if b.packs > 1 else "")
             out.append(Demand(f"ctrl:{key}", amount, pools, label))
         return out
+
+    def _ctrl_pools(self, b: BusRule) -> frozenset[str]:
+        """Pools a controller of model ``b`` may plug into: buses that accept it and can have a lower
+        index.  Controllers are numbered in table order, and libvirt wants a controller's index above
+        its bus's, so a later row's pool never holds an earlier row's controller (an upstream port goes
+        on a root port, never on a downstream port: docs/design.md says why that loses nothing)."""
+        pools = self._bus_pools(b.connect, endpoint=False, hotplug=False)
+        order = _ORDER.setdefault(self.rules.family, {k: i for i, k in enumerate(self.rules.buses)})
+        new = {a.name for a in self.rules.addable}
+        here = order.get(b.name, len(order))
+        return frozenset(p for p in pools if p == ROOT or p not in new or order[p] <= here)
 
     def pools(self, n: dict[str, int], whole: dict[str, int]) -> dict[str, int]:
         out = {ROOT: self.root_free}
@@ -193,23 +227,51 @@ class CountModel:
 
     # -- evaluating one candidate ---------------------------------------
     def derive(self, searched: dict[str, int], on_root: dict[Connect, int]) -> tuple[dict[str, int], list[Demand]]:
-        """Fill in the port counts: each port holds exactly one demand unit that only ports take.
+        """Fill in the port and switch counts: each port holds exactly one demand unit that only
+        ports take.
 
-        Free ports of an existing guest hold some of those units first."""
+        Free ports of an existing guest hold some of those units first.  With several port
+        models (root ports, switch downstream ports) the earlier one in the table takes as many
+        units as its parent buses have room for (root ports: 8 per free root slot, after what
+        only the root slots can hold), the later one the rest: any other split has the same
+        number of ports and only less room for them.  Switches (``hubs``, buses of ports) are
+        the fewest whose ports hold the rest, each taking a port itself: every switch costs
+        two controllers (itself and its port) for ``slots - 1`` more ports, so fewer is cheaper
+        and more only adds room nothing needs (docs/design.md)."""
         n = dict(searched)
-        for p in self.ports:
+        for p in self.ports + self.hubs:
             n[p] = 0
         demands = self.demands(n, on_root)
         ports = self.port_pools
-        for p in self.ports:
-            only = [d for d in demands if p in d.pools and d.pools <= ports]
-            if any(p in d.pools and not d.pools <= ports for d in demands):
-                raise ProgrammingError(f"a demand may use port model {p} or another pool; the count model needs a "
+        for d in demands:
+            if d.pools & ports and not d.pools <= ports:
+                raise ProgrammingError(f"{d.label} may use a port or another pool; the count model needs a "
                                        "searched variable for that choice")
-            have = sum(self._free(q) for q in ports)
-            n[p] = max(sum(d.amount for d in only) - have, 0)
-            demands = self.demands(n, on_root)
-        return n, demands
+        need = sum(d.amount for d in demands if d.pools and d.pools <= ports)
+        need = max(need - sum(self._free(q) for q in ports), 0)
+        pools = self.pools(n, {})
+        caps: dict[str, int] = {}
+        for p in self.ports:
+            b = self.rules.bus(p)
+            parents = self._ctrl_pools(b)
+            if parents & set(self.hubs):
+                continue  # downstream ports: as many as the switches hold
+            room = sum(pools.get(q, 0) for q in parents) - sum(d.amount for d in demands if d.pools <= parents)
+            caps[p] = max(room, 0) * b.packs
+        for h in self.hubs:
+            b = self.rules.bus(h)
+            excess = need - sum(caps.values()) - self._free(h)
+            if excess > 0:
+                n[h] = ceil(excess / max(b.nslots - 1, 1))  # each holds nslots ports and takes one
+                need += n[h]  # each switch's upstream port takes a port
+        capped = [p for p in self.ports if p in caps]
+        for p in capped:
+            n[p] = min(need, caps[p])
+            need -= n[p]
+        rest = [p for p in self.ports if p not in caps] or capped[-1:]
+        if rest:
+            n[rest[0]] += need  # past every cap: the flow says what does not fit
+        return n, self.demands(n, on_root)
 
     def feasible(self, n: dict[str, int], demands: list[Demand]) -> tuple[bool, dict]:
         whole = {}
@@ -233,8 +295,10 @@ class CountModel:
         return (sum(n.values()), bus_numbers, sum(on_root.values()), order)
 
     def budget_causes(self, n: dict[str, int]) -> list[Cause]:
+        """The budgets ``n`` breaks, counted with the controllers of the other trees (``outside``)."""
         causes = []
         ex = self.existing
+        n = Counter(n) + Counter(self.fixed) + self.outside
         total = sum(n.values()) + (ex.max_index if ex else 0)  # new indexes follow the highest in use
         if total > self.rules.max_index:
             causes.append(Cause("controller indexes", total + 1, self.rules.max_index + 1,
@@ -266,13 +330,37 @@ def build_model(problem: Problem, rules: RuleSet, given: dict, existing: Existin
     chipset-fixed) to it; they take no position from the pools.  With
     ``existing``, the problem's endpoints are the ones still to place (devices
     being moved) next to an existing guest.
+
+    Endpoints and headroom without a NUMA node make the root bus's tree; those
+    of each node a tree of their own in ``model.nodes``, hung from the family's
+    ``numa_root`` row: one expander bus on the root bus (its 32 slots are that
+    tree's root pool), or, where that row is itself a root bus (pseries PHBs),
+    as many of those as the node needs.
     """
     root_taken = {a.slot for n, a in given.items() if a is not None and a.bus == 0}
+    root_free = existing.root_free if existing else len(rules.free_root_slots(root_taken))
+    model = _tree(problem, rules, given, existing, None, None, root_free)
+    nodes = sorted({ep.node for ep in problem.endpoints if ep.node is not None and ep.name not in given}
+                   | set(problem.requested_by_node()))
+    if nodes:
+        numa_root = rules.bus(rules.numa_root)
+        for node in nodes:
+            # An expander's bus is the root pool of its node; a node on PHBs has no bus but its own PHBs.
+            model.nodes[node] = _tree(problem, rules, given, None, node, numa_root,
+                                      0 if numa_root.root else numa_root.nslots)
+        if not numa_root.root:
+            model.fixed[numa_root.name] = len(nodes)  # each expander takes a slot of the root bus
+        _set_bounds(model)
+    return model
+
+
+def _tree(problem: Problem, rules: RuleSet, given: dict, existing: Existing | None, node: int | None,
+          root_rule: BusRule | None, root_free: int) -> CountModel:
     endpoint_demand: Counter = Counter()
     groups: Counter = Counter()
-    root = rules.bus(rules.root)
+    root = root_rule or rules.bus(rules.root)
     for ep in problem.endpoints:
-        if ep.cls is None or ep.name in given:
+        if ep.cls is None or ep.name in given or ep.node != node:
             continue
         if ep.cls in rules.isolated:
             groups[ep.group if ep.group is not None else -1 - len(groups)] += 1
@@ -282,14 +370,26 @@ def build_model(problem: Problem, rules: RuleSet, given: dict, existing: Existin
         root_ok = ep.root_ok and rules.accepts(root, connect, auto=False, endpoint=True) and not rules.accepts(
             root, connect, auto=True, endpoint=True)
         endpoint_demand[(connect, root_ok)] += 1
-    root_free = existing.root_free if existing else len(rules.free_root_slots(root_taken))
+    hotplug = problem.requested() if node is None else problem.requested_by_node().get(node, {})
     model = CountModel(problem=problem, rules=rules, root_free=root_free, endpoint_demand=endpoint_demand,
-                       hotplug=problem.requested(), groups=dict(groups), existing=existing)
+                       hotplug=dict(hotplug), groups=dict(groups), existing=existing,
+                       root_rule=root_rule, node=node)
     model.ports = [b.name for b in rules.addable if b.is_port]
-    model.searched = [b.name for b in rules.addable if not b.is_port]
+    model.hubs = [b.name for b in rules.addable if not b.is_port and _is_hub(model, b)]
+    model.searched = [b.name for b in rules.addable if not b.is_port and b.name not in model.hubs]
     model.root_ok_max = {c: k for (c, ok), k in endpoint_demand.items() if ok}
-    model.bounds = {key: _upper_bound(model, rules.bus(key)) for key in model.searched}
+    _set_bounds(model)
     return model
+
+
+def _is_hub(model: CountModel, b: BusRule) -> bool:
+    """A bus that takes ports only (a switch's upstream port)."""
+    port_connects = {model.rules.bus(p).connect for p in model.ports}
+    return bool(b.accepts) and b.accepts <= port_connects
+
+
+def _set_bounds(model: CountModel) -> None:
+    model.bounds = {key: _upper_bound(model, model.rules.bus(key)) for key in model.searched}
 
 
 def _upper_bound(model: CountModel, b: BusRule) -> int:
@@ -315,7 +415,32 @@ def _upper_bound(model: CountModel, b: BusRule) -> int:
 
 
 def choose_counts(model: CountModel) -> Counts | None:
-    """The cheapest feasible counts, or None.  Exhaustive over the bounded domains."""
+    """The cheapest feasible counts, or None.  Exhaustive over the bounded domains.
+
+    The NUMA nodes' trees first, each on its own; then the root bus's tree, whose
+    budgets count the nodes' controllers too (``outside``)."""
+    nodes: dict[int, Counts] = {}
+    for node, sub in sorted(model.nodes.items()):
+        counts = _choose(sub)
+        if counts is None:
+            return None
+        nodes[node] = counts
+    model.outside = _outside(model, nodes)
+    counts = _choose(model)
+    if counts is not None and nodes:
+        counts.nodes = nodes
+        counts.expanders = sum(model.fixed.values())
+    return counts
+
+
+def _outside(model: CountModel, nodes: dict[int, Counts]) -> Counter:
+    out: Counter = Counter()
+    for c in nodes.values():
+        out.update(c.controllers)
+    return out
+
+
+def _choose(model: CountModel) -> Counts | None:
     from constraint import BacktrackingSolver, FunctionConstraint, Problem as CSP
 
     csp = CSP(BacktrackingSolver())
@@ -358,11 +483,24 @@ def _split(model: CountModel, assignment: dict) -> tuple[dict[str, int], dict[Co
 def explain(model: CountModel) -> list[Cause]:
     """Why no counts work, told from the candidate that comes closest.
 
-    Every candidate of the (bounded) search is tried again; the one whose flow
-    falls shortest of the demand names the binding limit.  A candidate whose
-    positions all fit but that breaks a budget (indexes, bus numbers, PHBs) is
+    A NUMA node's tree that fails alone is explained first, in its node's
+    words.  Otherwise every candidate of the (bounded) search of the root bus's
+    tree is tried again; the one whose flow falls shortest of the demand names
+    the binding limit.  A candidate whose positions all fit but that breaks a
+    budget (indexes, bus numbers, PHBs, counted with the nodes' controllers) is
     explained by that budget.
     """
+    nodes: dict[int, Counts] = {}
+    for node, sub in sorted(model.nodes.items()):
+        counts = _choose(sub)
+        if counts is None:
+            return [Cause(f"NUMA node {node}: {c.what}", c.needed, c.limit, c.reason, c.hint) for c in _explain(sub)]
+        nodes[node] = counts
+    model.outside = _outside(model, nodes)
+    return _explain(model)
+
+
+def _explain(model: CountModel) -> list[Cause]:
     import itertools
 
     best = None  # (shortfall, cost, full counts, demands, info)
@@ -398,6 +536,7 @@ def _flow_causes(model: CountModel, full: dict[str, int], demands: list[Demand],
     cut_demands, cut_pools = info["cut"]
     pools = info["pools"]
     short = [d for d in demands if d.key in cut_demands]
+    root = model.root.model
     for d in short:
         key = d.key.partition(":")[2]
         if d.key.startswith("ctrl:") and model.rules.bus(key).packs > 1 and cut_pools <= {ROOT}:
@@ -409,10 +548,10 @@ def _flow_causes(model: CountModel, full: dict[str, int], demands: list[Demand],
                                                                     {})[1] if x.pools == frozenset({key})]
             taken = f", {other} taken by devices on it" if other else ""
             return [Cause(f"{b.model}s", full[key], limit,
-                          f"{model.rules.root} has {model.root_free} free slots{taken}, {b.packs} {b.model}s each",
+                          f"{root} has {model.root_free} free slots{taken}, {b.packs} {b.model}s each",
                           f"they hold {', '.join(users)}; ask for at most {full[key] - (full[key] - limit)} "
                           "in all, or mark devices you never unplug 'hotunplug: false' so they sit on "
-                          f"{model.rules.root} itself")]
+                          f"{root} itself")]
     if not cut_pools:  # the pools these demands may use are all empty: name them
         cut_pools = frozenset().union(*(d.pools for d in short)) if short else frozenset()
     room = sum(pools[p] for p in cut_pools)
@@ -420,7 +559,7 @@ def _flow_causes(model: CountModel, full: dict[str, int], demands: list[Demand],
     names = []
     for p in sorted(cut_pools):
         if p == ROOT:
-            names.append(f"{model.rules.root} has {model.root_free} free slots")
+            names.append(f"{root} has {model.root_free} free slots")
         elif model.existing and not full.get(p, 0):
             names.append(f"the existing {model.rules.bus(p).model}s have {pools[p]} free slots")
         else:

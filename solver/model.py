@@ -24,6 +24,7 @@ __all__ = [
     "EndpointClass",
     "Endpoint",
     "Headroom",
+    "NumaCell",
     "Problem",
     "Controller",
     "Layout",
@@ -105,6 +106,7 @@ class Endpoint:
     fixed_role: str | None = None  # e.g. "primary-video": goes to the rule table's fixed address
     host: str | None = None  # host PCI address of an assigned device
     line: int | None = None  # spec line, for messages
+    node: int | None = None  # guest NUMA node it must sit on (behind that node's expander bus / PHB)
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,15 @@ class Headroom:
     cls: EndpointClass
     count: int
     label: str  # what the user wrote: a model name or a class
+    node: int | None = None  # only positions on this guest NUMA node count for it
+
+
+@dataclass(frozen=True)
+class NumaCell:
+    """One guest NUMA node: its vCPUs (libvirt's cpuset syntax, e.g. ``0-1``) and memory."""
+
+    cpus: str
+    memory_mib: int
 
 
 @dataclass(frozen=True)
@@ -131,12 +142,29 @@ class Problem:
     virt_type: str = "kvm"
     source: str = "<spec>"
     io_ports: int | None = None  # a hard limit on ports with I/O-BAR devices; None: warn past the usual 14
+    numa: tuple[NumaCell, ...] = ()  # guest NUMA nodes, node i = numa[i]; () without <cpu><numa>
 
     def requested(self) -> dict[EndpointClass, int]:
-        """Total headroom per class."""
+        """Total headroom per class that names no NUMA node (see :meth:`request` for all of it)."""
         out = {c: 0 for c in HOTPLUG_CLASSES}
         for h in self.headroom:
-            out[h.cls] += h.count
+            if h.node is None:
+                out[h.cls] += h.count
+        return out
+
+    def requested_by_node(self) -> dict[int, dict[EndpointClass, int]]:
+        """Headroom per class for each NUMA node that has some."""
+        out: dict[int, dict[EndpointClass, int]] = {}
+        for h in self.headroom:
+            if h.node is not None:
+                out.setdefault(h.node, {c: 0 for c in HOTPLUG_CLASSES})[h.cls] += h.count
+        return out
+
+    def request(self) -> dict[tuple[EndpointClass, int | None], int]:
+        """All of the headroom, keyed by (class, NUMA node or None): what ``Report.fits`` takes."""
+        out: dict[tuple[EndpointClass, int | None], int] = {}
+        for h in self.headroom:
+            out[(h.cls, h.node)] = out.get((h.cls, h.node), 0) + h.count
         return out
 
 
@@ -147,7 +175,7 @@ class Controller:
     index: int
     model: str
     address: Address | None
-    target: tuple[tuple[str, int], ...] = ()  # chassis/port/chassisNr/index, in XML order
+    target: tuple[tuple[str, int], ...] = ()  # chassis/port/chassisNr/busNr/index/node, in XML order
     hotplug: bool = True  # False: <target hotplug='off'/>
     multifunction: bool = False
 
@@ -168,6 +196,7 @@ class Layout:
     controllers: tuple[Controller, ...]
     placed: tuple[Placed, ...]
     acpi: bool = True
+    numa_nodes: int = 0  # cells of <cpu><numa>: controllers may name nodes 0 .. numa_nodes - 1
 
 
 @dataclass(frozen=True)
@@ -180,6 +209,7 @@ class Plan:
     added: dict[str, int]  # controllers added, by model (the root excluded)
     warnings: tuple[str, ...] = field(default=())
     budgets: dict[str, tuple[int, int]] = field(default_factory=dict)  # what -> (used, limit)
+    node_capacity: dict[int, dict[EndpointClass, int]] = field(default_factory=dict)  # NUMA node -> capacity
 
     @property
     def requested(self) -> dict[EndpointClass, int]:

@@ -8,6 +8,12 @@ buses by index and slots upward.  Whatever is left empty is the headroom.
 
 The count model promised that these counts fit; if first-fit disagrees, that is
 a bug and is reported as one.
+
+With NUMA nodes, the controllers of the root bus's tree come first, then each
+node's tree in node order: its expander bus (on the root bus) and what hangs
+from it.  Every controller and endpoint stays in its own tree, and devices
+without a node fill the lower indexes, which libvirt's first-fit tries first.
+The busNr of each expander is set last, when its subtree is known.
 """
 
 from __future__ import annotations
@@ -33,6 +39,9 @@ class _Bus:
     group: object = None  # IOMMU group of the assigned devices on it (isolating buses)
     cursor: int = -1  # no slot below this is empty (slots only fill up while placing)
     full: bool = False
+    tree: int | None = None  # the NUMA node whose tree its bus belongs to (None: the root bus's tree)
+    home: int | None = None  # the tree it plugs into (an expander: the root bus's; else its own tree)
+    node: int | None = None  # written as <target><node>: the expander or PHB of a node
 
     @property
     def empty(self) -> bool:
@@ -71,6 +80,15 @@ def place(problem: Problem, rules: RuleSet, counts: Counts) -> Layout:
     for b in rules.addable:
         for _ in range(counts.controllers.get(b.name, 0)):
             buses.append(_Bus(len(buses), b))
+    if counts.nodes:
+        numa_root = rules.bus(rules.numa_root)
+        for node, sub in sorted(counts.nodes.items()):
+            if not numa_root.root:  # the node's expander bus, on the root bus
+                buses.append(_Bus(len(buses), numa_root, tree=node, home=None, node=node))
+            for b in rules.addable:
+                for _ in range(sub.controllers.get(b.name, 0)):
+                    buses.append(_Bus(len(buses), b, tree=node, home=node,
+                                      node=node if b.name == rules.numa_root else None))
     if len(buses) - 1 > rules.max_index:
         raise ProgrammingError(f"{len(buses) - 1} controllers exceed index {rules.max_index}")
 
@@ -87,7 +105,7 @@ def place(problem: Problem, rules: RuleSet, counts: Counts) -> Layout:
         else:
             rest.append(ep)
 
-    # 2. controllers, in index order; a controller may only sit on a lower index
+    # 2. controllers, in index order; a controller may only sit on a lower index of the tree it plugs into
     controllers = [Controller(0, root.rule.model, None, target=_target(root, 0, None, 0))]
     extra_roots = 0
     for bus in buses[1:]:
@@ -98,7 +116,7 @@ def place(problem: Problem, rules: RuleSet, counts: Counts) -> Layout:
             continue
         addr = None
         for parent in buses[: bus.index]:
-            if not rules.accepts(parent.rule, b.connect, auto=True, endpoint=False):
+            if parent.tree != bus.home or not rules.accepts(parent.rule, b.connect, auto=True, endpoint=False):
                 continue
             spot = parent.free_slot(packing=b.name if b.packs > 1 else None, packs=b.packs)
             if spot:
@@ -108,13 +126,14 @@ def place(problem: Problem, rules: RuleSet, counts: Counts) -> Layout:
         if addr is None:
             raise ProgrammingError(f"no slot for controller {bus.index} ({b.model}) though the counts said it fits")
         controllers.append(Controller(bus.index, b.model, addr, target=_target(bus, addr.slot, addr, addr.function)))
+    controllers = _bus_numbers(controllers, buses, rules)
 
     # 3. endpoints the user never unplugs go on the root complex, as many as the counts chose
     on_root = dict(counts.on_root)
     auto: list[Endpoint] = []
     for ep in rest:
         connect = rules.connect_of(ep.cls)
-        if ep.root_ok and on_root.get(connect, 0) > 0:
+        if ep.root_ok and ep.node is None and on_root.get(connect, 0) > 0:
             spot = root.free_slot()
             if spot is None:
                 raise ProgrammingError(f"no root slot left for {ep.name}")
@@ -124,13 +143,19 @@ def place(problem: Problem, rules: RuleSet, counts: Counts) -> Layout:
         else:
             auto.append(ep)
 
-    # 4. everything else first-fit, in libvirt's category order
+    # 4. everything else first-fit, in libvirt's category order, each in its own tree
     auto.sort(key=lambda e: device_kind(e.kind).category)
-    start = [0]  # buses below this index are full: skip them
+    trees: dict[int | None, list[_Bus]] = {}
+    for bus in buses:
+        trees.setdefault(bus.tree, []).append(bus)
+    start: dict[int | None, int] = {}  # per tree: buses before this one are full
     for ep in auto:
-        while start[0] < len(buses) and buses[start[0]].full:
-            start[0] += 1
-        addr = _first_fit(rules, buses[start[0]:], ep)
+        tree = trees.get(ep.node, [])
+        i = start.get(ep.node, 0)
+        while i < len(tree) and tree[i].full:
+            i += 1
+        start[ep.node] = i
+        addr = _first_fit(rules, tree[i:], ep)
         if addr is None:
             raise ProgrammingError(f"no slot for {ep.name} ({ep.kind}) though the counts said it fits")
         placed.append(Placed(ep, addr))
@@ -138,7 +163,28 @@ def place(problem: Problem, rules: RuleSet, counts: Counts) -> Layout:
     controllers = [_multifunction(c, buses) for c in controllers]
     order = {ep.name: i for i, ep in enumerate(problem.endpoints)}
     placed.sort(key=lambda p: order[p.endpoint.name])
-    return Layout(family=rules.family, controllers=tuple(controllers), placed=tuple(placed), acpi=rules.acpi)
+    return Layout(family=rules.family, controllers=tuple(controllers), placed=tuple(placed), acpi=rules.acpi,
+                  numa_nodes=len(problem.numa))
+
+
+def _bus_numbers(controllers: list[Controller], buses: list[_Bus], rules: RuleSet) -> list[Controller]:
+    """Give each expander bus its busNr: the guest bus numbers are split into ranges, the root
+    bus's from 0, each expander's from its busNr up to the next one's (QEMU docs/pcie.txt section
+    4), and each range must hold the buses of its subtree.  The expanders take the top of the 256,
+    exactly as much as their subtrees need, the first expander highest (as libvirt counts busNr
+    down from 254); every spare number stays with the root bus's tree, where a later extension adds
+    controllers."""
+    top = rules.bus_number_limit
+    out = list(controllers)
+    for bus in buses:
+        if "busNr" not in bus.rule.target or bus.home is not None:
+            continue
+        size = sum(other.rule.bus_numbers for other in buses if other.tree == bus.tree)
+        top -= size
+        c = out[bus.index]
+        target = tuple(("busNr", top) if attr == "busNr" else (attr, value) for attr, value in c.target)
+        out[bus.index] = Controller(c.index, c.model, c.address, target, c.hotplug, c.multifunction)
+    return out
 
 
 def given_addresses(problem: Problem, rules: RuleSet) -> dict[str, Address | None]:
@@ -200,11 +246,17 @@ def _target(bus: _Bus, slot: int, addr: Address | None, function: int) -> tuple[
         if attr == "chassis":
             out.append(("chassis", bus.index))  # chassis = controller index
         elif attr == "port":
-            out.append(("port", slot * 8 + function))  # root port: slot x 8 + function
+            # root port: slot x 8 + function; switch downstream port: its slot.  Both are
+            # slot x packs + function, since downstream ports do not share a slot.
+            out.append(("port", slot * bus.rule.packs + function))
         elif attr == "chassisNr":
             out.append(("chassisNr", bus.index))
         elif attr == "index":
             out.append(("index", function))  # PHB target index: 0 for the default, then 1, 2, ...
+        elif attr == "busNr":
+            out.append(("busNr", 0))  # set by _bus_numbers once the subtree is placed
+        elif attr == "node" and bus.node is not None:
+            out.append(("node", bus.node))
     return tuple(out)
 
 

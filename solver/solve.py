@@ -43,7 +43,7 @@ def solve(problem: Problem) -> Plan:
             f"{io.used} ports hold devices with I/O BARs and the spec allows {problem.io_ports} (io_ports)",
             "use modern virtio models (no I/O BAR), mark such devices 'hotunplug: false' so they sit on the "
             "root complex, or raise the limit")])
-    if report.errors or not report.fits(requested):
+    if report.errors or not report.fits(problem.request()):
         raise ProgrammingError(f"the plan for '{problem.name}' fails its own verification",
                                report.errors or [f"capacity {dict(report.capacity)} < request {requested}"])
     added: dict[str, int] = {}
@@ -53,7 +53,8 @@ def solve(problem: Problem) -> Plan:
     if rules.root_hotplug_needs_acpi and not layout.acpi:
         warnings.append(f"{rules.family} hotplug needs ACPI")
     return Plan(problem=problem, layout=layout, capacity=dict(report.capacity), added=added,
-                warnings=tuple(warnings), budgets={k: (b.used, b.limit) for k, b in report.budgets.items()})
+                warnings=tuple(warnings), budgets={k: (b.used, b.limit) for k, b in report.budgets.items()},
+                node_capacity=report.node_capacity)
 
 
 def _largest(problem: Problem) -> dict[str, int]:
@@ -75,7 +76,7 @@ def _largest(problem: Problem) -> dict[str, int]:
 
 
 def _with(problem: Problem, cls: EndpointClass, count: int) -> Problem:
-    others = tuple(h for h in problem.headroom if h.cls != cls)
+    others = tuple(h for h in problem.headroom if h.cls != cls or h.node is not None)
     return replace(problem, headroom=others + ((Headroom(cls, count, str(cls)),) if count else ()))
 
 

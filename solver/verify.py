@@ -4,6 +4,12 @@ It shares the rule tables with the planner but none of its code: it takes any
 layout (a plan, or a domain XML read back from libvirt), checks every rule it
 knows, and counts the free hotplug positions per class.  Every plan the
 planner makes passes through here before it is returned.
+
+A bus belongs to a NUMA node when an expander bus or PHB with that
+``<node>`` is above it; ``capacity`` counts the positions outside every
+node's tree (what devices without a node get), ``node_capacity`` those of
+each node.  Each expander's busNr starts a range of guest bus numbers that
+must hold its whole subtree.
 """
 
 from __future__ import annotations
@@ -49,18 +55,33 @@ class Report:
     giving: dict[EndpointClass, list[int]] = field(default_factory=dict)  # class -> bus indexes with room
     budgets: dict[str, Budget] = field(default_factory=dict)  # name in the user's words -> used/limit
     io_ports: list[int] = field(default_factory=list)  # ports with an I/O-BAR device behind them at boot
+    node_capacity: dict[int, dict[EndpointClass, int]] = field(default_factory=dict)  # NUMA node -> capacity
+    node_of: dict[int, int | None] = field(default_factory=dict)  # bus index -> its NUMA node (None: none)
 
     @property
     def ok(self) -> bool:
         return not self.errors
 
-    def fits(self, request: dict[EndpointClass, int]) -> bool:
-        """Whether all of ``request`` can be hotplugged at once, in any order."""
+    def fits(self, request: dict) -> bool:
+        """Whether all of ``request`` can be hotplugged at once, in any order.
+
+        Keys are classes (headroom without a node) or (class, NUMA node or None) pairs; each
+        node's request must fit in that node's positions, the rest outside every node's."""
+        by_node: dict[int | None, dict[EndpointClass, int]] = {}
+        for key, n in request.items():
+            cls, node = key if isinstance(key, tuple) else (key, None)
+            wanted = by_node.setdefault(node, {})
+            wanted[cls] = wanted.get(cls, 0) + n
+        return all(self._fits_on(node, wanted) for node, wanted in by_node.items())
+
+    def _fits_on(self, node: int | None, request: dict[EndpointClass, int]) -> bool:
+        empty = [b for b in self.empty_isolated if self.node_of.get(b) == node]
         iso = sum(n for c, n in request.items() if c in self.isolated)
-        if iso > len(self.empty_isolated):
+        if iso > len(empty):
             return False
-        taken = set(self.empty_isolated[len(self.empty_isolated) - iso:]) if iso else set()
-        positions = {p: cs for p, cs in self.positions.items() if p[0] not in taken}
+        taken = set(empty[len(empty) - iso:]) if iso else set()
+        positions = {p: cs for p, cs in self.positions.items()
+                     if p[0] not in taken and self.node_of.get(p[0]) == node}
         wanted = [c for c, n in request.items() if n and c not in self.isolated]
         for size in range(1, len(wanted) + 1):
             for subset in combinations(wanted, size):
@@ -142,6 +163,8 @@ def verify(layout: Layout, rules: RuleSet, *, strict_auto: bool = True, io_limit
             err(f"{who} sits on bus {c.address.bus}; a controller's index must be larger than its bus")
         occupy(c.address, who, rule)
 
+    rep.node_of = _numa_checks(layout, rules, rep, by_index, slot_users)
+
     groups: dict[int, set] = {}
     emulated_on: set[int] = set()
     for p in layout.placed:
@@ -161,6 +184,10 @@ def verify(layout: Layout, rules: RuleSet, *, strict_auto: bool = True, io_limit
         if prule is None:
             continue
         connect = rules.connect_of(ep.cls)
+        node = rep.node_of.get(p.address.bus)
+        if strict_auto and node != ep.node:
+            err(f"{who} (NUMA node {ep.node if ep.node is not None else 'none'}) sits on bus {p.address.bus}, "
+                + (f"which is NUMA node {node}'s" if node is not None else "which belongs to no NUMA node"))
         user_placed = ep.pinned is not None or ep.root_ok or fixed is not None or not strict_auto
         if not rules.accepts(prule, connect, auto=not user_placed, endpoint=True):
             how = "at all" if user_placed else "by libvirt's auto-placement"
@@ -266,7 +293,10 @@ def _capacity(layout, rules: RuleSet, rep: Report, by_index, slot_users, groups,
                             and rules.accepts(rule, rules.connect_of(cls), auto=True, endpoint=True))
         lo, hi = rule.slots
         free = [s for s in range(lo, hi + 1) if (index, s) not in slot_users]
-        if classes:
+        if classes and rep.node_of.get(index) is not None:
+            for s in free:
+                rep.positions[(index, s)] = classes
+        elif classes:
             for s in free:
                 rep.positions[(index, s)] = classes
                 for cls in classes:
@@ -276,10 +306,90 @@ def _capacity(layout, rules: RuleSet, rep: Report, by_index, slot_users, groups,
         if empty and rule.isolation == "group" and any(
                 rules.accepts(rule, rules.connect_of(cls), auto=True, endpoint=True) for cls in rules.isolated):
             rep.empty_isolated.append(index)
-            for cls in rules.isolated:
-                rep.giving.setdefault(cls, []).append(index)
-    for cls in HOTPLUG_CLASSES:
-        if cls in rules.isolated:
-            rep.capacity[cls] = len(rep.empty_isolated)
+            if rep.node_of.get(index) is None:
+                for cls in rules.isolated:
+                    rep.giving.setdefault(cls, []).append(index)
+    nodes = sorted({n for n in rep.node_of.values() if n is not None})
+    for node in [None, *nodes]:
+        out = rep.capacity if node is None else rep.node_capacity.setdefault(node, {})
+        for cls in HOTPLUG_CLASSES:
+            if cls in rules.isolated:
+                out[cls] = sum(1 for b in rep.empty_isolated if rep.node_of.get(b) == node)
+            else:
+                out[cls] = sum(1 for (b, _), cs in rep.positions.items() if cls in cs and rep.node_of.get(b) == node)
+
+
+def _numa_checks(layout: Layout, rules: RuleSet, rep: Report, by_index, slot_users) -> dict[int, int | None]:
+    """NUMA nodes and busNr ranges; returns the NUMA node of every bus.
+
+    * ``<node>`` only on rows that take one, and only a cell of ``<cpu><numa>``;
+    * each expander's busNr within libvirt's range, and the guest bus numbers split
+      into ranges (the root bus's from 0, each expander's from its busNr up to the next
+      busNr; QEMU docs/pcie.txt section 4) that each hold their whole subtree;
+    * warnings for a bus where libvirt's auto-placement meets a QEMU refusal, and for
+      expanders a guest without ACPI cannot find."""
+    err = rep.errors.append
+    head: dict[int, tuple[int | None, int]] = {}  # bus -> (NUMA node, the bus heading its busNr range)
+
+    def walk(i: int, seen: frozenset) -> tuple[int | None, int]:
+        if i in head:
+            return head[i]
+        rule, c = by_index[i]
+        node = dict(c.target).get("node")
+        parent = c.address.bus if c.address is not None else None
+        if rule.root or "busNr" in rule.target or parent not in by_index or parent in seen or parent >= i:
+            out = (node, i)  # a root bus or an expander heads its own range (or a broken chain stops here)
         else:
-            rep.capacity[cls] = sum(1 for cs in rep.positions.values() if cls in cs)
+            out = walk(parent, seen | {i})
+        head[i] = out
+        return out
+
+    for i in sorted(by_index):
+        walk(i, frozenset())
+    for i, (rule, c) in sorted(by_index.items()):
+        target = dict(c.target)
+        who = f"controller {i} ({c.model})"
+        if "node" in target:
+            if "node" not in rule.target:
+                err(f"{who} cannot be tied to a NUMA node" + (" (the default PHB never is)" if i == 0 else ""))
+            elif target["node"] >= layout.numa_nodes:
+                err(f"{who}: NUMA node {target['node']} is not a cell of <cpu><numa> ({layout.numa_nodes} cells)")
+        if "busNr" in rule.target:
+            lo, hi = rules.busnr_range
+            if "busNr" not in target:
+                err(f"{who} has no busNr; libvirt would pick one that need not hold its subtree")
+            elif not lo <= target["busNr"] <= hi:
+                err(f"{who}: busNr {target['busNr']} is out of range {lo}-{hi}")
+        if rule.hotplug_trap:
+            lo, hi = rule.slots
+            free = [s for s in range(lo, hi + 1) if (i, s) not in slot_users]
+            if free:
+                rep.warnings.append(
+                    f"{who} has {len(free)} free slots: libvirt places a hotplugged device there and QEMU "
+                    "refuses it; hotplug with an explicit address on the pci-bridges behind it")
+        if "busNr" in rule.target and not layout.acpi:
+            rep.warnings.append(f"the guest finds {who}'s devices only through ACPI, which needs UEFI on this "
+                                "machine: add a UEFI loader to the domain")
+    starts = {0: 0}
+    for i, (rule, c) in by_index.items():
+        if "busNr" in rule.target and "busNr" in dict(c.target):
+            starts[i] = dict(c.target)["busNr"]
+    if len(starts) > 1 and rules.bus(rules.root).bus_numbers:
+        size = {h: 0 for h in starts}
+        for i, (rule, _) in by_index.items():
+            h = head[i][1]
+            if h in size:
+                size[h] += rule.bus_numbers
+        order = sorted(starts, key=lambda h: (starts[h], h))
+        for k, h in enumerate(order):
+            start = starts[h]
+            if k + 1 < len(order) and starts[order[k + 1]] == start:
+                err(f"controllers {h} and {order[k + 1]} both start at bus number {start}: busNr ranges overlap")
+                continue
+            end = starts[order[k + 1]] - 1 if k + 1 < len(order) else rules.bus_number_limit - 1
+            what = f"controller {h} ({by_index[h][1].model})"
+            rep.budgets[f"bus numbers of {what}"] = Budget(size[h], end - start + 1)
+            if size[h] > end - start + 1:
+                err(f"{what} and the buses behind it need {size[h]} bus numbers, but its range is "
+                    f"{start}-{end} ({end - start + 1}); the next busNr must move up")
+    return {i: node for i, (node, _) in head.items()}

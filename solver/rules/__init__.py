@@ -41,6 +41,8 @@ class BusRule:
     (endpoints only where ``auto_endpoints``); ``manual`` the ones it accepts
     only at an address the user wrote.  ``packs`` is how many of this
     controller share one slot of its parent (root ports use the 8 functions).
+    ``target`` may name ``node``: written as ``<target ...><node>N</node></target>``
+    when the controller is tied to a guest NUMA node.
     """
 
     model: str
@@ -59,6 +61,9 @@ class BusRule:
     addable: bool = True  # the planner may add it
     bus_numbers: int = 1  # guest bus numbers its bus consumes
     key: str = ""  # table key when two rows write the same model (pseries default and extra PHBs)
+    # libvirt auto-places a hotplugged device on its free slots, but QEMU refuses it there
+    # (a free slot of such a bus ends libvirt's search with QEMU's error, not libvirt's)
+    hotplug_trap: bool = False
 
     @property
     def name(self) -> str:
@@ -123,6 +128,11 @@ class RuleSet:
     max_index: int = 255  # domain_validate.c: PCI controller index <= 255
     bus_number_limit: int = 256  # one PCI domain has 256 bus numbers (QEMU docs/pcie.txt)
     sources: tuple[str, ...] = ()
+    # The row that ties a subtree to a guest NUMA node: an expander bus that plugs into the root
+    # (its subtree gets a busNr range of its own), or an extra root bus (pseries PHB); None: no NUMA.
+    numa_root: str | None = None
+    numa_memory_align: int = 1  # MiB: every <cell> memory a multiple of this (libvirt rounds up at start)
+    busnr_range: tuple[int, int] = (1, 254)  # <target busNr>: domain_validate.c, 0 is the root bus, 255 the top
 
     def bus(self, model: str) -> BusRule:
         return self.buses[model]

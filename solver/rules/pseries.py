@@ -24,8 +24,10 @@ _buses = (
             target=("index",), **_phb),
 )
 # Extra PHBs are pci-root controllers with index > 0; each a root bus that needs no slot.
+# One tied to a guest NUMA node writes <target index='N'><node>M</node></target> (pseries-phb-numa-node;
+# the default PHB may not have a node: domain_validate.c).
 _extra = BusRule("pci-root", "spapr-pci-host-bridge", None, root=True, isolation="group", key="pci-root+",
-                 target=("index",), **_phb)
+                 target=("index", "node"), **_phb)
 
 RULES = RuleSet(
     family="pseries",
@@ -46,6 +48,10 @@ RULES = RuleSet(
     acpi=False,  # no ACPI on POWER
     root_hotplug_needs_acpi=False,
     # PHB target indexes 0-30 (domain_validate.c), so at most 31 PHBs.
-    max_count=_freeze({"pci-root+": 30}),
+    max_count=_freeze({"pci-root+": 30}),  # measured: target index 31 is refused ("must be 0-30")
     sources=("real-libvirt.md rows 21-23",),
+    numa_root="pci-root+",
+    # qemuDomainGetMemorySizeAlignment: ppc64 memory (and each NUMA cell) is rounded up to 256 MiB at
+    # start (QEMU's spapr needs node memory in 256 MiB blocks); cells written aligned stay as written.
+    numa_memory_align=256,
 )
