@@ -304,6 +304,14 @@ def read_domain(text: str | bytes, file: str = "<domain>") -> tuple[Layout, Rule
                     problems.append(Finding(file, tgt.sourceline, f"controller/target@{attr}",
                                             f"{attr}='{_shown(raw_t)}' is not a number; write it as virsh dumpxml "
                                             "does, e.g. port='0x10' or chassis='1'"))
+            node = tgt.find("node") if tgt is not None else None
+            if node is not None:
+                try:
+                    target.append(("node", _number((node.text or "").strip())))
+                except ValueError:
+                    problems.append(Finding(file, node.sourceline, "controller/target/node",
+                                            f"<node>{_shown(node.text or '')}</node> is not a number; write the "
+                                            "id of a <cell> of <cpu><numa>"))
             address, _ = address_of(el)
             c = Controller(index=index, model=model, address=address, target=tuple(target),
                            hotplug=not (tgt is not None and tgt.get("hotplug") == "off"))
@@ -371,7 +379,9 @@ def read_domain(text: str | bytes, file: str = "<domain>") -> tuple[Layout, Rule
         ctrls.insert(0, Controller(0, rules.root, None,
                                    target=(("index", 0),) if "index" in rules.bus(rules.root).target else ()))
     ctrls.sort(key=lambda c: c.index)
-    return Layout(family=rules.family, controllers=tuple(ctrls), placed=tuple(placed), acpi=acpi), rules
+    numa_nodes = len(root.findall("cpu/numa/cell"))
+    return Layout(family=rules.family, controllers=tuple(ctrls), placed=tuple(placed), acpi=acpi,
+                  numa_nodes=numa_nodes), rules
 
 
 def audit_rules(family: str) -> RuleSet:

@@ -40,9 +40,13 @@ def _controller(c: Controller, family: str) -> etree._Element:
     if c.target or not c.hotplug:
         t = _S(el, "target")
         for attr, value in c.target:
-            t.set(attr, f"0x{value:x}" if attr == "port" else str(value))
+            if attr != "node":
+                t.set(attr, f"0x{value:x}" if attr == "port" else str(value))
         if not c.hotplug:
             t.set("hotplug", "off")
+        for attr, value in c.target:
+            if attr == "node":  # an element, not an attribute: <target busNr='254'><node>1</node></target>
+                _S(t, "node").text = str(value)
     if c.address is not None:
         _address(el, c.address, c.multifunction)
     return el
@@ -128,6 +132,12 @@ def domain_element(plan: Plan) -> etree._Element:
     _S(os_, "type", arch=p.arch, machine=p.machine).text = "hvm"
     if plan.layout.acpi:
         _S(_S(dom, "features"), "acpi")
+    if p.numa:
+        # libvirt wants every controller's <node> to be a cell here; the cells' vCPUs and
+        # memory were checked against <vcpu> and <memory> when the spec was read.
+        numa = _S(_S(dom, "cpu"), "numa")
+        for i, cell in enumerate(p.numa):
+            _S(numa, "cell", id=str(i), cpus=cell.cpus, memory=str(cell.memory_mib), unit="MiB")
     devices = controllers_element(plan)
     dom.append(devices)
     counters: dict[str, int] = {}

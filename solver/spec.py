@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import Finding, SpecError
-from .model import Address, EndpointClass, Endpoint, Headroom, Problem
+from .model import Address, EndpointClass, Endpoint, Headroom, NumaCell, Problem
 from .rules import MACHINE_WORDS, family_for, machine_suggestions
 from .rules.devices import DEVICES
 
@@ -28,6 +28,8 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # libvirt user aliases tak
 
 # Largest counts one entry may ask for: beyond any machine's limits, small enough to stay fast.
 MAX_COUNT = 10_000
+# QEMU's MAX_NODES (include/sysemu/numa.h): a guest has at most 128 NUMA nodes.
+MAX_NUMA_NODES = 128
 
 
 class _Model(BaseModel):
@@ -52,6 +54,8 @@ class DeviceSpec(_Model):
     hotunplug: bool = Field(True, description="false: never unplugged, so it may sit on the root complex")
     iommu_group: int | None = Field(None, ge=0, description="host IOMMU group of an assigned device")
     host: str | None = Field(None, description="host PCI address of an assigned device")
+    numa_node: int | None = Field(None, ge=0, description="guest NUMA node: the device sits behind that node's "
+                                  "expander bus (a PHB of the node on pseries)")
 
 
 class HotplugSpec(_Model):
@@ -60,8 +64,25 @@ class HotplugSpec(_Model):
     model: str | None = None
     class_: Literal["pcie", "pci", "hostdev"] | None = Field(None, alias="class")
     count: int = Field(1, ge=0, le=MAX_COUNT)
+    numa_node: int | None = Field(None, ge=0, description="the headroom must be on this guest NUMA node")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class NumaCellSpec(_Model):
+    """One guest NUMA node: its vCPUs and memory."""
+
+    cpus: str = Field(description="vCPU ids, libvirt's cpuset syntax: '0-1', '0,2', '4-7,9'")
+    memory: int = Field(ge=1, description="MiB")
+
+
+class NumaSpec(_Model):
+    """The guest's NUMA nodes: 'nodes: N' splits vcpus and memory evenly; 'cells' gives each node's."""
+
+    nodes: int | None = Field(None, ge=1, le=MAX_NUMA_NODES, description="this many nodes, vcpus and memory "
+                              "split evenly")
+    cells: list[NumaCellSpec] = Field([], max_length=MAX_NUMA_NODES, description="one entry per node, node i = "
+                                      "cells[i]")
 
 
 class IoPorts(_Model):
@@ -87,6 +108,8 @@ class Spec(_Model):
     hotplug: list[HotplugSpec] = []
     io_ports: str | IoPorts = Field("warn", description="ports whose devices have I/O BARs: 'warn' past 14 "
                                     "(the default), or a hard limit: 'limit N' or {limit: N}")
+    numa: NumaSpec | None = Field(None, description="guest NUMA nodes; devices and hotplug entries name one with "
+                                  "'numa_node'")
 
     @field_validator("name")
     @classmethod
@@ -274,7 +297,7 @@ def load_request(path: str | Path) -> Problem | DomainRequest:
 
 
 # Fields that describe a new guest; a 'domain' spec takes all of this from the XML.
-_NEW_GUEST_ONLY = ("arch", "type", "memory", "vcpus", "defaults", "devices", "io_ports")
+_NEW_GUEST_ONLY = ("arch", "type", "memory", "vcpus", "defaults", "devices", "io_ports", "numa")
 
 
 def to_request(spec: Spec, lines: dict[tuple, int], file: str, base: Path) -> DomainRequest:
@@ -290,6 +313,10 @@ def to_request(spec: Spec, lines: dict[tuple, int], file: str, base: Path) -> Do
     if spec.machine is not None and family_for(spec.machine) is None:
         bad(("machine",), _machine_message(spec.machine))
     headroom = _headroom(spec, bad)
+    for i, h in enumerate(spec.hotplug):
+        if h.numa_node is not None:
+            bad(("hotplug", i, "numa_node"), "extending a guest does not place headroom on NUMA nodes; "
+                "plan the guest from a spec with 'numa' instead")
     if problems:
         raise SpecError(problems)
     domain = Path(spec.domain)
@@ -320,6 +347,7 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
     # A family word (q35, i440fx, ...) becomes libvirt's alias for the newest machine of it.
     machine = rules.default_machine if spec.machine in MACHINE_WORDS else spec.machine
 
+    cells, vcpus, memory = _numa(spec, rules, bad)
     flags = {k: (getattr(spec.defaults, k) if getattr(spec.defaults, k) is not None else v)
              for k, v in rules.defaults.items()}
     endpoints: list[Endpoint] = []
@@ -376,6 +404,11 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
                     bad(path + ("address",), f"{pin} is already pinned by devices[{pinned[pin][1]}]")
                 else:
                     pinned[pin] = path
+        if d.numa_node is not None:
+            if pin is not None or d.address is not None:
+                bad(path + ("numa_node",), "a pinned device sits on the root bus, which belongs to no NUMA node; "
+                    "drop 'address' or 'numa_node'")
+            _check_node(d.numa_node, path + ("numa_node",), cells, spec.numa is not None, bad)
         base = d.name or d.model
         for n in range(d.count):
             name = base if d.count == 1 else f"{base}-{n}"
@@ -399,7 +432,7 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
             endpoints.append(Endpoint(
                 name=name, kind=kind.name, cls=kind.cls, pinned=pin, root_ok=not d.hotunplug,
                 group=d.iommu_group, fixed_role=role if role in rules.fixed or role == "primary-video" else None,
-                host=host, line=_line(lines, path),
+                host=host, line=_line(lines, path), node=d.numa_node,
             ))
 
     # What libvirt adds by itself, written out so libvirt adds nothing.
@@ -417,6 +450,9 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
             bad(names[e.name] + ("name",), f"'{e.name}' names the implicit {e.kind}; choose another name")
 
     headroom = _headroom(spec, bad)
+    for i, h in enumerate(spec.hotplug):
+        if h.numa_node is not None:
+            _check_node(h.numa_node, ("hotplug", i, "numa_node"), cells, spec.numa is not None, bad)
     io_ports = None
     if isinstance(spec.io_ports, IoPorts):
         io_ports = spec.io_ports.limit
@@ -432,7 +468,7 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
         raise SpecError(problems)
     return Problem(
         name=spec.name, family=rules.family, machine=machine, arch=arch, endpoints=tuple(implicit + endpoints), headroom=tuple(headroom),
-        memory_mib=spec.memory, vcpus=spec.vcpus, virt_type=spec.type, source=file, io_ports=io_ports,
+        memory_mib=memory, vcpus=vcpus, virt_type=spec.type, source=file, io_ports=io_ports, numa=cells,
     )
 
 
@@ -444,7 +480,7 @@ def _headroom(spec: Spec, bad) -> list[Headroom]:
             bad(path, "give either 'model' (e.g. virtio-net) or 'class' (pcie, pci or hostdev)")
             continue
         try:
-            entry = headroom_entry(h.model, h.class_, h.count)
+            entry = headroom_entry(h.model, h.class_, h.count, h.numa_node)
         except ValueError as exc:
             bad(path + ("model",), str(exc))
             continue
@@ -453,7 +489,7 @@ def _headroom(spec: Spec, bad) -> list[Headroom]:
     return headroom
 
 
-def headroom_entry(model: str | None, class_: str | None, count: int) -> Headroom | None:
+def headroom_entry(model: str | None, class_: str | None, count: int, node: int | None = None) -> Headroom | None:
     """One hotplug request by model or class; ValueError says what is wrong."""
     if model is not None:
         kind = DEVICES.get(model)
@@ -465,7 +501,7 @@ def headroom_entry(model: str | None, class_: str | None, count: int) -> Headroo
         cls = kind.cls
     else:
         cls = EndpointClass(class_)
-    return Headroom(cls=cls, count=count, label=model or class_) if count else None
+    return Headroom(cls=cls, count=count, label=model or class_, node=node) if count else None
 
 
 def parse_hotplug_option(text: str) -> Headroom | None:
@@ -480,6 +516,122 @@ def parse_hotplug_option(text: str) -> Headroom | None:
     if what in ("pcie", "pci", "hostdev"):
         return headroom_entry(None, what, count)
     return headroom_entry(what, None, count)
+
+
+def _numa(spec: Spec, rules, bad) -> tuple[tuple[NumaCell, ...], int, int]:
+    """The guest's NUMA cells, vcpus and memory, consistent as libvirt wants them.
+
+    libvirt refuses a cell whose vCPUs are not vCPUs of the guest ("Number of CPUs in <numa>
+    exceeds the <vcpu> count"); every vCPU in exactly one cell and <memory> equal to the
+    cells' sum keep the file as written (libvirt sets <memory> to that sum).  ``nodes: N``
+    splits the vCPUs into N contiguous runs and the memory evenly, in multiples of the
+    family's alignment (256 MiB on pseries), the remainder to the last node.  A value the
+    spec leaves out follows from the cells."""
+    numa = spec.numa
+    vcpus, memory = spec.vcpus, spec.memory
+    if numa is None:
+        return (), vcpus, memory
+    given = spec.model_fields_set
+    align = rules.numa_memory_align
+    if (numa.nodes is None) == (not numa.cells):
+        bad(("numa",), "give either 'nodes: N' (vCPUs and memory split evenly) or 'cells: [{cpus: \"0-1\", "
+            "memory: 512}, ...]', one of the two")
+        return (), vcpus, memory
+    if numa.nodes is not None:
+        n = numa.nodes
+        if "vcpus" not in given:
+            vcpus = max(vcpus, n)
+        elif vcpus < n:
+            bad(("vcpus",), f"each of the {n} NUMA nodes needs a vCPU of its own; vcpus is {vcpus}")
+            return (), vcpus, memory
+        if memory % align:
+            bad(("memory",), f"{rules.family} NUMA cells are multiples of {align} MiB, so memory must be too; "
+                f"{memory} is not")
+            return (), vcpus, memory
+        per = memory // n // align * align
+        if per < align:
+            bad(("memory",), f"{memory} MiB cannot give {n} NUMA nodes {align} MiB each")
+            return (), vcpus, memory
+        cells = []
+        for i in range(n):
+            lo, hi = i * vcpus // n, (i + 1) * vcpus // n - 1
+            size = per if i < n - 1 else memory - per * (n - 1)
+            cells.append(NumaCell(f"{lo}" if lo == hi else f"{lo}-{hi}", size))
+        return tuple(cells), vcpus, memory
+    owner: dict[int, int] = {}
+    ok = True
+    for i, c in enumerate(numa.cells):
+        path = ("numa", "cells", i)
+        try:
+            ids = _cpuset(c.cpus)
+        except ValueError as exc:
+            bad(path + ("cpus",), str(exc))
+            ok = False
+            continue
+        for cpu in sorted(ids):
+            if cpu in owner:
+                bad(path + ("cpus",), f"vCPU {cpu} is already in cells[{owner[cpu]}]; a vCPU belongs to one cell")
+                ok = False
+                break
+            owner[cpu] = i
+        if c.memory % align:
+            bad(path + ("memory",), f"{rules.family} NUMA cells are multiples of {align} MiB; {c.memory} is not")
+            ok = False
+    if not ok:
+        return (), vcpus, memory
+    if "vcpus" not in given:
+        vcpus = max(owner) + 1
+    elif max(owner) >= vcpus:
+        cpu = max(owner)
+        bad(("numa", "cells", owner[cpu], "cpus"), f"vCPU {cpu} is not a vCPU of this guest (vcpus: {vcpus}, "
+            f"ids 0-{vcpus - 1}); libvirt refuses a cell with more CPUs than <vcpu>")
+        return (), vcpus, memory
+    missing = [cpu for cpu in range(vcpus) if cpu not in owner]
+    if missing:
+        bad(("numa", "cells"), f"vCPUs {_cpus_text(missing)} belong to no cell; put each vCPU in one cell")
+        return (), vcpus, memory
+    total = sum(c.memory for c in numa.cells)
+    if "memory" in given and memory != total:
+        bad(("memory",), f"memory is {memory} MiB but the NUMA cells hold {total}; leave 'memory' out or make "
+            "them agree (libvirt takes the cells' sum)")
+        return (), vcpus, memory
+    return tuple(NumaCell(c.cpus, c.memory) for c in numa.cells), vcpus, total
+
+
+def _cpuset(text: str) -> set[int]:
+    """libvirt's cpuset syntax without exclusions: '0-3', '0,2', '4-7,9'."""
+    out: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m or (m.group(2) is not None and int(m.group(2)) < int(m.group(1))):
+            raise ValueError(f"'{text}' is not a list of vCPU ids; write ranges and ids like '0-3' or '0,2,4-5'")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        if hi >= 4096:  # the spec's vcpus limit
+            raise ValueError(f"vCPU {hi} is out of range (0-4095)")
+        out.update(range(lo, hi + 1))
+    return out
+
+
+def _cpus_text(ids: list[int]) -> str:
+    runs, start = [], None
+    for i, cpu in enumerate(ids):
+        if start is None:
+            start = cpu
+        if i + 1 == len(ids) or ids[i + 1] != cpu + 1:
+            runs.append(f"{start}" if start == cpu else f"{start}-{cpu}")
+            start = None
+    return ",".join(runs)
+
+
+def _check_node(node: int, path: tuple, cells: tuple[NumaCell, ...], declared: bool, bad) -> None:
+    if declared and not cells:
+        return  # 'numa' itself is wrong, and said so
+    if not cells:
+        bad(path, "numa_node needs the guest's NUMA nodes: add 'numa: {nodes: N}' (or 'numa: {cells: [...]}')")
+    elif node >= len(cells):
+        bad(path, f"numa_node {node} is not a node of this guest: 'numa' declares nodes 0-{len(cells) - 1}")
 
 
 IMPLICIT_NAMES = {"usb": "usb", "memballoon": "balloon", "sata": "sata"}
