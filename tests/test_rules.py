@@ -26,7 +26,7 @@ from topo_solve.spec import parse_spec, to_problem
 
 FAMILY_NAMES = sorted(FAMILIES)
 ALL_KINDS = sorted(DEVICES) + sorted(CHIPSET)
-TARGET_ATTRS = {"chassis", "port", "chassisNr", "index"}  # what place._target knows how to fill in
+TARGET_ATTRS = {"chassis", "port", "chassisNr", "index", "busNr", "node"}  # what place._target fills in
 
 
 def rows(family: str):
@@ -200,9 +200,10 @@ def test_every_row_renders_to_a_valid_controller(family, schema_valid):
     rules = FAMILIES[family]
     controllers = [Controller(0, rules.root, None, target=(("index", 0),) if "index" in rules.bus(rules.root).target
                               else ())]
-    for n, b in enumerate((b for b in rules.buses.values() if b.addable), start=1):
+    rows = [b for b in rules.buses.values() if b.addable or b.name == rules.numa_root]
+    for n, b in enumerate(rows, start=1):
         addr = None if b.root else Address(0, n, 0)
-        values = {"chassis": n, "port": 8 * n, "chassisNr": n, "index": n}
+        values = {"chassis": n, "port": 8 * n, "chassisNr": n, "index": n, "busNr": 250 - n, "node": 0}
         controllers.append(Controller(n, b.model, addr, target=tuple((a, values[a]) for a in b.target)))
     problem = Problem("rules-test", family, rules.default_machine, rules.arches[0], (), ())
     plan = Plan(problem, Layout(family, tuple(controllers), ()), capacity={}, added={})
@@ -238,12 +239,45 @@ def test_kitchen_sink_plans_and_validates(family, schema_valid):
     schema_valid(render_domain(plan), f"kitchen sink plan of {family}")
 
 
+# One spec per family for the rows the planner adds only at scale or for NUMA: more PCIe
+# headroom than pcie-root's root ports hold (a switch on q35 and virt), and devices and
+# headroom on two NUMA nodes (an expander bus each; PHBs tied to the node on pseries).
+def scale_sink(family: str) -> str:
+    spec = {"name": f"scale-{family}", "machine": family, "numa": {"nodes": 2},
+            "devices": [{"model": "virtio-net", "numa_node": 1},
+                        {"model": "hostdev", "numa_node": 0, "iommu_group": 1}],
+            # past the root ports 28 free root slots hold: 224 with q35's usb and balloon, 232 on virt
+            "hotplug": [{"class": "pcie", "count": 240 if family == "virt" else 230},
+                        {"class": "pci", "count": 2, "numa_node": 1},
+                        {"class": "hostdev", "count": 1, "numa_node": 0}]}
+    return yaml.safe_dump(spec, sort_keys=False)
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_scale_sink_plans_and_validates(family, schema_valid):
+    from topo_solve.domain_xml import render_domain
+
+    spec, lines = parse_spec(scale_sink(family), f"scale-{family}.yaml")
+    plan = solve(to_problem(spec, lines, f"scale-{family}.yaml"))
+    for cls, n in plan.requested.items():
+        assert plan.capacity[cls] >= n
+    for node, wanted in plan.problem.requested_by_node().items():
+        for cls, n in wanted.items():
+            assert plan.node_capacity[node][cls] >= n, (node, cls)
+    rules = FAMILIES[family]
+    assert plan.added.get(rules.bus(rules.numa_root).model), "no controller tied to a NUMA node"
+    if "pcie-switch-upstream-port" in rules.buses:
+        assert plan.added.get("pcie-switch-upstream-port") == 1
+    schema_valid(render_domain(plan), f"scale plan of {family}")
+
+
 def _exercisers(module: str) -> set[str]:
     """Node ids of the tests that make the plans and reads the coverage check counts on."""
     from tests.test_solve import AUDITS
 
     solve_module = module.rsplit("/", 1)[0] + "/test_solve.py" if "/" in module else "test_solve.py"
     return ({f"{module}::test_kitchen_sink_plans_and_validates[{f}]" for f in FAMILY_NAMES}
+            | {f"{module}::test_scale_sink_plans_and_validates[{f}]" for f in FAMILY_NAMES}
             | {f"{solve_module}::test_audit_capacity_matches_real_libvirt[{c['id']}]" for c in AUDITS})
 
 
@@ -271,7 +305,8 @@ def test_every_row_and_device_model_is_exercised(recorded_plans, recorded_reads,
     for plan in recorded_plans:
         families_seen.add(plan.layout.family)
         kinds_seen.update(p.endpoint.kind for p in plan.layout.placed)
-    plannable = {(f, k) for f, k in ROW_IDS if FAMILIES[f].bus(k).addable or FAMILIES[f].bus(k).root}
+    plannable = {(f, k) for f, k in ROW_IDS
+                 if FAMILIES[f].bus(k).addable or FAMILIES[f].bus(k).root or k == FAMILIES[f].numa_root}
     read_only = set(ROW_IDS) - plannable
     message = []
     if missing := sorted(set(FAMILY_NAMES) - families_seen):

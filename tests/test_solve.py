@@ -585,10 +585,12 @@ def test_audit_xml_is_what_libvirt_accepts(schema_valid):
 INFEASIBLE = [
     {
         "id": "q35-300-pcie-hotplug",
-        "#": "300 PCIe hotplugs need 300 root ports (+2 for the default usb and balloon); pcie-root has 30 "
-             "free slots of 8 ports: 240. The largest pcie headroom that fits is 240 - 2",
+        "#": "300 PCIe hotplugs (+2 for the default usb and balloon) need 302 ports: 240 root ports on "
+             "pcie-root's 30 free slots, 62 downstream ports on 2 switches (each on a root port): 306 "
+             "controllers, but libvirt numbers them 0-255. The largest pcie headroom that fits is 251: 240 root "
+             "ports and one switch of 14 downstream ports, 255 controllers and 256 bus numbers",
         "spec": "name: too-many\nmachine: q35\nhotplug: [{class: pcie, count: 300}]\n",
-        "limit": 240, "needed_at_least": 300, "words": ["pcie-root-port", "240"], "largest": {"pcie": 238},
+        "limit": 256, "needed_at_least": 300, "words": ["controller indexes", "0-255"], "largest": {"pcie": 251},
     },
     {
         "id": "pseries-31-hostdev-hotplug",
@@ -786,7 +788,8 @@ def test_infeasible_hints_name_what_the_spec_spends():
             solve(to_problem(Spec.model_validate(spec)))
         return e.value
 
-    base = {"name": "h", "machine": "q35", "hotplug": [{"class": "pcie", "count": 240}]}
+    # 260 PCIe ports need 240 root ports and a switch: 262 controllers, past the 255 indexes
+    base = {"name": "h", "machine": "q35", "hotplug": [{"class": "pcie", "count": 260}]}
     lean = err({**base, "defaults": {"usb": False, "memballoon": False},
                 "devices": [{"model": "virtio-net"}]})
     assert lean.hints == []
