@@ -200,6 +200,8 @@ def given_addresses(problem: Problem, rules: RuleSet) -> dict[str, Address | Non
         if ep.name in out:
             continue
         fixed = rules.fixed.get(ep.fixed_role) if ep.fixed_role else None
+        if fixed is not None and ep.node is not None and not fixed.insist:
+            fixed = None  # a preferred root-bus slot, but the device belongs behind its node's expander
         if fixed is not None and (fixed.insist or fixed.address.slot not in taken or ep.cls is None):
             out[ep.name] = fixed.address
             taken.add(fixed.address.slot)

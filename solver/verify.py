@@ -195,9 +195,13 @@ def verify(layout: Layout, rules: RuleSet, *, strict_auto: bool = True, io_limit
         if ep.cls in rules.isolated and ep.pinned is not None and strict_auto:
             # A user-written address overrides isolation: libvirt resets that bus to group 0.
             emulated_on.add(p.address.bus)
-        elif ep.cls in rules.isolated:
-            if prule.isolation == "locked" and strict_auto:
+        elif ep.cls in rules.isolated and prule.isolation == "locked":
+            if strict_auto:
                 err(f"{who}: assigned devices never go on the default {prule.model}")
+            # the default PHB's group is locked at 0 (qemuDomainSetupIsolationGroups): emulated
+            # devices still go there whatever sits on it
+            emulated_on.add(p.address.bus)
+        elif ep.cls in rules.isolated:
             groups.setdefault(p.address.bus, set()).add(ep.group if ep.group is not None else ("alone", ep.name))
         else:
             emulated_on.add(p.address.bus)
