@@ -7,7 +7,11 @@ balloon.  Nothing is filtered, so every draw is used and failures shrink to
 small specs (hypothesis guides/strategies-that-shrink.rst).
 
 ``problems(family)`` maps the same through the spec loader to a core
-``Problem``.  ``SETTINGS`` is the shared settings profile: ``ci`` (the
+``Problem``.  ``from_machine(family, numa=True)`` also declares guest NUMA
+nodes and puts some devices and hotplug entries on them;
+``switch_specs(family)`` (q35, virt) pins devices on most root slots and asks
+for more PCIe headroom than the root ports of the rest hold, so a switch is
+needed.  ``SETTINGS`` is the shared settings profile: ``ci`` (the
 default, 50 examples) or ``long`` (set TOPO_SOLVE_HYPOTHESIS_PROFILE=long).
 """
 
@@ -24,7 +28,7 @@ from topo_solve.rules import FAMILIES
 from topo_solve.rules.devices import DEVICES
 from topo_solve.spec import Spec, to_problem
 
-__all__ = ["FAMILY_NAMES", "SETTINGS", "from_machine", "problems", "problem_of"]
+__all__ = ["FAMILY_NAMES", "SETTINGS", "from_machine", "problems", "problem_of", "switch_specs"]
 
 FAMILY_NAMES = ("q35", "pc", "pseries", "virt")
 
@@ -84,7 +88,8 @@ def _hotplug_entry(max_hotplug: int) -> st.SearchStrategy[dict]:
 
 
 @st.composite
-def _spec(draw, family: str, max_entries: int, max_count: int, max_hotplug: int, max_pins: int) -> dict:
+def _spec(draw, family: str, max_entries: int, max_count: int, max_hotplug: int, max_pins: int,
+          numa: int = 0) -> dict:
     devices = draw(st.lists(st.one_of(_boot_entry(max_count), _hostdev_entry(max_count)), max_size=max_entries))
     pins = draw(st.lists(st.tuples(st.sampled_from(_pin_slots(family)), st.sampled_from(PIN_MODELS)),
                          unique_by=lambda t: t[0], max_size=max_pins))
@@ -102,18 +107,53 @@ def _spec(draw, family: str, max_entries: int, max_count: int, max_hotplug: int,
         "devices": devices,
         "hotplug": draw(st.lists(_hotplug_entry(max_hotplug), max_size=3)),
     }
+    if numa:
+        nodes = draw(st.integers(1, numa))
+        spec["numa"] = {"nodes": nodes}
+        node = st.one_of(st.none(), st.integers(0, nodes - 1))  # None: the entry stays off the nodes
+        for entry in spec["devices"] + spec["hotplug"]:
+            if "address" not in entry and (n := draw(node)) is not None:
+                entry["numa_node"] = n
     return spec
 
 
+@st.composite
+def _switch_spec(draw, family: str, max_free: int, max_extra: int) -> dict:
+    """Pinned devices on all root slots but ``free`` of them, and more PCIe headroom than the
+    root ports of those slots hold (8 each): root ports alone cannot, a switch can."""
+    slots = _pin_slots(family)
+    free = draw(st.integers(1, max_free))
+    kept = set(draw(st.lists(st.sampled_from(slots), min_size=free, max_size=free, unique=True)))
+    devices = [{"name": f"pin{s:02x}", "model": draw(st.sampled_from(BOOT_MODELS)), "address": f"0000:00:{s:02x}.0",
+                "hotunplug": False} for s in slots if s not in kept]
+    devices += draw(st.lists(_boot_entry(2), max_size=2))
+    for i, d in enumerate(devices):
+        d.setdefault("name", f"d{i}")
+    hotplug = [{"class": "pcie", "count": 8 * free + draw(st.integers(1, max_extra))}]
+    hotplug += draw(st.lists(st.fixed_dictionaries({"class": st.just("pci"), "count": st.integers(0, 3)}),
+                             max_size=1))
+    return {"name": f"switch-{family}", "machine": family,
+            "defaults": draw(st.fixed_dictionaries({}, optional={"usb": st.booleans(), "memballoon": st.booleans()})),
+            "devices": devices, "hotplug": hotplug}
+
+
+def switch_specs(family: str, *, max_free: int = 2, max_extra: int = 40) -> st.SearchStrategy[dict]:
+    """Spec dicts for q35 or virt that need a switch (see ``_switch_spec``)."""
+    if family not in ("q35", "virt"):
+        raise InvalidArgument(f"switches exist on q35 and virt, not {family!r}")
+    return _switch_spec(family, max_free, max_extra)
+
+
 def from_machine(family: str, *, max_entries: int = 4, max_count: int = 3, max_hotplug: int = 4,
-                 max_pins: int = 2) -> st.SearchStrategy[dict]:
+                 max_pins: int = 2, numa: int = 0) -> st.SearchStrategy[dict]:
     """Spec dicts for ``family`` (q35, pc, pseries or virt) that load without a SpecError.
 
     ``max_entries`` device entries of up to ``max_count`` devices each, up to
     ``max_pins`` devices pinned to the root bus, up to three hotplug entries of
     up to ``max_hotplug`` each (assigned devices: up to 4): small enough that
     every draw has a plan.  Raise ``max_hotplug`` to reach bridges on pc (30
-    free root slots) or extra PHBs on pseries.
+    free root slots) or extra PHBs on pseries.  ``numa=N`` declares 1 to N
+    guest NUMA nodes and puts some unpinned entries on them.
     """
     if family not in FAMILIES:
         raise InvalidArgument(f"Expected one of {', '.join(FAMILY_NAMES)} but got family={family!r} "
@@ -122,7 +162,7 @@ def from_machine(family: str, *, max_entries: int = 4, max_count: int = 3, max_h
                         ("max_pins", max_pins)):
         if not isinstance(value, int) or value < (1 if name == "max_count" else 0):
             raise InvalidArgument(f"Expected a small non-negative int but got {name}={value!r}")
-    return _spec(family, max_entries, max_count, max_hotplug, max_pins)
+    return _spec(family, max_entries, max_count, max_hotplug, max_pins, numa)
 
 
 def problem_of(spec: dict) -> Problem:
