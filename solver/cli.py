@@ -60,6 +60,10 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
     \b
     topo-solve SPEC.yaml            plan a guest, print its domain XML
+    topo-solve batch DIR -o OUTDIR  plan many specs in parallel
+    topo-solve audit DOMAIN.xml     what an existing guest can still hotplug
+    topo-solve extend DOMAIN.xml --hotplug MODEL=N
+                                    add the fewest controllers, move nothing
     topo-solve check DOMAIN.xml     prove a plan in a real libvirt
     topo-solve schema               the spec's JSON Schema
     """
@@ -78,6 +82,15 @@ def _write(text: str, output: str | None, force: bool) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        # mkstemp makes a private (0600) file: give the result the mode the file had,
+        # or the one any new file gets
+        if path.exists():
+            mode = path.stat().st_mode & 0o7777
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

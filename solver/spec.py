@@ -157,7 +157,12 @@ def _compose(text: str, file: str) -> tuple[Any, dict[tuple, int]]:
             return [build(v, path + (i,)) for i, v in enumerate(n.value)]
         return loader.construct_object(n, deep=True)
 
-    return (build(node, ()) if node is not None else None), lines
+    try:
+        return (build(node, ()) if node is not None else None), lines
+    except yaml.constructor.ConstructorError as exc:  # a tag safe loading refuses (!!python/object ...)
+        mark = exc.problem_mark
+        raise SpecError([Finding(file, mark.line + 1 if mark else None, "",
+                                 f"not a plain YAML value: {exc.problem}; a spec uses no YAML tags")]) from None
 
 
 def _line(lines: dict[tuple, int], path: tuple) -> int | None:

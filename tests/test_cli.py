@@ -62,6 +62,7 @@ CASES = [
     (["{tmp}/broken.yaml"], 2, ERR, "broken.yaml:4: not valid YAML"),
     (["{tmp}/bad.yaml"], 2, ERR, "bad.yaml:4: devices[0].model: unknown device model 'virtio-nett'"),
     (["{specs}"], 2, ERR, "Error: Invalid value for 'SPEC'"),
+    (["{tmp}/tagged.yaml"], 2, ERR, "tagged.yaml:1: not a plain YAML value"),
     # no layout fits
     (["{specs}/infeasible/q35-too-many.yaml"], 1, ERR, "no PCI layout of guest 'too-many' satisfies the spec"),
     (["{specs}/infeasible/q35-too-many.yaml"], 1, ERR, "251 pcie"),
@@ -74,6 +75,7 @@ CASES = [
     (["check", "{tmp}/missing.xml"], 2, ERR, "cannot read"),
     # usage
     (["--help"], 0, OUT, "Plan the PCI topology of libvirt guests."),
+    (["--help"], 0, OUT, "topo-solve extend DOMAIN.xml --hotplug MODEL=N"),
     (["plan", "--help"], 0, OUT, "--emit [domain|controllers|json|tree]"),
     (["--version"], 0, OUT, "topo-solve, version"),
     (["-h"], 0, OUT, "Plan the PCI topology of libvirt guests."),
@@ -88,6 +90,7 @@ def tmp(tmp_path: Path) -> Path:
     (tmp_path / "broken.yaml").write_text("name: broken\nmachine: q35\ndevices:\n  - {model: e1000]\nhotplug: []\n")
     (tmp_path / "bad.yaml").write_text("name: bad\nmachine: q35\ndevices:\n  - {model: virtio-nett}\n")
     (tmp_path / "existing.xml").write_text("old\n")
+    (tmp_path / "tagged.yaml").write_text("name: !!python/object:os.system x\nmachine: q35\n")
     return tmp_path
 
 
@@ -118,7 +121,8 @@ def test_output_file_is_written_and_stdout_stays_empty(tmp, capsys):
     code, out, _ = run(_expand(["{specs}/pc-legacy.yaml", "-o", "{tmp}/new.xml"], tmp), capsys)
     assert code == 0 and out == ""
     assert (tmp / "new.xml").read_text().startswith('<domain type="kvm">')
-    assert sorted(p.name for p in tmp.iterdir()) == ["bad.yaml", "broken.yaml", "existing.xml", "new.xml"], \
+    assert sorted(p.name for p in tmp.iterdir()) == ["bad.yaml", "broken.yaml", "existing.xml", "new.xml",
+                                                        "tagged.yaml"], \
         "the atomic write left a temporary file behind"
 
 
@@ -135,7 +139,7 @@ def test_refused_overwrite_leaves_the_file_alone(tmp, capsys):
     assert (tmp / "existing.xml").read_text() == "old\n"
     code, _, _ = run(_expand(["{specs}/pc-legacy.yaml", "-o", "{tmp}/existing.xml", "--force"], tmp), capsys)
     assert code == 0 and (tmp / "existing.xml").read_text().startswith("<domain")
-    assert len(list(tmp.iterdir())) == 3
+    assert len(list(tmp.iterdir())) == 4  # the fixture's four files, no temporary left
 
 
 def test_json_has_the_documented_keys(capsys):
@@ -176,3 +180,20 @@ def test_debug_shows_the_traceback(tmp_path):
     proc = _console("--debug", str(tmp_path / "missing.yaml"))
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr and "SpecError" in proc.stderr
+
+
+def test_written_files_get_the_usual_mode(tmp_path, capsys):
+    """-o writes through a private temp file, but the result has the mode any new file gets
+    (0666 less the umask), and a replaced file keeps its own mode."""
+    import os
+
+    out = tmp_path / "new.xml"
+    old = os.umask(0o022)
+    try:
+        code, _, _ = run([str(SPECS / "pc-legacy.yaml"), "-q", "-o", str(out)], capsys)
+        assert code == 0 and (out.stat().st_mode & 0o777) == 0o644
+        out.chmod(0o600)
+        code, _, _ = run([str(SPECS / "pc-legacy.yaml"), "-q", "-o", str(out), "--force"], capsys)
+        assert code == 0 and (out.stat().st_mode & 0o777) == 0o600
+    finally:
+        os.umask(old)
