@@ -220,10 +220,7 @@ def _renamed(exc: InfeasibleError, name: str) -> InfeasibleError:
 
 def _extend_one(path: str, request) -> tuple[BatchResult, str]:
     """A spec with 'domain': add the fewest controllers to that guest, moving nothing (as `topo-solve SPEC`)."""
-    from .domain_edit import apply_extension
-    from .domain_read import parse_xml, read_domain
-    from .extend import extend
-    from .rules import family_for
+    from .domain_edit import extend_text
 
     domain = str(request.domain)
     try:
@@ -231,15 +228,8 @@ def _extend_one(path: str, request) -> tuple[BatchResult, str]:
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError([Finding(path, request.line, "domain", f"cannot read {domain}: "
                                  f"{getattr(exc, 'strerror', None) or exc}")]) from None
-    layout, rules = read_domain(text, domain)
-    wanted = family_for(request.machine) if request.machine is not None else None
-    if wanted is not None and wanted.family != rules.family:
-        raise SpecError([Finding(path, None, "machine", f"machine '{request.machine}' is {wanted.family}, but "
-                                 f"{domain} is a {rules.family} guest; drop 'machine' or fix it")])
-    name_el = parse_xml(text, domain).find("name")
-    name = (name_el.text or "").strip() if name_el is not None and name_el.text else Path(domain).stem
-    ext = extend(layout, rules, tuple(request.headroom), name=name)
-    new_text, _ = apply_extension(text, domain, ext)
+    edited = extend_text(text, domain, tuple(request.headroom), machine=request.machine, spec=path)
+    name, rules, ext, new_text = edited.name, edited.rules, edited.extension, edited.text
     added: dict[str, int] = {}
     for c in ext.added:
         added[c.model] = added.get(c.model, 0) + 1

@@ -400,22 +400,13 @@ def _extend_run(domain: str, headroom, *, output, in_place, force, allow_moves, 
                 machine: str | None = None, spec: str | None = None) -> None:
     import json
 
-    from .domain_edit import apply_extension
-    from .domain_read import parse_xml, read_domain
-    from .extend import extend as extend_layout
-    from .rules import family_for
+    from .domain_edit import extend_text
 
     if in_place and (output or domain == "-"):
         raise _usage("--in-place replaces DOMAIN itself; it cannot be combined with -o or standard input")
     text = _read_text(domain)
-    layout, rules = read_domain(text, domain)
-    if machine is not None and family_for(machine) is not None and family_for(machine).family != rules.family:
-        raise _usage(f"{spec}: machine '{machine}' is {family_for(machine).family}, but {domain} is a "
-                     f"{rules.family} guest; drop 'machine' or fix it")
-    name_el = parse_xml(text, domain).find("name")
-    name = (name_el.text or "").strip() if name_el is not None and name_el.text else Path(domain).stem
-    ext = extend_layout(layout, rules, tuple(headroom), name=name, allow_moves=allow_moves)
-    new_text, exact = apply_extension(text, domain, ext)
+    edited = extend_text(text, domain, tuple(headroom), allow_moves=allow_moves, machine=machine, spec=spec)
+    name, rules, ext, new_text, exact = edited.name, edited.rules, edited.extension, edited.text, edited.exact
     if emit == "json":
         report = {
             "file": domain, "name": name, "machine": rules.family, "changed": not ext.unchanged,

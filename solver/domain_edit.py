@@ -14,16 +14,49 @@ may change whitespace and quotes.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from pathlib import Path
 
 from lxml import etree
 
 from .domain_read import _addr, _number, parse_xml
 from .domain_xml import _controller
-from .errors import ProgrammingError
-from .extend import Extension, Move
-from .model import Address
+from .errors import Finding, ProgrammingError, SpecError
+from .extend import Extension, Move, extend
+from .model import Address, Headroom
+from .rules import RuleSet, family_for
 
-__all__ = ["apply_extension"]
+__all__ = ["apply_extension", "extend_text", "Edited"]
+
+
+@dataclass(frozen=True)
+class Edited:
+    """A domain XML extended: the guest's name and rules, the extension, and the new text."""
+
+    name: str
+    rules: RuleSet
+    extension: Extension
+    text: str
+    exact: bool  # the edit kept every byte around the inserted lines
+
+
+def extend_text(text: str, file: str, headroom: tuple[Headroom, ...], *, allow_moves: bool = False,
+                machine: str | None = None, spec: str | None = None) -> Edited:
+    """Read a domain XML, extend it to ``headroom`` and write the extension into its text.
+
+    ``machine`` (from a spec with ``domain:``) must name the guest's own family."""
+    from .domain_read import read_domain
+
+    layout, rules = read_domain(text, file)
+    wanted = family_for(machine) if machine is not None else None
+    if wanted is not None and wanted.family != rules.family:
+        raise SpecError([Finding(spec or file, None, "machine", f"machine '{machine}' is {wanted.family}, but "
+                                 f"{file} is a {rules.family} guest; drop 'machine' or fix it")])
+    name_el = parse_xml(text, file).find("name")
+    name = (name_el.text or "").strip() if name_el is not None and name_el.text else Path(file).stem
+    ext = extend(layout, rules, tuple(headroom), name=name, allow_moves=allow_moves)
+    new_text, exact = apply_extension(text, file, ext)
+    return Edited(name, rules, ext, new_text, exact)
 
 
 def apply_extension(text: str, file: str, ext: Extension) -> tuple[str, bool]:

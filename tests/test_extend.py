@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from topo_solve.domain_edit import apply_extension
 from topo_solve.domain_read import read_domain
 from topo_solve.domain_xml import render_domain
-from topo_solve.errors import InfeasibleError, SpecError
+from topo_solve.errors import InfeasibleError
 from topo_solve.extend import MovesNeeded, extend
 from topo_solve.model import EndpointClass as K
 from topo_solve.model import Headroom, Layout
