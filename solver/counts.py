@@ -90,6 +90,10 @@ class Existing:
     bus_numbers: int  # guest bus numbers already used, the root's included
     max_index: int  # highest controller index in use; new controllers are numbered after it
     acpi: bool
+    # With expander buses: the lowest busNr, where the root bus's range of guest bus numbers ends,
+    # and the numbers that range already holds; new controllers of the root bus's tree go there.
+    bus_limit: int | None = None
+    root_range_used: int = 0
 
 
 @dataclass
@@ -308,6 +312,13 @@ class CountModel:
         if buses > self.rules.bus_number_limit:
             causes.append(Cause("guest bus numbers", buses, self.rules.bus_number_limit,
                                 "one PCI domain has 256 bus numbers", "drop devices or headroom"))
+        if ex is not None and ex.bus_limit is not None:
+            used = ex.root_range_used + sum(c * self.rules.bus(k).bus_numbers for k, c in n.items())
+            if used > ex.bus_limit:
+                causes.append(Cause(f"guest bus numbers below busNr {ex.bus_limit}", used, ex.bus_limit,
+                                    f"the lowest expander bus starts at busNr {ex.bus_limit}, and everything "
+                                    f"behind {self.rules.root} must number below it",
+                                    "raise that busNr (and the ones above it) in the domain XML"))
         for key, limit in self.rules.max_count.items():
             have = n.get(key, 0) + (ex.counts.get(key, 0) if ex else 0)
             if have > limit:

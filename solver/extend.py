@@ -83,6 +83,20 @@ def existing_of(layout: Layout, rules: RuleSet, without: frozenset[str] = frozen
     counts: dict[str, int] = {}
     empty_isolated = 0
     root_free = 0
+    by_index = {c.index: c for c in layout.controllers}
+
+    def on_a_node(c: Controller) -> bool:
+        """Behind an expander bus or PHB tied to a NUMA node: not a place for headroom without one."""
+        seen = set()
+        while c.index not in seen:
+            seen.add(c.index)
+            if "node" in dict(c.target):
+                return True
+            if c.address is None or c.address.bus not in by_index:
+                return False
+            c = by_index[c.address.bus]
+        return False
+
     for c in layout.controllers:
         rule = rules.rule_for(c.model, c.index)
         if rule is None:
@@ -94,15 +108,28 @@ def existing_of(layout: Layout, rules: RuleSet, without: frozenset[str] = frozen
             root_free = len(rules.free_root_slots(taken))
             continue
         counts[rule.name] = counts.get(rule.name, 0) + 1
-        if c.index in isolated_buses or (rule.hotplug and not c.hotplug):
-            continue  # a bus of one IOMMU group, or hotplug='off': extend never counts on it
+        if c.index in isolated_buses or (rule.hotplug and not c.hotplug) or on_a_node(c):
+            continue  # a bus of one IOMMU group, hotplug='off', or a NUMA node's: extend never counts on it
         if rule.isolation == "group" and not taken:
             empty_isolated += 1
             continue
         free[rule.name] = free.get(rule.name, 0) + n_free
     bus_numbers = sum(r.bus_numbers for c in layout.controllers if (r := rules.rule_for(c.model, c.index)))
+    # Expander buses split the bus numbers: new controllers of the root bus's tree must number
+    # below the lowest busNr (QEMU docs/pcie.txt section 4).
+    starts = [dict(c.target)["busNr"] for c in layout.controllers if "busNr" in dict(c.target)]
+
+    def in_root_range(c: Controller) -> bool:
+        seen = set()
+        while c.address is not None and "busNr" not in dict(c.target) and c.index not in seen:
+            seen.add(c.index)
+            c = by_index.get(c.address.bus, c)
+        return c.index == 0
+    root_range = sum(r.bus_numbers for c in layout.controllers
+                     if in_root_range(c) and (r := rules.rule_for(c.model, c.index)))
     return Existing(root_free=root_free, free=free, empty_isolated=empty_isolated, counts=counts,
-                    bus_numbers=bus_numbers, max_index=max(c.index for c in layout.controllers), acpi=layout.acpi)
+                    bus_numbers=bus_numbers, max_index=max(c.index for c in layout.controllers), acpi=layout.acpi,
+                    bus_limit=min(starts) if starts else None, root_range_used=root_range)
 
 
 def extend(layout: Layout, rules: RuleSet, headroom: tuple[Headroom, ...], *, name: str = "guest",

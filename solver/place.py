@@ -349,7 +349,8 @@ def place_extension(layout: Layout, rules: RuleSet, counts: Counts,
     index_of = {bus.index: bus for bus in buses}
     added = [_multifunction_at(c, index_of) for c in added]
     controllers = tuple(layout.controllers) + tuple(added)
-    return Layout(family=layout.family, controllers=controllers, placed=tuple(placed), acpi=layout.acpi), tuple(added)
+    return Layout(family=layout.family, controllers=controllers, placed=tuple(placed), acpi=layout.acpi,
+                  numa_nodes=layout.numa_nodes), tuple(added)
 
 
 def _category(kind_name: str) -> int:

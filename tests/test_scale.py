@@ -441,3 +441,28 @@ def test_extend_spec_refuses_numa():
     text = "\n".join(str(p) for p in info.value.problems)
     assert "bad.yaml:2: numa: 'numa' describes a new guest" in text
     assert "bad.yaml:3: hotplug[0].numa_node: extending a guest does not place headroom on NUMA nodes" in text
+
+
+# -- extending a guest with NUMA nodes -------------------------------------------------------
+
+def test_extend_keeps_new_controllers_off_the_nodes_and_below_the_lowest_busnr():
+    """Extending a planned NUMA guest: the free root ports of node 0 are not headroom for devices
+    without a node, so 5 PCIe hotplugs need 4 new root ports next to the 1 free one; and the new
+    controllers must number below the lowest busNr (a plan leaves every spare number there, so
+    that binds only in a guest whose expanders start lower)."""
+    from topo_solve.extend import extend
+    from topo_solve.model import Headroom
+
+    plan = plan_of(NUMA_SPEC)
+    layout, rules = read_domain(render_domain(plan), "numa.xml")
+    ext = extend(layout, rules, (Headroom(PCIE, 5, "pcie"),))
+    assert [c.model for c in ext.added] == ["pcie-root-port"] * 4 and ext.capacity[PCIE] == 5
+
+    # A hand-written guest whose pxb starts low, at busNr 10: pcie-root's range 0-9 holds the root
+    # bus, its root port and 8 more; the 9 hotplugs that fit are the free root port and 8 new ones.
+    xml = q35_numa(f"{root_ports(1)}\n{pxb(2, 2, 10, 1)}\n{rp(3, 2, 0)}")
+    layout, rules = read_domain(xml, "low.xml")
+    assert len(extend(layout, rules, (Headroom(PCIE, 9, "pcie"),)).added) == 8
+    with pytest.raises(InfeasibleError) as info:
+        extend(layout, rules, (Headroom(PCIE, 10, "pcie"),))
+    assert [c.what for c in info.value.causes] == ["guest bus numbers below busNr 10"]
