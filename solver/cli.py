@@ -121,6 +121,10 @@ def _plan_json(plan) -> dict:
         "requested": {str(k): v for k, v in plan.requested.items()},
         "budgets": {k: {"used": u, "limit": lim} for k, (u, lim) in plan.budgets.items()},
         "warnings": list(plan.warnings),
+        **({"nodes": {str(n): {"capacity": {str(k): v for k, v in cap.items()},
+                               "requested": {str(k): v for k, v in plan.problem.requested_by_node().get(
+                                   n, dict.fromkeys(cap, 0)).items()}}
+                      for n, cap in sorted(plan.node_capacity.items())}} if plan.node_capacity else {}),
     }
 
 
@@ -129,6 +133,10 @@ def _summary(plan) -> str:
     cap = "  ".join(f"{c} {plan.capacity[c]}/{plan.requested[c]}" for c in plan.capacity)
     lines = [f"{plan.problem.name} ({plan.problem.machine}): added {added}",
              f"  hotplug capacity/requested: {cap}"]
+    for node, ncap in sorted(plan.node_capacity.items()):
+        wanted = plan.problem.requested_by_node().get(node, {})
+        lines.append(f"  NUMA node {node} capacity/requested: "
+                     + "  ".join(f"{c} {ncap[c]}/{wanted.get(c, 0)}" for c in ncap))
     if plan.budgets:
         lines.append("  budgets used/limit: " + ", ".join(f"{k} {u}/{lim}" for k, (u, lim) in plan.budgets.items()))
     lines += [f"  warning: {w}" for w in plan.warnings]

@@ -392,7 +392,7 @@ def _numa_checks(layout: Layout, rules: RuleSet, rep: Report, by_index, slot_use
                 continue
             end = starts[order[k + 1]] - 1 if k + 1 < len(order) else rules.bus_number_limit - 1
             what = f"controller {h} ({by_index[h][1].model})"
-            rep.budgets[f"bus numbers of {what}"] = Budget(size[h], end - start + 1)
+            rep.budgets[f"busNr range of {what}"] = Budget(size[h], end - start + 1)
             if size[h] > end - start + 1:
                 err(f"{what} and the buses behind it need {size[h]} bus numbers, but its range is "
                     f"{start}-{end} ({end - start + 1}); the next busNr must move up")

@@ -277,7 +277,7 @@ def test_an_expander_layout_verifies_with_capacity_per_node():
     report = verify(layout, rules, strict_auto=False)
     assert report.errors == []
     assert report.capacity[PCIE] == 1 and report.node_capacity == {1: {PCIE: 3, PCI: 0, HOSTDEV: 3}}
-    assert report.budgets["bus numbers of controller 2 (pcie-expander-bus)"].used == 4
+    assert report.budgets["busNr range of controller 2 (pcie-expander-bus)"].used == 4
     assert report.fits({(PCIE, 1): 3, PCIE: 1}) and not report.fits({(PCIE, 1): 4})
     assert not report.fits({PCIE: 2})  # the node's ports are not for devices without a node
 
