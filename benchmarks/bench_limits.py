@@ -213,8 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\ngrowth: solve() median in ms per size, and the ratio per doubling")
         for name, (gen, sizes) in GROWTH.items():
             pts = []
-            for n in sizes:
-                pts.append((n, measure(_solve_fn(gen(n), f"{name}-{n}"), **reps).median))
+            for n in sizes:  # a ratio of two medians needs many repetitions, quick or not
+                pts.append((n, measure(_solve_fn(gen(n), f"{name}-{n}"), min_reps=40, max_reps=200,
+                                       budget=3.0).median))
             ratios = [b / a for (_, a), (_, b) in zip(pts, pts[1:])]
             print(f"  {name}: " + "  ".join(f"{n}: {ms:.2f}" for n, ms in pts)
                   + "   ratios " + " ".join(f"x{r:.2f}" for r in ratios))

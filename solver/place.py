@@ -116,8 +116,9 @@ def place(problem: Problem, rules: RuleSet, counts: Counts) -> Layout:
             continue
         addr = None
         for parent in buses[: bus.index]:
-            if parent.tree != bus.home or not rules.accepts(parent.rule, b.connect, auto=True, endpoint=False):
-                continue
+            if parent.full or parent.tree != bus.home or not rules.accepts(parent.rule, b.connect, auto=True,
+                                                                            endpoint=False):
+                continue  # a full bus stays full: skipping it keeps this loop cheap past hundreds of bridges
             spot = parent.free_slot(packing=b.name if b.packs > 1 else None, packs=b.packs)
             if spot:
                 parent.take(spot[0], spot[1], b.name)
