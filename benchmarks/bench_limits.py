@@ -68,6 +68,15 @@ def pseries(groups: int, hotplug: int) -> str:
             f"hotplug:\n  - {{model: hostdev, count: {hotplug}}}\n")
 
 
+def numa_gpus(nodes: int) -> str:
+    """Two assigned GPUs and a NIC per node, 4 PCIe hotplugs per node and 8 without a node."""
+    devices = "".join(f"  - {{name: gpu{n}, model: hostdev, count: 2, numa_node: {n}}}\n"
+                      f"  - {{name: nic{n}, model: virtio-net, numa_node: {n}}}\n" for n in range(nodes))
+    hotplug = "".join(f"  - {{class: pcie, count: 4, numa_node: {n}}}\n" for n in range(nodes))
+    return (f"name: lim-numa-gpus-{nodes}\nmachine: q35\nvcpus: {2 * nodes}\nmemory: {2048 * nodes}\n"
+            f"numa: {{nodes: {nodes}}}\ndevices:\n{devices}hotplug:\n{hotplug}  - {{class: pcie, count: 8}}\n")
+
+
 def numa(nodes: int, per_node: int) -> str:
     devices = "".join(f"  - {{name: n{n}nic, model: virtio-net, count: {per_node}, numa_node: {n}}}\n"
                       for n in range(nodes))
@@ -86,6 +95,8 @@ CASES = [
     ("q35-switch", "q35, 250 PCIe hotplug: switches past 240 root ports", q35_ports(250), True),
     ("q35-past", "q35, 300 PCIe hotplug: past the 256 bus numbers", q35_ports(300), False),
     ("numa-4", "q35, 4 NUMA nodes, 8 NICs + 8 hotplug per node", numa(4, 8), True),
+    ("numa-4-gpus", "q35, 4 NUMA nodes, 2 GPUs + NIC + 4 hotplug per node", numa_gpus(4), True),
+    ("numa-past", "q35, 4 NUMA nodes, 70 NICs + 70 hotplug per node: past the indexes", numa(4, 70), False),
 ]
 
 GROWTH = {

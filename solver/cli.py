@@ -349,6 +349,8 @@ def audit(domains: tuple[str, ...], emit: str) -> None:
         results.append({
             "file": path, "machine": rules.family,
             "capacity": {str(k): v for k, v in report.capacity.items()},
+            **({"nodes": {str(n): {"capacity": {str(k): v for k, v in cap.items()}}
+                          for n, cap in sorted(report.node_capacity.items())}} if report.node_capacity else {}),
             "giving": {str(k): v for k, v in report.giving.items()},
             "budgets": {k: {"used": b.used, "limit": b.limit} for k, b in report.budgets.items()},
             "errors": report.errors, "warnings": warnings,
@@ -358,7 +360,11 @@ def audit(domains: tuple[str, ...], emit: str) -> None:
     else:
         for r in results:
             cap = "  ".join(f"{k} {v}" for k, v in r["capacity"].items())
-            click.echo(f"{r['file']} ({r['machine']}): hotplug capacity {cap}")
+            click.echo(f"{r['file']} ({r['machine']}): hotplug capacity {cap}"
+                       + (" (devices without a NUMA node)" if r.get("nodes") else ""))
+            for n, node in r.get("nodes", {}).items():
+                click.echo(f"  NUMA node {n}: hotplug capacity "
+                           + "  ".join(f"{k} {v}" for k, v in node["capacity"].items()))
             for k, buses in r["giving"].items():
                 if buses:
                     click.echo(f"  {k} room on controller(s) {', '.join(map(str, buses))}")

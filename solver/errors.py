@@ -93,9 +93,10 @@ class InfeasibleError(TopoSolveError):
         for i, cause in enumerate(self.causes, 1):
             lines.append(f"  {i}. because {cause}")
         others = len(self.largest) > 1
-        for cls, n in self.largest.items():
-            lines.append(f"  at most {n} {cls} hotplug slots fit next to these devices"
-                         + (" (the other classes as asked)" if others else ""))
+        for key, n in self.largest.items():
+            cls, _, node = key.partition(" on ")
+            lines.append(f"  at most {n} {cls} hotplug slots fit" + (f" on {node}" if node else "")
+                         + " next to these devices" + (" (the rest as asked)" if others else ""))
         lines += [f"  hint: {h}" for h in self.hints]
         return "\n".join(lines)
 

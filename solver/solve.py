@@ -58,26 +58,29 @@ def solve(problem: Problem) -> Plan:
 
 
 def _largest(problem: Problem) -> dict[str, int]:
-    """For each requested class, the most headroom of it that fits with the rest as asked."""
+    """For each requested class (per NUMA node where asked per node), the most headroom of it
+    that fits with the rest as asked; keys are the class, or ``"pcie on NUMA node 1"``."""
+    groups: dict[tuple[EndpointClass, int | None], int] = {}
+    for h in problem.headroom:
+        groups[(h.cls, h.node)] = groups.get((h.cls, h.node), 0) + h.count
     out = {}
-    requested = problem.requested()
-    for cls in (c for c, n in requested.items() if n):
-        lo, hi = 0, requested[cls]  # lo fits (or nothing does), hi does not
-        if not fits(_with(problem, cls, 0)):
+    for (cls, node), total in groups.items():
+        if not total:
             continue
+        others = tuple(h for h in problem.headroom if (h.cls, h.node) != (cls, node))
+
+        def with_(count: int) -> Problem:
+            extra = (Headroom(cls, count, str(cls), node=node),) if count else ()
+            return replace(problem, headroom=others + extra)
+
+        if not fits(with_(0)):
+            continue
+        lo, hi = 0, total  # lo fits, hi does not
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            if fits(_with(problem, cls, mid)):
-                lo = mid
-            else:
-                hi = mid
-        out[str(cls)] = lo
+            lo, hi = (mid, hi) if fits(with_(mid)) else (lo, mid)
+        out[str(cls) if node is None else f"{cls} on NUMA node {node}"] = lo
     return out
-
-
-def _with(problem: Problem, cls: EndpointClass, count: int) -> Problem:
-    others = tuple(h for h in problem.headroom if h.cls != cls or h.node is not None)
-    return replace(problem, headroom=others + ((Headroom(cls, count, str(cls)),) if count else ()))
 
 
 def _hints(problem: Problem, rules: RuleSet) -> list[str]:
