@@ -31,6 +31,19 @@ def solve(problem: Problem) -> Plan:
     """
     rules = FAMILIES[problem.family]
     model, counts = _counts(problem, rules)
+    moved_off: list[str] = []
+    if counts is None:
+        # A chipset address libvirt only prefers (sound at 00:1b.0, video at 00:01.0) is a
+        # preference: when keeping it leaves no layout, those devices are placed like any other.
+        given = given_addresses(problem, rules)
+        preferred = {e.name for e in problem.endpoints if e.fixed_role in rules.fixed and e.cls is not None
+                     and not rules.fixed[e.fixed_role].insist and e.pinned is None and e.name in given}
+        if preferred:
+            relaxed = replace(problem, endpoints=tuple(replace(e, fixed_role=None) if e.name in preferred else e
+                                                       for e in problem.endpoints))
+            relaxed_model, counts = _counts(relaxed, rules)
+            if counts is not None:
+                problem, moved_off = relaxed, sorted(preferred)
     if counts is None:
         raise InfeasibleError(problem.name, explain(model), largest=_largest(problem), hints=_hints(problem, rules))
     layout = place(problem, rules, counts)
@@ -50,6 +63,9 @@ def solve(problem: Problem) -> Plan:
     for c in layout.controllers[1:]:
         added[c.model] = added.get(c.model, 0) + 1
     warnings = list(report.warnings)
+    if moved_off:
+        warnings.append(f"{', '.join(moved_off)} not at the chipset's preferred address: that root slot is "
+                        "needed for ports")
     if rules.root_hotplug_needs_acpi and not layout.acpi:
         warnings.append(f"{rules.family} hotplug needs ACPI")
     return Plan(problem=problem, layout=layout, capacity=dict(report.capacity), added=added,

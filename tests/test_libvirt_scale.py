@@ -237,3 +237,18 @@ def test_pc_numa_node_headroom_takes_explicit_addresses(virsh, tmp_path):
         problem = hv._cleanup(virsh, name)
         hv._remove_logs(name)
         assert problem is None, problem
+
+
+def test_sound_moves_off_its_preferred_slot_when_ports_need_it(virsh, tmp_path):
+    """Regression (found by the long property run): every root slot pinned but 00:1b.0, which
+    ich9 sound prefers.  Keeping the preference leaves no slot for root ports; the plan puts the
+    sound card behind a pcie-to-pci-bridge instead, and libvirt takes it unchanged."""
+    pins = "".join(f"  - {{name: pin{s:02x}, model: e1000, address: '0000:00:{s:02x}.0', hotunplug: false}}\n"
+                   for s in range(1, 0x1F) if s != 0x1B)
+    plan = plan_of("name: sound\nmachine: q35\ndevices:\n" + pins + "  - {name: snd, model: ich9-hda}\n"
+                   "hotplug:\n  - {class: pcie, count: 9}\n")
+    snd = next(p for p in plan.layout.placed if p.endpoint.name == "snd")
+    assert snd.address.bus != 0 and plan.capacity[EndpointClass.PCIE] >= 9
+    assert any("snd not at the chipset's preferred address" in w for w in plan.warnings)
+    _define_unchanged(plan, virsh, tmp_path)
+    _to_refusal(plan, virsh, tmp_path, classes=("pcie",))
