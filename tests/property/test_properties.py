@@ -359,3 +359,50 @@ class TestSwitches:
             candidate = Counts(dict(zip(keys, vector)), dict(counts.on_root), counts.whole_buses)
             assert not _works(problem, candidate), f"{dict(zip(keys, vector))} works; the planner used " \
                                                     f"{counts.controllers}"
+
+
+def _budget_plans(family: str):
+    """Plans of every kind the strategies draw: plain, with NUMA nodes, and (q35, virt) with switches."""
+    kinds = [problems(family, **SIZES), problems(family, **NUMA)]
+    if family in ("q35", "virt"):
+        kinds.append(switch_specs(family).map(problem_of))
+    return st.one_of(*kinds)
+
+
+@family
+class TestBudgets:
+    """Issue #6, "budgets as first-class constraints, each reported in the plan (used/limit)".
+    Every plan reports each budget within its limit, and the figures agree with a count made
+    here from the layout alone: the highest controller index, the root slots in use (chipset
+    reservations included), at least one bus number per bus outside pseries, and the ports
+    with an I/O-BAR device behind them."""
+
+    @SETTINGS
+    @given(data=st.data())
+    def test_budgets_hold_and_match_the_layout(self, family, data):
+        from topo_solve.rules.devices import IO_BAR
+
+        problem = data.draw(_budget_plans(family))
+        plan = solve(problem)
+        rules = FAMILIES[family]
+        layout = plan.layout
+        for what, (used, limit) in plan.budgets.items():
+            assert 0 <= used <= limit or what == "ports with I/O windows", (what, used, limit)
+        assert plan.budgets["controller indexes"][0] == max(c.index for c in layout.controllers)
+        root_slots = {s for s, _ in rules.reserved_root_slots}
+        root_slots |= {x.address.slot for x in [*layout.controllers, *layout.placed]
+                       if x.address is not None and x.address.bus == 0}
+        assert plan.budgets[f"{rules.root} slots"][0] == len(root_slots)
+        if family != "pseries":
+            assert plan.budgets["bus numbers"][0] >= len(layout.controllers)
+        if "ports with I/O windows" in plan.budgets:
+            parent = {c.index: c.address.bus for c in layout.controllers if c.address is not None}
+            ports = {c.index for c in layout.controllers if c.model in ("pcie-root-port", "pcie-switch-downstream-port")}
+
+            def port_of(bus):
+                while bus is not None and bus not in ports:
+                    bus = parent.get(bus)
+                return bus
+
+            io = {port_of(p.address.bus) for p in layout.placed if p.address and p.endpoint.kind in IO_BAR}
+            assert plan.budgets["ports with I/O windows"][0] == len(io - {None})
