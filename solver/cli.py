@@ -325,6 +325,7 @@ def audit(domains: tuple[str, ...], emit: str) -> None:
     import json
 
     from .domain_read import read_domain
+    from .model import HOTPLUG_CLASSES
     from .verify import verify
 
     results = []
@@ -351,7 +352,7 @@ def audit(domains: tuple[str, ...], emit: str) -> None:
             "capacity": {str(k): v for k, v in report.capacity.items()},
             **({"nodes": {str(n): {"capacity": {str(k): v for k, v in cap.items()}}
                           for n, cap in sorted(report.node_capacity.items())}} if report.node_capacity else {}),
-            "giving": {str(k): v for k, v in report.giving.items()},
+            "giving": {str(k): report.giving[k] for k in HOTPLUG_CLASSES if k in report.giving},
             "budgets": {k: {"used": b.used, "limit": b.limit} for k, b in report.budgets.items()},
             "errors": report.errors, "warnings": warnings,
         })

@@ -303,7 +303,7 @@ def _capacity(layout, rules: RuleSet, rep: Report, by_index, slot_users, groups,
         elif classes:
             for s in free:
                 rep.positions[(index, s)] = classes
-                for cls in classes:
+                for cls in (c for c in HOTPLUG_CLASSES if c in classes):  # in a fixed order, not a set's
                     rep.giving.setdefault(cls, [])
                     if index not in rep.giving[cls]:
                         rep.giving[cls].append(index)
@@ -311,7 +311,7 @@ def _capacity(layout, rules: RuleSet, rep: Report, by_index, slot_users, groups,
                 rules.accepts(rule, rules.connect_of(cls), auto=True, endpoint=True) for cls in rules.isolated):
             rep.empty_isolated.append(index)
             if rep.node_of.get(index) is None:
-                for cls in rules.isolated:
+                for cls in (c for c in HOTPLUG_CLASSES if c in rules.isolated):
                     rep.giving.setdefault(cls, []).append(index)
     nodes = sorted({n for n in rep.node_of.values() if n is not None})
     for node in [None, *nodes]:

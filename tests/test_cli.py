@@ -197,3 +197,19 @@ def test_written_files_get_the_usual_mode(tmp_path, capsys):
         assert code == 0 and (out.stat().st_mode & 0o777) == 0o600
     finally:
         os.umask(old)
+
+
+def test_audit_does_not_depend_on_the_hash_seed():
+    """Classes live in frozensets, whose order changes with PYTHONHASHSEED; the audit's lines must not."""
+    import os
+    import subprocess
+    import sys
+
+    outs = set()
+    for seed in ("1", "2", "3"):
+        proc = subprocess.run([sys.executable, "-m", "topo_solve", "audit", str(REPO / "specs/domains/web-02.xml"),
+                               str(GOLDEN / "pseries-hpc.xml")], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PYTHONHASHSEED": seed})
+        assert proc.returncode == 0, proc.stderr
+        outs.add(proc.stdout)
+    assert len(outs) == 1
