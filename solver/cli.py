@@ -302,7 +302,10 @@ def check(domain: str, uri: str, max_per_class: int) -> None:
     rows = []
     bad = bool(m.added_controllers or m.moved or m.errors)
     for c in classes:
-        promised, measured = report.capacity[EndpointClass(c)], m.hotplugged.get(c, 0)
+        # A hotplug without an address may land on any NUMA node's ports too: count them all.
+        promised = report.capacity[EndpointClass(c)] + sum(cap[EndpointClass(c)]
+                                                           for cap in report.node_capacity.values())
+        measured = m.hotplugged.get(c, 0)
         rows.append((c, promised, measured, "ok" if promised == measured else "DIFFERS"))
         bad |= promised != measured
     click.echo(f"{'class':8} {'promised':>8} {'measured':>8}  verdict")

@@ -170,3 +170,22 @@ def test_check_command_proves_a_plan_and_leaves_nothing_behind(virsh, tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     assert re.search(r"pcie\s+3\s+3\s+ok", res.stdout) and re.search(r"pci\s+31\s+31\s+ok", res.stdout)
     assert set(virsh.list_all()) - before == set()
+
+
+def test_check_command_counts_every_numa_node(virsh, tmp_path):
+    """Regression: `check` hotplugs without addresses, which libvirt may put on any NUMA node's
+    ports; the promise it compares with is the capacity outside the nodes plus each node's."""
+    import subprocess
+    import sys
+
+    spec = tmp_path / "numa.yaml"
+    spec.write_text("name: numa\nmachine: q35\nvcpus: 2\nnuma: {nodes: 2}\nhotplug:\n"
+                    "  - {class: pcie, count: 2, numa_node: 0}\n  - {class: pcie, count: 3, numa_node: 1}\n"
+                    "  - {class: pcie, count: 1}\n")
+    out = tmp_path / "numa.xml"
+    run = [sys.executable, "-m", "topo_solve"]
+    subprocess.run(run + [str(spec), "--virt-type", "qemu", "-q", "-o", str(out)], check=True)
+    res = subprocess.run(run + ["check", str(out), "--uri", virsh.uri], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    promised = int(re.search(r"pcie\s+(\d+)\s+(\d+)\s+ok", res.stdout).group(1))
+    assert promised >= 2 + 3 + 1
