@@ -1,6 +1,7 @@
 """topo-solve: plan the PCI topology of libvirt guests.
 
-The public surface is small: load a spec, solve it, render the plan.  Names are
+The public surface is small: load a spec, solve it, render the plan; plan many
+specs at once (``plan_many``); extend an existing guest's XML (``extend_text``).  Names are
 imported lazily so that ``topo-solve --help`` does not pay for pydantic, lxml
 or the solver.
 """
@@ -15,6 +16,8 @@ __all__ = [
     "verify",
     "render_domain",
     "read_domain",
+    "plan_many",
+    "extend_text",
     "TopoSolveError",
     "SpecError",
     "InfeasibleError",
@@ -28,6 +31,8 @@ _LAZY = {
     "verify": "verify",
     "render_domain": "domain_xml",
     "read_domain": "domain_read",
+    "plan_many": "batch",
+    "extend_text": "domain_edit",
     "TopoSolveError": "errors",
     "SpecError": "errors",
     "InfeasibleError": "errors",
