@@ -114,16 +114,7 @@ def place(problem: Problem, rules: RuleSet, counts: Counts) -> Layout:
             extra_roots += 1
             controllers.append(Controller(bus.index, b.model, None, target=_target(bus, 0, None, extra_roots)))
             continue
-        addr = None
-        for parent in buses[: bus.index]:
-            if parent.full or parent.tree != bus.home or not rules.accepts(parent.rule, b.connect, auto=True,
-                                                                            endpoint=False):
-                continue  # a full bus stays full: skipping it keeps this loop cheap past hundreds of bridges
-            spot = parent.free_slot(packing=b.name if b.packs > 1 else None, packs=b.packs)
-            if spot:
-                parent.take(spot[0], spot[1], b.name)
-                addr = Address(parent.index, spot[0], spot[1])
-                break
+        addr = _hang(rules, b, (p for p in buses[: bus.index] if p.tree == bus.home))
         if addr is None:
             raise ProgrammingError(f"no slot for controller {bus.index} ({b.model}) though the counts said it fits")
         controllers.append(Controller(bus.index, b.model, addr, target=_target(bus, addr.slot, addr, addr.function)))
@@ -263,7 +254,20 @@ def _target(bus: _Bus, slot: int, addr: Address | None, function: int) -> tuple[
     return tuple(out)
 
 
-def _multifunction(c: Controller, buses: list[_Bus]) -> Controller:
+def _hang(rules: RuleSet, b: BusRule, parents) -> Address | None:
+    """Take the first free slot for a controller of model ``b`` on the first of ``parents`` that accepts it."""
+    for parent in parents:
+        if parent.full or not rules.accepts(parent.rule, b.connect, auto=True, endpoint=False):
+            continue  # a full bus stays full: skipping it keeps this cheap past hundreds of bridges
+        spot = parent.free_slot(packing=b.name if b.packs > 1 else None, packs=b.packs)
+        if spot:
+            parent.take(spot[0], spot[1], b.name)
+            return Address(parent.index, spot[0], spot[1])
+    return None
+
+
+def _multifunction(c: Controller, buses) -> Controller:
+    """Mark function 0 of a shared slot multifunction; ``buses`` maps a bus index to its _Bus."""
     if c.address is None or c.address.function != 0:
         return c
     used = buses[c.address.bus].slots.get(c.address.slot, [])
@@ -321,17 +325,7 @@ def place_extension(layout: Layout, rules: RuleSet, counts: Counts,
                 added.append(Controller(bus.index, b.model, None, target=_target(bus, 0, None, t)))
                 buses.append(bus)
                 continue
-            addr = None
-            for parent in buses:
-                if parent.full or parent.group is not None:
-                    continue
-                if not rules.accepts(parent.rule, b.connect, auto=True, endpoint=False):
-                    continue
-                spot = parent.free_slot(packing=b.name if b.packs > 1 else None, packs=b.packs)
-                if spot:
-                    parent.take(spot[0], spot[1], b.name)
-                    addr = Address(parent.index, spot[0], spot[1])
-                    break
+            addr = _hang(rules, b, (p for p in buses if p.group is None))
             if addr is None:
                 raise ProgrammingError(f"no slot for new controller {bus.index} ({b.model}) though the counts said "
                                        "it fits")
@@ -348,7 +342,7 @@ def place_extension(layout: Layout, rules: RuleSet, counts: Counts,
     placed.sort(key=lambda p: order[p.endpoint.name])
 
     index_of = {bus.index: bus for bus in buses}
-    added = [_multifunction_at(c, index_of) for c in added]
+    added = [_multifunction(c, index_of) for c in added]
     controllers = tuple(layout.controllers) + tuple(added)
     return Layout(family=layout.family, controllers=controllers, placed=tuple(placed), acpi=layout.acpi,
                   numa_nodes=layout.numa_nodes), tuple(added)
@@ -359,11 +353,3 @@ def _category(kind_name: str) -> int:
 
     k = DEVICES.get(kind_name) or CHIPSET.get(kind_name)
     return k.category if k is not None else 99  # a model topo-solve does not know: last
-
-
-def _multifunction_at(c: Controller, index_of: dict[int, _Bus]) -> Controller:
-    if c.address is None or c.address.function != 0:
-        return c
-    if len(index_of[c.address.bus].slots.get(c.address.slot, [])) > 1:
-        return Controller(c.index, c.model, c.address, c.target, c.hotplug, multifunction=True)
-    return c
