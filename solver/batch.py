@@ -45,6 +45,7 @@ __all__ = ["BatchResult", "BatchOptions", "plan_many", "collect_specs", "exit_co
 STATUSES = ("ok", "infeasible", "error")
 SPEC_SUFFIXES = (".yaml", ".yml")
 MAX_CHUNK = 32  # paths per task sent to a worker
+MAX_DOMAIN_BYTES = 8 * 1024 * 1024  # the domain reader's own limit (topo_solve.domain.parse.MAX_BYTES)
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,7 @@ def _plan_one(path: str, options: BatchOptions, cache: dict) -> BatchResult:
 
 def _new_guest(path: str, problem, options: BatchOptions, cache: dict) -> tuple[BatchResult, str | None]:
     """Plan a new guest, or take the plan of an identical problem; the XML is always rendered for this spec."""
-    from .domain_xml import render_domain
+    from .domain.write import render_domain
     from .solve import solve
 
     if options.virt_type:
@@ -219,24 +220,31 @@ def _renamed(exc: InfeasibleError, name: str) -> InfeasibleError:
 
 
 def _extend_one(path: str, request) -> tuple[BatchResult, str]:
-    """A spec with 'domain': add the fewest controllers to that guest, moving nothing (as `topo-solve SPEC`)."""
-    from .domain_edit import extend_text
-
+    """A spec with 'domain': plan that guest with the spec's headroom, moving nothing (as `topo-solve SPEC`)."""
     domain = str(request.domain)
     try:
-        text = Path(domain).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        with open(domain, "rb") as f:
+            data = f.read(MAX_DOMAIN_BYTES + 1)
+    except OSError as exc:
         raise SpecError([Finding(path, request.line, "domain", f"cannot read {domain}: "
-                                 f"{getattr(exc, 'strerror', None) or exc}")]) from None
-    edited = extend_text(text, domain, tuple(request.headroom), machine=request.machine, spec=path)
-    name, rules, ext, new_text = edited.name, edited.rules, edited.extension, edited.text
+                                 f"{exc.strerror or exc}")]) from None
+    return _domain_result(path, domain, data, tuple(request.headroom), machine=request.machine)
+
+
+def _domain_result(path: str, domain: str, data: bytes, headroom, *, machine: str | None = None,
+                   right_size: bool = False) -> tuple[BatchResult, str]:
+    from .domain.plan import plan_document
+
+    planned = plan_document(data, domain, headroom, machine=machine, spec=path, right_size=right_size)
+    ext = planned.extension
     added: dict[str, int] = {}
     for c in ext.added:
         added[c.model] = added.get(c.model, 0) + 1
-    return BatchResult(spec=path, status="ok", code=0, name=name, machine=rules.family, added=dict(sorted(added.items())),
+    return BatchResult(spec=path, status="ok", code=0, name=planned.name, machine=planned.rules.family,
+                       added=dict(sorted(added.items())),
                        capacity={str(k): v for k, v in ext.capacity.items()},
                        requested={str(k): v for k, v in ext.requested.items()},
-                       message="\n".join(f"{path}: warning: {w}" for w in ext.warnings)), new_text
+                       message="\n".join(f"{path}: warning: {w}" for w in ext.warnings)), planned.edit.text
 
 
 def _error(path: str, request, code: int, message: str) -> BatchResult:
@@ -356,7 +364,8 @@ def _in_pool(first: list[BatchResult], paths: list[str], workers: int,
     # pool starts all its processes at the first submit, which happens here, before the caller starts any thread.
     ctx = multiprocessing.get_context("fork") if sys.platform == "linux" else None
     if ctx is not None:
-        from . import domain_xml, solve, spec  # noqa: F401 - imported for the workers to inherit
+        from . import solve, spec  # noqa: F401 - imported for the workers to inherit
+        from .domain import plan, write  # noqa: F401
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(options,))
     pending = {pool.submit(_run_chunk, chunk): chunk for chunk in _chunks(paths, workers)}
     return _collect(first, pool, pending)

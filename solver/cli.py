@@ -70,18 +70,24 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
-def _write(text: str, output: str | None, force: bool) -> None:
-    """Print, or write atomically: a temp file in the same folder, then rename."""
+def _write(text: str | bytes, output: str | None, force: bool) -> None:
+    """Print, or write atomically: a temp file in the same folder, then rename.  Bytes are written
+    as they are (a domain XML keeps its own encoding and line endings)."""
     if output is None or output == "-":
-        click.echo(text, nl=False)
+        if isinstance(text, bytes):
+            sys.stdout.flush()
+            sys.stdout.buffer.write(text)
+            sys.stdout.buffer.flush()
+        else:
+            click.echo(text, nl=False)
         return
     path = Path(output)
     if path.exists() and not force:
         raise _usage(f"{output} exists; pass --force to replace it")
     fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(text if isinstance(text, bytes) else text.encode("utf-8"))
         # mkstemp makes a private (0600) file: give the result the mode the file had,
         # or the one any new file gets
         if path.exists():
@@ -180,27 +186,58 @@ def _tree(plan) -> str:
 
 
 @cli.command()
-@click.argument("spec", type=click.Path(dir_okay=False))
+@click.argument("spec", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--emit", type=click.Choice(EMITS), default="domain", show_default=True,
               help="What to print: the domain XML, only its PCI controllers, JSON, or a tree.")
 @click.option("-o", "--output", metavar="FILE", help="Write here (atomically) instead of stdout.")
 @click.option("--force", is_flag=True, help="Replace FILE if it exists.")
 @click.option("--virt-type", type=click.Choice(["kvm", "qemu"]), default=None,
               help="Override the spec's domain type (qemu = TCG, for hosts without KVM).")
+@click.option("--hotplug", "hotplugs", multiple=True, metavar="MODEL=N[@NODE]",
+              help="For a domain XML: headroom to reach (a device model or pcie, pci, hostdev); repeat it.")
+@click.option("--right-size", is_flag=True,
+              help="For a domain XML: keep only as many of its unaddressed controllers as the plan needs.")
+@click.option("--in-place", is_flag=True, help="For a domain XML: replace it, keeping the original as FILE.bak.")
+@click.option("--allow-moves", is_flag=True, help="For a domain XML: move devices when no addition is enough.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
-def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str | None, quiet: bool) -> None:
-    """Plan SPEC.yaml: the fewest controllers that give it its hotplug headroom."""
+def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str | None, hotplugs: tuple[str, ...],
+         right_size: bool, in_place: bool, allow_moves: bool, quiet: bool) -> None:
+    """Plan SPEC.yaml, or a libvirt domain XML (defined or not): the fewest controllers that give
+    it its hotplug headroom, every device and controller with its address.
+
+    A domain XML (a file, or - for standard input) comes back as the same document with the PCI
+    controllers and addresses filled in; everything else stays byte for byte."""
     from dataclasses import replace
 
+    data = _read_bytes(spec)
+    if _is_xml(data):
+        if emit not in ("domain", "json"):
+            raise _usage(f"--emit {emit} is for specs; a domain XML is planned as domain or json")
+        _domain_run(spec, data, _headroom(hotplugs), output=output, in_place=in_place, force=force,
+                    allow_moves=allow_moves, right_size=right_size, emit=emit, quiet=quiet, verb="plan")
+        return
+    for flag, given in (("--hotplug", hotplugs), ("--right-size", right_size), ("--in-place", in_place),
+                        ("--allow-moves", allow_moves)):
+        if given:
+            raise _usage(f"{flag} is for a domain XML; {spec} is a spec (write its headroom under 'hotplug:')")
     from .solve import solve
     from .spec import DomainRequest, load_request
 
     problem = load_request(spec)
-    if isinstance(problem, DomainRequest):  # a spec with 'domain': extend that guest
+    if isinstance(problem, DomainRequest):  # a spec with 'domain': plan that guest
         if emit not in ("domain", "json"):
-            raise _usage(f"{spec} extends an existing guest; --emit {emit} is for new guests (use domain or json)")
-        _extend_run(str(problem.domain), problem.headroom, output=output, in_place=False, force=force,
-                    allow_moves=False, emit=emit, quiet=quiet, machine=problem.machine, spec=spec)
+            raise _usage(f"{spec} plans an existing guest; --emit {emit} is for new guests (use domain or json)")
+        domain = str(problem.domain)
+        try:
+            with open(domain, "rb") as f:
+                xml = f.read(_max_bytes() + 1)
+        except OSError as exc:
+            from .errors import Finding, SpecError
+
+            raise SpecError([Finding(spec, problem.line, "domain",
+                                     f"cannot read {domain}: {exc.strerror or exc}")]) from None
+        _domain_run(domain, xml, problem.headroom, output=output, in_place=False, force=force, allow_moves=False,
+                    right_size=False, emit=emit, quiet=quiet, machine=problem.machine, spec=spec, verb="plan")
         return
     if virt_type:
         problem = replace(problem, virt_type=virt_type)
@@ -212,12 +249,31 @@ def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str |
     elif emit == "tree":
         text = _tree(result)
     else:
-        from .domain_xml import _tostring, controllers_element, render_domain
+        from .domain.write import _tostring, controllers_element, render_domain
 
         text = render_domain(result) if emit == "domain" else _tostring(controllers_element(result))
     _write(text, output, force)
     if not quiet:
         click.echo(_summary(result), err=True)
+
+
+def _is_xml(data: bytes) -> bool:
+    """A domain XML starts with '<' (after a byte order mark and blanks); a YAML spec never does."""
+    return data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<")
+
+
+def _headroom(hotplugs: tuple[str, ...]):
+    from .spec import parse_hotplug_option
+
+    out = []
+    for h in hotplugs:
+        try:
+            entry = parse_hotplug_option(h)
+        except ValueError as exc:
+            raise _usage(f"--hotplug {h}: {exc}") from None
+        if entry is not None:
+            out.append(entry)
+    return tuple(out)
 
 
 @cli.command()
@@ -289,13 +345,14 @@ def schema() -> None:
 def check(domain: str, uri: str, max_per_class: int) -> None:
     """Prove DOMAIN.xml in a real libvirt: define it under a temporary name, hotplug
     each class to capacity, compare with the promise, clean up."""
-    from .domain_read import read_domain
+    from .domain.read import read_layout
     from .hypervisor import Virsh, measure
     from .model import EndpointClass
     from .verify import verify
 
-    text = _read_text(domain)
-    layout, rules = read_domain(text, domain)
+    data = _read_bytes(domain)
+    text = data.decode("utf-8", errors="replace")
+    layout, rules = read_layout(data, domain)
     report = verify(layout, rules, strict_auto=False)
     classes = [str(c) for c in report.capacity if str(c) != "hostdev"]
     m = measure(text, classes, virsh=Virsh(uri), max_per_class=max_per_class)
@@ -327,14 +384,13 @@ def audit(domains: tuple[str, ...], emit: str) -> None:
     DOMAINS are files, or - for standard input."""
     import json
 
-    from .domain_read import read_domain
+    from .domain.read import read_layout
     from .model import HOTPLUG_CLASSES
     from .verify import verify
 
     results = []
     for path in domains:
-        text = _read_text(path)
-        layout, rules = read_domain(text, path)
+        layout, rules = read_layout(_read_bytes(path), path)
         report = verify(layout, rules, strict_auto=False)
         warnings = list(report.warnings)
         if rules.root_hotplug_needs_acpi and not layout.acpi:
@@ -398,57 +454,56 @@ def extend(domain: str, hotplugs: tuple[str, ...], output: str | None, in_place:
     without moving a device; every index, address, alias, attribute and comment stays as it was.
 
     DOMAIN is a libvirt domain XML as `virsh dumpxml` prints it, or - for standard input."""
-    from .spec import parse_hotplug_option
-
     if not hotplugs:
         raise _usage("extend needs at least one --hotplug MODEL=N (e.g. --hotplug virtio-net=4)")
-    headroom = []
-    for h in hotplugs:
-        try:
-            entry = parse_hotplug_option(h)
-        except ValueError as exc:
-            raise _usage(f"--hotplug {h}: {exc}") from None
-        if entry is not None:
-            headroom.append(entry)
-    _extend_run(domain, tuple(headroom), output=output, in_place=in_place, force=force, allow_moves=allow_moves,
-                emit=emit, quiet=quiet)
+    _domain_run(domain, _read_bytes(domain), _headroom(hotplugs), output=output, in_place=in_place, force=force,
+                allow_moves=allow_moves, right_size=False, emit=emit, quiet=quiet, verb="extend")
 
 
-def _extend_run(domain: str, headroom, *, output, in_place, force, allow_moves, emit, quiet,
-                machine: str | None = None, spec: str | None = None) -> None:
+def _domain_run(domain: str, data: bytes, headroom, *, output, in_place, force, allow_moves, right_size, emit,
+                quiet, verb: str, machine: str | None = None, spec: str | None = None) -> None:
+    """Plan a domain XML and write the result (plan, extend, and specs with 'domain')."""
     import json
 
-    from .domain_edit import extend_text
+    from .domain.plan import plan_document
 
     if in_place and (output or domain == "-"):
-        raise _usage("--in-place replaces DOMAIN itself; it cannot be combined with -o or standard input")
-    text = _read_text(domain)
-    edited = extend_text(text, domain, tuple(headroom), allow_moves=allow_moves, machine=machine, spec=spec)
-    name, rules, ext, new_text, exact = edited.name, edited.rules, edited.extension, edited.text, edited.exact
+        raise _usage("--in-place replaces the file itself; it cannot be combined with -o or standard input")
+    planned = plan_document(data, domain, tuple(headroom), allow_moves=allow_moves, right_size=right_size,
+                            machine=machine, spec=spec)
+    name, rules, ext, edit = planned.name, planned.rules, planned.extension, planned.edit
+    defined = planned.domain.defined
     if emit == "json":
         report = {
-            "file": domain, "name": name, "machine": rules.family, "changed": not ext.unchanged,
+            "file": domain, "name": name, "machine": rules.family, "changed": not planned.unchanged,
+            "defined": defined,
             "added": [{"index": c.index, "model": c.model, "address": None if c.address is None else str(c.address)}
                       for c in ext.added],
+            "filled": [{"index": c.index, "model": c.model, "address": str(c.address)} for c in ext.filled],
+            "placed": [{"name": p.endpoint.name, "model": p.endpoint.kind,
+                        "address": None if p.address is None else str(p.address),
+                        "added_by_libvirt": p.endpoint.implicit} for p in ext.placed],
+            "removed": list(planned.removed),
+            "surplus": [{"model": x.model, "have": x.have, "needed": x.needed} for x in planned.surplus],
             "moves": [{"name": m.name, "from": str(m.old), "to": str(m.new)} for m in ext.moves],
             "before": {str(k): v for k, v in ext.before.items()},
             "capacity": {str(k): v for k, v in ext.capacity.items()},
             "requested": {str(k): v for k, v in ext.requested.items()},
+            "budgets": {k: {"used": u, "limit": lim} for k, (u, lim) in (ext.budgets or {}).items()},
             "warnings": list(ext.warnings),
         }
         click.echo(json.dumps(report, indent=2))
     if in_place:
-        if not ext.unchanged:
-            _write(text, domain + ".bak", force)
-            _write(new_text, domain, True)
+        if not planned.unchanged:
+            _write(data, domain + ".bak", force)
+            _write(edit.data, domain, True)
     elif emit == "domain" or output:
-        _write(new_text, output, force)
+        _write(edit.data, output, force)
     if quiet:
         return
-    cap = "  ".join(f"{c} {ext.before[c]} -> {ext.capacity[c]}/{ext.requested[c]}" for c in ext.capacity)
-    if ext.unchanged:
+    if planned.unchanged:
         click.echo(f"{name} ({rules.family}): already meets the request; nothing changed", err=True)
-        click.echo(f"  hotplug capacity/requested: " + "  ".join(
+        click.echo("  hotplug capacity/requested: " + "  ".join(
             f"{c} {ext.capacity[c]}/{ext.requested[c]}" for c in ext.capacity), err=True)
         return
     by_model: dict[str, list[int]] = {}
@@ -456,12 +511,30 @@ def _extend_run(domain: str, headroom, *, output, in_place, force, allow_moves, 
         by_model.setdefault(c.model, []).append(c.index)
     added = ", ".join(f"{len(ix)} {m} (index {_ranges(ix)})" for m, ix in by_model.items()) or "nothing"
     click.echo(f"{name} ({rules.family}): added {added}", err=True)
-    click.echo(f"  hotplug capacity before -> after/requested: {cap}", err=True)
+    if defined:
+        cap = "  ".join(f"{c} {ext.before[c]} -> {ext.capacity[c]}/{ext.requested[c]}" for c in ext.capacity)
+        click.echo(f"  hotplug capacity before -> after/requested: {cap}", err=True)
+    else:
+        own = [p for p in ext.placed if not p.endpoint.implicit]
+        libvirt = [p for p in ext.placed if p.endpoint.implicit and p.endpoint.cls is not None]
+        click.echo(f"  addresses given: {len(own)} device(s), {len(ext.filled)} controller(s)"
+                   + (f"; written out as libvirt would add them: "
+                      + ", ".join(p.endpoint.name.replace(" (libvirt adds it)", "") for p in libvirt)
+                      if libvirt else ""), err=True)
+        cap = "  ".join(f"{c} {ext.capacity[c]}/{ext.requested[c]}" for c in ext.capacity)
+        click.echo(f"  hotplug capacity/requested: {cap}", err=True)
+    if ext.budgets:
+        click.echo("  budgets used/limit: " + ", ".join(f"{k} {u}/{lim}" for k, (u, lim) in ext.budgets.items()),
+                   err=True)
+    for x in planned.surplus:
+        click.echo(f"  surplus: {x} (--right-size keeps only what the plan needs)", err=True)
+    if planned.removed:
+        by: dict[str, int] = {}
+        for model in planned.removed:
+            by[model] = by.get(model, 0) + 1
+        click.echo("  removed (no address, not needed): " + ", ".join(f"{n} {m}" for m, n in by.items()), err=True)
     for m in ext.moves:
         click.echo(f"  moved {m.name}: {m.old} -> {m.new}", err=True)
-    if not exact:
-        click.echo("  note: the file could not be edited line by line, so it was rewritten; elements, attributes "
-                   "and comments are kept, whitespace and quotes may differ", err=True)
     if in_place:
         click.echo(f"  {domain} replaced; the original is {domain}.bak", err=True)
     for w in ext.warnings:
@@ -479,20 +552,25 @@ def _ranges(ix: list[int]) -> str:
     return ", ".join(out)
 
 
-def _read_text(path: str) -> str:
-    """A domain XML file (or stdin), read no further than the reader's size limit: one character
-    past it, so a file too large is refused by the reader without being read whole."""
-    from .domain_read import MAX_BYTES
+def _max_bytes() -> int:
+    from .domain.parse import MAX_BYTES
 
+    return MAX_BYTES
+
+
+def _read_bytes(path: str) -> bytes:
+    """A domain XML file (or stdin) as bytes, read no further than the reader's size limit: one byte
+    past it, so a file too large is refused by the reader without being read whole."""
+    limit = _max_bytes() + 1
     if path == "-":
-        return sys.stdin.read(MAX_BYTES + 1)
+        return sys.stdin.buffer.read(limit)
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read(MAX_BYTES + 1)
-    except UnicodeDecodeError:
-        raise _usage(f"cannot read {path}: not a UTF-8 text file") from None
+        with open(path, "rb") as f:
+            return f.read(limit)
     except OSError as exc:
-        raise _usage(f"cannot read {path}: {exc.strerror or exc}") from None
+        from .errors import Finding, SpecError
+
+        raise SpecError([Finding(path, None, "", f"cannot read the file: {exc.strerror or exc}")]) from None
 
 
 def main(argv: list[str] | None = None) -> None:

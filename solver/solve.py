@@ -1,10 +1,15 @@
-"""The planner's entry point: a problem in, a verified plan out."""
+"""The planner's entry point: a problem in, a verified plan out.
+
+A problem is a new guest (a spec) or an existing one (``Problem.base``: a domain
+XML whose addressed controllers and devices stay put); both go through the same
+count model, placer and verifier.
+"""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from .counts import build_model, choose_counts, explain
+from .counts import Existing, build_model, choose_counts, explain
 from .errors import Cause, InfeasibleError, ProgrammingError
 from .model import EndpointClass, Headroom, Plan, Problem
 from .place import given_addresses, place
@@ -14,8 +19,16 @@ from .verify import verify
 __all__ = ["solve", "fits"]
 
 
+def _existing(problem: Problem, rules: RuleSet, without: frozenset[str] = frozenset()) -> Existing | None:
+    if problem.base is None:
+        return None
+    from .existing import existing_of
+
+    return existing_of(problem.base, rules, without, problem.keep, problem.keep_minimum)
+
+
 def _counts(problem: Problem, rules: RuleSet):
-    model = build_model(problem, rules, given_addresses(problem, rules))
+    model = build_model(problem, rules, given_addresses(problem, rules), _existing(problem, rules))
     return model, choose_counts(model)
 
 
@@ -46,6 +59,11 @@ def solve(problem: Problem) -> Plan:
                 problem, moved_off = relaxed, sorted(preferred)
     if counts is None:
         raise InfeasibleError(problem.name, explain(model), largest=_largest(problem), hints=_hints(problem, rules))
+    return _finish(problem, rules, counts, moved_off)
+
+
+def _finish(problem: Problem, rules: RuleSet, counts, moved_off: list[str]) -> Plan:
+    """Place the chosen counts, verify the layout, and make the plan."""
     layout = place(problem, rules, counts)
     report = verify(layout, rules, io_limit=problem.io_ports)
     requested = problem.requested()
@@ -60,8 +78,10 @@ def solve(problem: Problem) -> Plan:
         raise ProgrammingError(f"the plan for '{problem.name}' fails its own verification",
                                report.errors or [f"capacity {dict(report.capacity)} < request {requested}"])
     added: dict[str, int] = {}
-    for c in layout.controllers[1:]:
-        added[c.model] = added.get(c.model, 0) + 1
+    before = {c.index for c in problem.base.controllers} if problem.base is not None else {0}
+    for c in layout.controllers:
+        if c.index not in before:
+            added[c.model] = added.get(c.model, 0) + 1
     warnings = list(report.warnings)
     if moved_off:
         warnings.append(f"{', '.join(moved_off)} not at the chipset's preferred address: that root slot is "

@@ -369,6 +369,14 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
         if kind is None:
             bad(path + ("model",), _unknown(d.model, list(DEVICES), "device model"))
             continue
+        if kind.families is not None and rules.family not in kind.families:
+            bad(path + ("model",), f"{d.model} does not exist on {rules.family} guests (QEMU has no such device "
+                f"there); it does on {', '.join(sorted(kind.families))}")
+            continue
+        if kind.video and d.model == "vga" and any(
+                DEVICES.get(e.model) is not None and DEVICES[e.model].video for e in spec.devices[:i]):
+            bad(path + ("model",), "libvirt takes vga as the primary video device only (qemu_validate.c): "
+                "list it first among the videos, or use another model")
         if kind.max_count is not None:
             # counted per element: virtio-balloon and its transitional twin are both <memballoon>
             limited[kind.element] = limited.get(kind.element, 0) + d.count
@@ -497,7 +505,10 @@ def _headroom(spec: Spec, bad) -> list[Headroom]:
 def headroom_entry(model: str | None, class_: str | None, count: int, node: int | None = None) -> Headroom | None:
     """One hotplug request by model or class; ValueError says what is wrong."""
     if model is not None:
-        kind = DEVICES.get(model)
+        from .rules.devices import KINDS
+
+        pci = {k: v for k, v in KINDS.items() if v.cls is not None}
+        kind = pci.get(model)
         if kind is None:
             raise ValueError(_unknown(model, list(DEVICES), "device model"))
         if not kind.hotplug:
@@ -510,17 +521,21 @@ def headroom_entry(model: str | None, class_: str | None, count: int, node: int 
 
 
 def parse_hotplug_option(text: str) -> Headroom | None:
-    """``MODEL=N`` or ``CLASS=N`` from the command line (``--hotplug virtio-net=4``)."""
-    what, sep, n = text.partition("=")
+    """``MODEL=N``, ``CLASS=N`` or either ``=N@NODE`` from the command line (``--hotplug virtio-net=4@1``)."""
+    what, sep, rest = text.partition("=")
     what = what.strip()
-    if not sep or not n.strip().isdigit():
-        raise ValueError(f"'{text}' is not MODEL=COUNT or CLASS=COUNT, e.g. virtio-net=4 or pcie=2")
+    n, at, node = rest.partition("@")
+    if not sep or not re.fullmatch(r"[0-9]{1,6}", n.strip()) or (at and not re.fullmatch(r"[0-9]{1,3}",
+                                                                                        node.strip())):
+        raise ValueError(f"'{text}' is not MODEL=COUNT or CLASS=COUNT (optionally @NODE), e.g. virtio-net=4, "
+                         "pcie=2 or hostdev=2@1")
     count = int(n)
     if count > MAX_COUNT:
         raise ValueError(f"{count} is more than {MAX_COUNT}")
+    numa = int(node) if at else None
     if what in ("pcie", "pci", "hostdev"):
-        return headroom_entry(None, what, count)
-    return headroom_entry(what, None, count)
+        return headroom_entry(None, what, count, numa)
+    return headroom_entry(what, None, count, numa)
 
 
 def _numa(spec: Spec, rules, bad) -> tuple[tuple[NumaCell, ...], int, int]:

@@ -180,12 +180,14 @@ def verify(layout: Layout, rules: RuleSet, *, strict_auto: bool = True, io_limit
             continue
         who = f"device {ep.name}"
         prule = check_slot(p.address, who)
-        occupy(p.address, who, None)
+        for f in ep.functions:  # a multifunction set takes each of its functions
+            occupy(Address(p.address.bus, p.address.slot, p.address.function + f - ep.functions[0],
+                           p.address.domain), who, None)
         if prule is None:
             continue
         connect = rules.connect_of(ep.cls)
         node = rep.node_of.get(p.address.bus)
-        if strict_auto and node != ep.node:
+        if strict_auto and node != ep.node and ep.pinned is None:
             err(f"{who} (NUMA node {ep.node if ep.node is not None else 'none'}) sits on bus {p.address.bus}, "
                 + (f"which is NUMA node {node}'s" if node is not None else "which belongs to no NUMA node"))
         user_placed = ep.pinned is not None or ep.root_ok or fixed is not None or not strict_auto

@@ -9,7 +9,8 @@ real-libvirt.md rows 21-23 (31 hotplugs per PHB, 29 with the defaults).
 """
 
 from ..model import Connect as C, EndpointClass as K
-from . import MACHINE_VERSION, BusRule, RuleSet, _freeze
+from . import BusRule, RuleSet, _freeze
+from .implicit import BALLOON, VIRTIO_SERIAL, usb, video
 
 _phb = dict(
     accepts=frozenset({C.PCI_DEVICE, C.PCI_BRIDGE}),
@@ -33,7 +34,7 @@ RULES = RuleSet(
     family="pseries",
     summary="ppc64 pseries (PHBs, IOMMU-group isolation)",
     default_machine="pseries",
-    machine_pattern=rf"pseries(-{MACHINE_VERSION}(-sxxm)?)?",  # -sxxm: with Spectre mitigations
+    machine_pattern=r"pseries(-.+)?",  # libvirt: the pseries prefix (qemuDomainIsPSeries); -sxxm, -rhel8.2.0 ...
     arches=("ppc64le", "ppc64"),
     root="pci-root",
     # The extra PHB row is stored under its own key; both write model='pci-root'.
@@ -54,4 +55,9 @@ RULES = RuleSet(
     # qemuDomainGetMemorySizeAlignment: ppc64 memory (and each NUMA cell) is rounded up to 256 MiB at
     # start (QEMU's spapr needs node memory in 256 MiB blocks); cells written aligned stay as written.
     numa_memory_align=256,
+    # measured, libvirt 9.0: <interface/> is rtl8139, <controller type='scsi'/> ibmvscsi (spapr-vio),
+    # <video/> vga
+    element_defaults=_freeze({"interface model/@type": "rtl8139", "usb @model": "qemu-xhci",
+                              "scsi @model": "ibmvscsi", "video model/@type": "vga", "panic @model": "pseries"}),
+    added_at_define=(usb("qemu-xhci"), BALLOON, VIRTIO_SERIAL, video("vga")),
 )

@@ -8,7 +8,8 @@ libvirt 9.0 + QEMU 7.2 (shared docs, real-libvirt.md section 4).
 """
 
 from ..model import Address, Connect as C, EndpointClass as K
-from . import MACHINE_VERSION, BusRule, Fixed, RuleSet, _freeze
+from . import BusRule, Fixed, Implicit, RuleSet, _freeze
+from .implicit import BALLOON, VIRTIO_SERIAL, usb, video
 
 _BAS = "domain_addr.c virDomainPCIAddressBusSetModel"
 
@@ -112,7 +113,9 @@ RULES = RuleSet(
     family="q35",
     summary="x86_64 q35 (PCI Express, ICH9)",
     default_machine="q35",
-    machine_pattern=rf"pc-q35-{MACHINE_VERSION}|q35",
+    # libvirt tells the family by the prefix alone (qemuDomainIsQ35): upstream pc-q35-7.2, RHEL's
+    # pc-q35-rhel9.6.0, Ubuntu's pc-q35-jammy, pc-q35-noble-v2, pc-q35-jammy-hpb-maxcpus ...
+    machine_pattern=r"pc-q35-.+|q35|ubuntu-q35",
     arches=("x86_64", "i686"),
     root="pcie-root",
     buses=_freeze({b.model: b for b in PCIE_BUSES}),
@@ -133,4 +136,12 @@ RULES = RuleSet(
     root_hotplug_needs_acpi=False,
     sources=("real-libvirt.md section 4 rows 0-14",),
     numa_root="pcie-expander-bus",
+    # measured, libvirt 9.0: <interface/> is rtl8139, an explicit <controller type='usb'/> piix3-uhci (the
+    # implicit one is qemu-xhci), <controller type='scsi'/> lsilogic, <video/> cirrus
+    element_defaults=_freeze({"interface model/@type": "rtl8139", "usb @model": "piix3-uhci",
+                              "scsi @model": "lsilogic", "video model/@type": "cirrus", "panic @model": "pvpanic",
+                              "panic address/@type": "isa"}),
+    added_at_define=(usb("qemu-xhci"), BALLOON,
+                     Implicit("ich9-ahci", unless="sata", source="qemuDomainDefAddDefaultDevices: SATA 0 on q35"),
+                     VIRTIO_SERIAL, video("cirrus")),
 )

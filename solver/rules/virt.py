@@ -6,15 +6,18 @@ PCI when the domain has pcie-root), real-libvirt.md rows 24-26 and pitfall 11
 (ACPI on aarch64 requires UEFI, so the planner writes none).
 """
 
+from dataclasses import replace
+
 from ..model import Connect as C, EndpointClass as K
-from . import MACHINE_VERSION, RuleSet, _freeze
+from . import RuleSet, _freeze
+from .implicit import BALLOON, VIRTIO_SERIAL, video
 from .q35 import PCIE_BUSES
 
 RULES = RuleSet(
     family="virt",
     summary="aarch64/riscv64 virt (PCI Express, no chipset)",
     default_machine="virt",
-    machine_pattern=rf"virt(-{MACHINE_VERSION})?",
+    machine_pattern=r"virt(-.+)?",  # libvirt: the virt prefix (qemuDomainIsARMVirt, qemuDomainIsRISCVVirt)
     arches=("aarch64", "riscv64"),
     root="pcie-root",
     buses=_freeze({b.model: b for b in PCIE_BUSES}),
@@ -32,4 +35,11 @@ RULES = RuleSet(
     # virt-7.2 defines and hotplugs into a root port behind one.  The guest sees that root bus only
     # through ACPI, which needs UEFI here (the plan warns).
     numa_root="pcie-expander-bus",
+    # measured, libvirt 9.0 (aarch64): <interface/> is virtio, <controller type='scsi'/> lsilogic, <video/>
+    # virtio; libvirt adds no USB and no balloon on virt
+    element_defaults=_freeze({"interface model/@type": "virtio", "usb @model": "qemu-xhci",
+                              "scsi @model": "lsilogic", "video model/@type": "virtio", "panic @model": "pvpanic",
+                              "panic address/@type": "pci"}),
+    # riscv64 gets a balloon, aarch64 none (qemuDomainDefAddDefaultDevices in 9.0 and 11.3)
+    added_at_define=(replace(BALLOON, arches=("riscv64",)), VIRTIO_SERIAL, video("virtio-gpu")),
 )
