@@ -353,7 +353,9 @@ def read_domain(data: str | bytes, file: str = "<domain>") -> Domain:
                                     f"{rules.family} guests (QEMU or libvirt has no such device there)"))
             continue
         dev = _name(el, found.tag, counters, seen_alias, file, problems)
-        role = _role(kind, rules, roles_taken, address)
+        # a USB2 set takes one chipset role (its slot), with its first member
+        joins = kind.companions is not None and _int(el.get("index"), 0) in usb_sets
+        role = None if joins else _role(kind, rules, roles_taken, address)
         cls = kind.cls
         fixed = rules.fixed.get(role) if role else None
         if fixed is not None and fixed.address.slot in {s for s, _ in rules.reserved_root_slots}:

@@ -109,6 +109,10 @@ class DeviceKind:
     role: str | None = None  # the chipset role whose fixed address it takes (RuleSet.fixed)
     companions: str | None = None  # key of the multifunction set it belongs to (USB2 companions)
     function: int | None = None  # its function inside that set
+    # libvirt gives it a virtio-mmio address instead of a PCI one on an ARM or RISC-V virt guest
+    # whose XML already has a virtio-mmio device and gives this one no address
+    # (qemu_domain_address.c qemuDomainAssignVirtioMMIOAddresses, qemuDomainPrimeVirtioDeviceAddresses)
+    mmio: bool = False
 
     @property
     def detach(self) -> bool:

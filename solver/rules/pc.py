@@ -8,7 +8,7 @@ pci-bridge, none at all without ACPI).
 
 from ..model import Address, Connect as C, EndpointClass as K
 from . import BusRule, Fixed, Implicit, RuleSet, _freeze
-from .implicit import BALLOON, VIRTIO_SERIAL, usb, video
+from .implicit import BALLOON, VIRTIO_SERIAL, disk_controller, usb, video
 from .q35 import PCI_BRIDGE
 
 _BAS = "domain_addr.c virDomainPCIAddressBusSetModel"
@@ -74,5 +74,6 @@ RULES = RuleSet(
                               "panic address/@type": "isa"}),
     added_at_define=(usb("piix3-uhci"), BALLOON,
                      Implicit("piix3-ide", unless="ide", source="qemuDomainDefAddDefaultDevices: IDE on i440fx"),
+                     disk_controller("lsilogic", "scsi", "scsi"), disk_controller("ich9-ahci", "sata", "sata"),
                      VIRTIO_SERIAL, video("cirrus")),
 )

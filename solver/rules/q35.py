@@ -9,7 +9,7 @@ libvirt 9.0 + QEMU 7.2 (shared docs, real-libvirt.md section 4).
 
 from ..model import Address, Connect as C, EndpointClass as K
 from . import BusRule, Fixed, Implicit, RuleSet, _freeze
-from .implicit import BALLOON, VIRTIO_SERIAL, usb, video
+from .implicit import BALLOON, VIRTIO_SERIAL, disk_controller, usb, video
 
 _BAS = "domain_addr.c virDomainPCIAddressBusSetModel"
 
@@ -17,6 +17,10 @@ _BAS = "domain_addr.c virDomainPCIAddressBusSetModel"
 PCI_BRIDGE = BusRule(
     "pci-bridge", "pci-bridge", C.PCI_BRIDGE,
     accepts=frozenset({C.PCI_DEVICE, C.PCI_BRIDGE}),
+    # at an address the user (or an earlier define) wrote, a bus that takes one kind of endpoint takes both
+    # (virDomainPCIAddressFlagsCompatible, fromConfig): libvirt's own define puts a host device that is
+    # conventional PCI on the host, which the tables class as an assigned (Express) device, on a bridge
+    manual=frozenset({C.PCIE_DEVICE}),
     slots=(1, 31),  # slot 0 is the bridge's SHPC
     target=("chassisNr",),
     source=_BAS + ": pci-bridge",
@@ -68,6 +72,7 @@ PCIE_BUSES = (
     BusRule(
         "pcie-to-pci-bridge", "pcie-pci-bridge", C.PCIE_TO_PCI_BRIDGE,
         accepts=frozenset({C.PCI_DEVICE, C.PCI_BRIDGE}),
+        manual=frozenset({C.PCIE_DEVICE}),  # as pci-bridge: both kinds of endpoint at a written address
         slots=(1, 31),  # slot 0 is the bridge's SHPC
         source=_BAS + ": pcie-to-pci-bridge (libvirt 4.3.0); QEMU docs/pcie_pci_bridge.txt",
     ),
@@ -107,6 +112,16 @@ _fixed = {
     # The first ich9 sound card prefers 00:1b.0.
     "ich9-sound": Fixed("ich9-sound", Address(0, 0x1B, 0), False,
                         "qemuDomainValidateDevicePCISlotsQ35: ich9 sound 00:1b.0"),
+    # USB2 companion sets (ich9-ehci1 + ich9-uhci1-3, one slot): the first two without an address prefer
+    # 00:1d and 00:1a, where real ICH9 hardware has them; a third goes wherever a conventional device goes
+    "usb2-1": Fixed("usb2-1", Address(0, 0x1D, 0), False,
+                    "qemuDomainValidateDevicePCISlotsQ35: first USB2 set 00:1d (uhci1-3 .0-.2, ehci1 .7)"),
+    "usb2-2": Fixed("usb2-2", Address(0, 0x1A, 0), False,
+                    "qemuDomainValidateDevicePCISlotsQ35: second USB2 set 00:1a"),
+    # A dmi-to-pci-bridge without an address prefers 00:1e.0 (the planner never adds one; libvirt's
+    # define does place one a user wrote without an address there)
+    "dmi-to-pci-bridge": Fixed("dmi-to-pci-bridge", Address(0, 0x1E, 0), False,
+                               "qemuDomainValidateDevicePCISlotsQ35: dmi-to-pci-bridge 00:1e.0"),
 }
 
 RULES = RuleSet(
@@ -143,5 +158,5 @@ RULES = RuleSet(
                               "panic address/@type": "isa"}),
     added_at_define=(usb("qemu-xhci"), BALLOON,
                      Implicit("ich9-ahci", unless="sata", source="qemuDomainDefAddDefaultDevices: SATA 0 on q35"),
-                     VIRTIO_SERIAL, video("cirrus")),
+                     disk_controller("lsilogic", "scsi", "scsi"), VIRTIO_SERIAL, video("cirrus")),
 )
