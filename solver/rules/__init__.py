@@ -180,6 +180,10 @@ class RuleSet:
     # Devices libvirt adds to a domain XML at define time (qemuDomainDefAddDefaultDevices,
     # virDomainDefAddImplicitDevices), in the order it adds them.
     added_at_define: tuple["Implicit", ...] = ()
+    # libvirt gives unaddressed virtio devices (DeviceKind.mmio) virtio-mmio addresses instead of PCI ones
+    # when the XML already has a device at a virtio-mmio address (qemuDomainAssignVirtioMMIOAddresses:
+    # ARM and RISC-V virt machines)
+    virtio_mmio: bool = False
 
     def bus(self, model: str) -> BusRule:
         return self.buses[model]
