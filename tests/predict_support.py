@@ -17,7 +17,8 @@ from lxml import etree
 from topo_solve.domain.predict import HostFacts, Prediction, prediction
 from topo_solve.domain.read import read_domain
 
-__all__ = ["address_map", "predicted_map", "with_aliases", "diff", "predict_text", "host_facts_here"]
+__all__ = ["address_map", "predicted_map", "with_aliases", "diff", "predict_text", "host_facts_here", "dump_golden",
+           "load_golden"]
 
 
 def _num(raw: str | None) -> int:
@@ -133,3 +134,25 @@ def host_facts_here(xml: str) -> HostFacts:
 
 def predict_text(xml: str, host: HostFacts | None = None) -> Prediction:
     return prediction(read_domain(xml, "guest.xml"), host)
+
+
+def dump_golden(stored: dict, host: HostFacts) -> str:
+    """A stored map and the host facts of its run as JSON (tests/golden/predict/CASE.json)."""
+    import json
+
+    entries = [json.dumps([k, v]) for k, v in sorted(stored.items(), key=repr)]
+    host_json = json.dumps({"express": dict(sorted(host.express.items())),
+                            "iommu_group": dict(sorted(host.iommu_group.items()))})
+    return '{"host": ' + host_json + ',\n "stored": [\n  ' + ",\n  ".join(entries) + "\n ]}\n"
+
+
+def load_golden(text: str) -> tuple[dict, HostFacts]:
+    import json
+
+    data = json.loads(text)
+
+    def tup(x):
+        return tuple(tup(y) for y in x) if isinstance(x, list) else x
+
+    stored = {tup(k): tup(v) for k, v in data["stored"]}
+    return stored, HostFacts(express=data["host"]["express"], iommu_group=data["host"]["iommu_group"])
