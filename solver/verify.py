@@ -190,7 +190,10 @@ def verify(layout: Layout, rules: RuleSet, *, strict_auto: bool = True, io_limit
         if strict_auto and node != ep.node and ep.pinned is None:
             err(f"{who} (NUMA node {ep.node if ep.node is not None else 'none'}) sits on bus {p.address.bus}, "
                 + (f"which is NUMA node {node}'s" if node is not None else "which belongs to no NUMA node"))
-        user_placed = ep.pinned is not None or ep.root_ok or fixed is not None or not strict_auto
+        # an integrated device (virtio-iommu) is auto-placed on the root bus, which takes no other endpoint
+        # that way (virDomainPCIAddressFlagsCompatible: INTEGRATED on bus 0 adds AUTOASSIGN)
+        integrated = ep.integrated and p.address.bus == 0
+        user_placed = ep.pinned is not None or ep.root_ok or fixed is not None or not strict_auto or integrated
         if not rules.accepts(prule, connect, auto=not user_placed, endpoint=True):
             how = "at all" if user_placed else "by libvirt's auto-placement"
             err(f"{who} ({ep.cls}) cannot sit on controller {p.address.bus} ({prule.model}) {how}")

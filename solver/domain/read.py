@@ -27,6 +27,7 @@ from ..model import Address, Controller, Endpoint, EndpointClass, Layout, Placed
 from ..rules import DeviceKind, Implicit, RuleSet, family_for, machine_suggestions
 from ..rules.devices import KINDS
 from .classify import classify
+from .indexes import element_indexes
 from .parse import Document, number, parse_document, read_address, shown
 
 __all__ = ["Domain", "DomainController", "DomainDevice", "read_domain", "read_layout"]
@@ -334,6 +335,8 @@ def read_domain(data: str | bytes, file: str = "<domain>") -> Domain:
                               el.find("address").sourceline, address, index))
 
     roles_taken: set[str] = set()
+    # a USB2 set is the companions libvirt gives one index (two sets written without indexes are 0 and 1)
+    indexes = element_indexes(children, lambda el: _index(el, file, []), lambda el: el.get("model"))
     for el in children:
         if el.tag == "controller" and el.get("type") == "pci":
             continue
@@ -352,16 +355,16 @@ def read_domain(data: str | bytes, file: str = "<domain>") -> Domain:
             problems.append(Finding(file, el.sourceline, el.tag, f"{kind.name} does not exist on "
                                     f"{rules.family} guests (QEMU or libvirt has no such device there)"))
             continue
-        dev = _name(el, found.tag, counters, seen_alias, file, problems)
+        dev = _name(el, found.tag, counters, seen_alias, file, problems, indexes.get(el))
         # a USB2 set takes one chipset role (its slot), with its first member
-        joins = kind.companions is not None and _int(el.get("index"), 0) in usb_sets
+        joins = kind.companions is not None and indexes.get(el) in usb_sets
         role = None if joins else _role(kind, rules, roles_taken, address)
         cls = kind.cls
         fixed = rules.fixed.get(role) if role else None
         if fixed is not None and fixed.address.slot in {s for s, _ in rules.reserved_root_slots}:
             cls = None  # a function of a chipset slot (PIIX3 USB and IDE, ICH9 SATA): takes no slot of its own
         if kind.companions is not None:
-            index = _int(el.get("index"), 0)
+            index = indexes.get(el, 0)
             member = usb_sets.get(index)
             if member is not None:
                 member.members.append((el, kind.function))
@@ -381,7 +384,7 @@ def read_domain(data: str | bytes, file: str = "<domain>") -> Domain:
                             functions=(kind.function,) if kind.function is not None else (0,))
         device = DomainDevice(endpoint, [(el, kind.function or 0)], address)
         if kind.companions is not None:
-            usb_sets[_int(el.get("index"), 0)] = device
+            usb_sets[indexes.get(el, 0)] = device
         if kind.name in ("hostdev", "hostdev-net"):
             src = el.find("source/address")
             if src is not None:
@@ -416,7 +419,7 @@ def _stem(file: str) -> str:
 
 
 def _name(el: etree._Element, tag: str, counters: dict[str, int], seen_alias: dict[str, int | None], file: str,
-          problems: list[Finding]) -> str:
+          problems: list[Finding], index: int | None = None) -> str:
     """The device's alias (without libvirt's ``ua-`` prefix), or a name the way the XML reads."""
     alias = el.find("alias")
     raw = alias.get("name", "") if alias is not None else ""
@@ -438,7 +441,9 @@ def _name(el: etree._Element, tag: str, counters: dict[str, int], seen_alias: di
         return f"{name}#{n}"
     what = f"{tag} controller" if el.tag == "controller" else str(el.tag)
     counters[what] = counters.get(what, 0) + 1
-    return f"{what} {el.get('index', '0')}" if el.tag == "controller" else f"{what} {counters[what]}"
+    if el.tag == "controller":  # by the index libvirt gives it (two USB2 sets written without one are 0 and 1)
+        return f"{what} {el.get('index') if index is None else index}"
+    return f"{what} {counters[what]}"
 
 
 def _role(kind: DeviceKind, rules: RuleSet, taken: set[str], address: Address | None) -> str | None:

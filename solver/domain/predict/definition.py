@@ -4,11 +4,8 @@
 post-parses it before any address is assigned.  What matters for PCI
 addresses, and what this module reproduces:
 
-* the controller list: libvirt inserts each ``<controller>`` next to the ones
-  of its type, sorted by index (domain_conf.c virDomainControllerInsertPreAlloced),
-  then numbers those without an index: the lowest index their type does not
-  use, in list order; a USB2 companion takes the index of the USB2 controller
-  just before it (domain_postparse.c virDomainAssignControllerIndexes);
+* the controller list, in libvirt's order and with libvirt's indexes
+  (:mod:`topo_solve.domain.indexes`);
 * what post-parse appends: the default USB controller, SATA on q35, the root
   bus, the balloon (qemuDomainDefAddDefaultDevices), the controllers disks and
   channels need, the video a ``<graphics>`` needs (virDomainDefAddImplicitDevices):
@@ -39,6 +36,7 @@ from ...model import Address, Connect, EndpointClass
 from ...rules import BusRule, DeviceKind, Implicit, RuleSet
 from ...rules.devices import KINDS
 from ..classify import classify
+from ..indexes import Ctl, controller_list
 from ..parse import read_address
 from ..read import Domain, DomainController, DomainDevice
 
@@ -164,56 +162,6 @@ def _disk_index(name: str) -> int:
     return n - 1
 
 
-# -- the controller list ----------------------------------------------------------------------------------
-
-def _insert(controllers: list[Item], new: Item) -> None:
-    """virDomainControllerInsertPreAlloced: next to its type, sorted by index; a USB2 master before its
-    companions of the same index; one without an index after the last of its type."""
-    at = -1
-    for i in range(len(controllers) - 1, -1, -1):
-        cur = controllers[i]
-        if cur.ctype != new.ctype:
-            continue
-        if new.index is None:
-            at = i + 1
-            break
-        cur_index = -1 if cur.index is None else cur.index
-        if cur_index > new.index:
-            at = i
-        elif new.master and not cur.master and cur_index == new.index:
-            at = i
-        elif at == -1:
-            at = i + 1
-    if at == -1:
-        controllers.append(new)
-    else:
-        controllers.insert(at, new)
-
-
-def _usb2(item: Item) -> bool:
-    return item.kind is not None and item.kind.companions is not None
-
-
-def _number(controllers: list[Item]) -> None:
-    """virDomainAssignControllerIndexes: the lowest unused index of the type, in list order; a USB2
-    companion joins the USB2 controller just before it when its model is not there yet."""
-    for pos, c in enumerate(controllers):
-        if c.index is not None:
-            continue
-        prev = None
-        if pos > 0 and _usb2(c):
-            before = [x for x in controllers[:pos] if x.ctype == "usb"]
-            prev = before[-1] if before and _usb2(before[-1]) else None
-            if prev is not None and any(x.ctype == "usb" and x.index == prev.index and x.model == c.model
-                                        for x in controllers):
-                prev = None
-        if prev is not None:
-            c.index = prev.index
-        else:
-            used = {x.index for x in controllers if x.ctype == c.ctype and x.index is not None}
-            c.index = min(i for i in range(len(used) + 1) if i not in used)
-
-
 # -- building it --------------------------------------------------------------------------------------------
 
 def definition(domain: Domain, host: HostFacts | None = None) -> Definition:
@@ -283,8 +231,12 @@ def definition(domain: Domain, host: HostFacts | None = None) -> Definition:
             it.ctype, it.index = ctype, _int(el.get("index"))
             it.model = it.kind.xml_model if it.kind is not None else el.get("model")
             it.master = el.find("master") is None
-        _insert(controllers, it)
-    _number(controllers)
+        controllers.append(it)
+    ordered = controller_list(Ctl(it, it.ctype, it.index, it.element.get("model"), it.master)
+                              for it in controllers)
+    controllers = [c.ref for c in ordered]
+    for c in ordered:
+        c.ref.index = c.index
 
     # what post-parse adds: the family's rows, as the reader found them missing
     implicit: dict[str, list[Item]] = {}
