@@ -409,9 +409,10 @@ def _define_summary(p) -> str:
     by_model: dict[str, list[int]] = {}
     for c in p.added:
         by_model.setdefault(c.model, []).append(c.index)
+    chipset = {f.address for f in p.domain.rules.fixed.values() if f.insist}  # q35 SATA, PIIX3's: no slot
     parts = [f"{len(ix)} {m} (index {_ranges(ix)})" for m, ix in by_model.items()]
     parts += [f"a {d}" for d in sorted({d.tag if d.ctype is None else f"{d.ctype} controller" for d in p.filled
-                                        if d.implicit is not None})]
+                                        if d.implicit is not None and d.address not in chipset})]
     own = len([d for d in p.filled if d.implicit is None])
     added = (", ".join(parts[:-1]) + " and " + parts[-1]) if len(parts) > 1 else "".join(parts)
     given = f"gives {own} device{'s' if own != 1 else ''} {'their addresses' if own != 1 else 'its address'}"

@@ -376,8 +376,8 @@ def test_audit_of_an_undefined_guest_is_predicted(tmp_path, capsys):
     assert code == 0 and err == ""
     assert out.splitlines()[0] == f"{path} (q35): predicted after virsh define: hotplug capacity pcie 1  pci 0  " \
                                   "hostdev 1"
-    assert out.splitlines()[1] == ("  at define libvirt adds 3 pcie-root-port (index 1-3), a memballoon, a sata "
-                                   "controller and a usb controller, and gives 0 devices their addresses")
+    assert out.splitlines()[1] == ("  at define libvirt adds 3 pcie-root-port (index 1-3), a memballoon and a usb "
+                                   "controller, and gives 0 devices their addresses")
     code, out, _ = _audit(["--emit", "json", str(path)], capsys)
     report = json.loads(out)
     assert report["predicted"] is True and report["capacity"] == {"pcie": 1, "pci": 0, "hostdev": 1}
