@@ -276,7 +276,12 @@ EDGES["readme-web-03"] = (REPO / "specs" / "domains" / "web-03.xml").read_text()
 REFUSED = {
     "q35-241-ports": (q35(lines(PCIE_ROOT, rp(241), NONE)),
                       "a PCI slot is needed to connect a PCI controller model='pcie-root-port'"),
+    # the dry run fills pc's root bus (with its spare) and a grown bridge exactly: no slot is left for that
+    # bridge itself (59 and 61 devices define)
+    "pc-60-devices": (pc(lines(NONE, nics(60))), "a PCI slot is needed to connect a PCI controller model='pci-bridge'"),
 }
+EDGES["pc-59-devices"] = pc(lines(NONE, nics(59)))
+EDGES["pc-61-devices"] = pc(lines(NONE, nics(61)))
 
 # virt-install 4.1 (Debian's virtinst), --print-xml --dry-run against the test libvirt; disks on /dev/null
 # (virt-install creates no storage pool for a path under /dev), no network needed
@@ -472,3 +477,17 @@ def test_predicted_capacity_is_measured(case, virsh, tmp_path, request):
     assert not m.errors, m.errors
     for c in classes:
         assert m.hotplugged[c] == report["capacity"][c], (case, c, m.hotplugged, report["capacity"], m.refusals)
+
+
+def test_check_command_promises_the_prediction(virsh, tmp_path):
+    """``topo-solve check`` of a guest never defined: the predicted capacity is the promise, and libvirt
+    adds exactly the predicted controllers."""
+    path = tmp_path / "row13.xml"
+    path.write_text(REFERENCE["row13-q35-transitional-rng"])
+    r = subprocess.run([sys.executable, "-m", "topo_solve", "check", str(path)], capture_output=True, text=True,
+                       cwd=REPO, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines()[0] == ("not defined yet: the promise is the prediction (at define libvirt adds 2 "
+                                        "pcie-root-port (index 1, 3) and 1 pcie-to-pci-bridge (index 2), and gives 1 "
+                                        "device its address)")
+    assert [line.split() for line in r.stdout.splitlines()[2:]] == [["pcie", "1", "1", "ok"], ["pci", "30", "30", "ok"]]

@@ -50,18 +50,30 @@ class Bus:
     locked: bool = False  # the default PHB keeps group 0 (qemuDomainSetupIsolationGroups)
     used: dict[int, int] = field(default_factory=dict)  # slot -> bitmask of functions taken
     aggregate: set[int] = field(default_factory=set)  # slots whose first user was a root port
+    # slots are only ever taken: the lowest empty one only moves up (keeps first fit linear)
+    lowest_empty: int = -1
+    slots_used: int = 0
+
+    def __post_init__(self) -> None:
+        self.lowest_empty = self.rule.slots[0]
 
     @property
     def accepts(self) -> frozenset[Connect]:
         return self.only if self.only is not None else self.rule.accepts
 
     def empty(self) -> bool:
-        lo, hi = self.rule.slots
-        return not any(self.used.get(s) for s in range(lo, hi + 1))
+        return self.slots_used == 0
 
     def full(self) -> bool:
+        return self.lowest_empty > self.rule.slots[1]
+
+    def take(self, slot: int, function: int) -> None:
         lo, hi = self.rule.slots
-        return all(self.used.get(s) for s in range(lo, hi + 1))
+        if not self.used.get(slot) and lo <= slot <= hi:
+            self.slots_used += 1
+        self.used[slot] = self.used.get(slot, 0) | (1 << function)
+        while self.lowest_empty <= hi and self.used.get(self.lowest_empty):
+            self.lowest_empty += 1
 
 
 class AddressSet:
@@ -149,7 +161,7 @@ class AddressSet:
             bus.group = group  # the first device decides the bus's isolation group
         elif bus.group != group and from_config:
             bus.group = 0  # a written address overrides isolation
-        bus.used[address.slot] = used | (1 << address.function)
+        bus.take(address.slot, address.function)
         return address
 
     def next(self, connect: Connect, *, group: int = 0, aggregate: bool = False, integrated: bool = False,
@@ -182,6 +194,8 @@ class AddressSet:
     def _free_on(bus: Bus, fn: int, function: int, aggregate: bool) -> tuple[int, int] | None:
         """virDomainPCIAddressFindUnusedFunctionOnBus."""
         lo, hi = bus.rule.slots
+        if not aggregate or not bus.aggregate:
+            return (bus.lowest_empty, fn) if bus.lowest_empty <= hi else None  # the first empty slot
         for slot in range(lo, hi + 1):
             used = bus.used.get(slot, 0)
             if not used:

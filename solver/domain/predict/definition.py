@@ -312,22 +312,11 @@ _ARRAYS = ("filesystem", "interface", "sound", "disk", "hostdev", "memballoon", 
 
 
 def _sorted_disks(disks: list[Item]) -> list[Item]:
-    """virDomainDiskInsert: each disk goes before the first disk of its bus with a higher name index."""
-    out: list[tuple[str, int, Item]] = []
-    for d in disks:
-        el = d.element
-        bus = (el.find("target").get("bus") if el is not None and el.find("target") is not None else "") or ""
-        dev = (el.find("target").get("dev") if el is not None and el.find("target") is not None else "") or ""
-        idx = _disk_index(dev)
-        at = -1
-        for i in range(len(out) - 1, -1, -1):
-            if out[i][0] == bus and out[i][1] > idx:
-                at = i
-            elif out[i][0] == bus and at == -1:
-                at = i + 1
-        entry = (bus, idx, d)
-        if at == -1:
-            out.append(entry)
-        else:
-            out.insert(at, entry)
-    return [d for _, _, d in out]
+    """virDomainDiskInsert puts each disk before the first disk of its bus with a higher name index, so
+    the disks of one bus are sorted by name index, in document order among equals: a stable sort."""
+    def key(d: Item) -> tuple[str, int]:
+        target = d.element.find("target") if d.element is not None else None
+        bus = (target.get("bus") if target is not None else "") or ""
+        return bus, _disk_index((target.get("dev") if target is not None else "") or "")
+
+    return sorted(disks, key=key)
