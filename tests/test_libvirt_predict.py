@@ -280,6 +280,9 @@ REFUSED = {
     # bridge itself (59 and 61 devices define)
     "pc-60-devices": (pc(lines(NONE, nics(60))), "a PCI slot is needed to connect a PCI controller model='pci-bridge'"),
 }
+REFUSED["q35-62-conventional-devices"] = (q35(lines(NONE, nics(62, "e1000"))),
+                                          "a PCI slot is needed to connect a PCI controller model='pci-bridge'")
+EDGES["q35-61-conventional-devices"] = q35(lines(NONE, nics(61, "e1000")))
 EDGES["pc-59-devices"] = pc(lines(NONE, nics(59)))
 EDGES["pc-61-devices"] = pc(lines(NONE, nics(61)))
 
