@@ -118,12 +118,11 @@ class Definition:
     categories: dict[int, list[Item]]  # placement category -> its devices, in libvirt's order
     iterate: list[Item]  # every item, in virDomainDeviceInfoIterate order (how existing addresses are collected)
     max_index: int  # the highest PCI controller index before assignment
+    videos: list[Item] = field(default_factory=list)  # def->videos: every <video>, the primary first
 
     @property
     def pci_controllers(self) -> list[Item]:
         return [c for c in self.controllers if c.ctype == "pci"]
-
-    videos: list[Item] = field(default_factory=list)  # def->videos: every <video>, the primary first
 
 
 # -- small readers -------------------------------------------------------------------------------------
