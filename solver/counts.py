@@ -97,6 +97,7 @@ class Existing:
     # Controllers the guest's XML has without an address (kept): by table key, the least the plan
     # has of each; their indexes are already counted in ``max_index``.
     kept: dict[str, int] = field(default_factory=dict)
+    root_hotplug: bool = True  # False: the root bus has <target hotplug='off'/> (pci-root, libvirt 7.9)
 
 
 @dataclass
@@ -154,10 +155,12 @@ class CountModel:
     def _bus_pools(self, connect: Connect, *, endpoint: bool, hotplug: bool) -> frozenset[str]:
         """Pools whose bus auto-accepts ``connect`` (and hotplugs, if asked)."""
         out = set()
+        if hotplug and self.rules.hotplug_needs_acpi and not self.acpi:
+            return frozenset()  # no bus takes a hotplug without ACPI (i440fx)
         root = self.root
-        if self.rules.accepts(root, connect, auto=True, endpoint=endpoint) and (root.hotplug or not hotplug):
-            if not (hotplug and self.rules.root_hotplug_needs_acpi and not self.acpi):
-                out.add(ROOT)
+        root_live = root.hotplug and (self.existing is None or self.existing.root_hotplug or self.node is not None)
+        if self.rules.accepts(root, connect, auto=True, endpoint=endpoint) and (root_live or not hotplug):
+            out.add(ROOT)
         for b in self.pool_rules:
             if self.rules.accepts(b, connect, auto=True, endpoint=endpoint) and (b.hotplug or not hotplug):
                 out.add(b.name)

@@ -302,7 +302,9 @@ def given_addresses(problem: Problem, rules: RuleSet) -> dict[str, Address | Non
         if fixed is not None and ep.node is not None and not fixed.insist:
             fixed = None  # a preferred root-bus slot, but the device belongs behind its node's expander
         if fixed is not None and (fixed.insist or fixed.address.slot not in taken or ep.cls is None):
-            out[ep.name] = fixed.address
+            # a multifunction set's address is that of its lowest function
+            out[ep.name] = fixed.address if ep.functions == (0,) else Address(
+                fixed.address.bus, fixed.address.slot, ep.functions[0], fixed.address.domain)
             taken.add(fixed.address.slot)
         elif ep.cls is None:
             out[ep.name] = None

@@ -38,9 +38,11 @@ class Edit:
 
     data: bytes  # the new document
     text: str
-    inserted: tuple[str, ...]  # "controller 15 (pcie-root-port)", "memballoon (libvirt adds it)"
-    filled: tuple[str, ...]  # "interface 'net0' at 0000:02:00.0"
-    removed: tuple[str, ...]  # "controller 9 (pcie-root-port)"
+    new_controllers: tuple[Controller, ...] = ()  # written as new elements (libvirt's index gaps among them)
+    gap_controllers: tuple[Controller, ...] = ()  # of those, the ones libvirt adds for an unused index
+    added_by_libvirt: tuple[str, ...] = ()  # device models libvirt adds at define, written out
+    filled_devices: int = 0  # the document's devices that got their address
+    filled_controllers: int = 0  # the document's controllers that got their address (and index)
     removed_controllers: tuple[str, ...] = ()  # the models of the document's controllers dropped
 
 
@@ -228,24 +230,39 @@ def _set_address(t: _Text, el: etree._Element, a: Address, multifunction: bool =
         t.append_child(el, _address_xml(a, q, multifunction))
 
 
-def apply_plan(domain: Domain, ext: Extension, *, reuse: list[DomainController] = ()) -> Edit:
+def apply_plan(domain: Domain, ext: Extension, *, reuse: list[DomainController] = (),
+               prefilled: list[DomainController] = ()) -> Edit:
     """The document with ``ext`` written in.
 
     ``reuse``: the document's controllers without index or address that a right-sized plan may
     use: each new controller of their model takes one (index and address written into it), and
     the ones left over are removed."""
     doc = domain.document
-    if ext.unchanged and not reuse:
-        return Edit(doc.data, doc.text, (), (), ())
+    if ext.unchanged and not reuse and not prefilled and not any(dc.implicit for dc in domain.controllers):
+        return Edit(doc.data, doc.text)
     t = _Text(doc)
     inserted: list[str] = []
     filled: list[str] = []
     removed: list[str] = []
     by_index = {c.controller.index: c for c in domain.controllers}
 
-    # the document's own controllers that get an address (and an index, if libvirt would give it one)
+    # the document's own controllers that get an address (and an index, if libvirt would give it one);
+    # the ones libvirt would add for an index gap are written out
+    gap = [dc.controller for dc in domain.controllers if dc.implicit and dc.root]
+    for dc in prefilled:
+        c = dc.controller
+        if dc.implicit:
+            gap.append(c)
+            continue
+        if not dc.index_given:
+            t.set_attribute(dc.element, "index", str(c.index), after="type")
+        _set_address(t, dc.element, c.address, c.multifunction)
+        filled.append(f"controller {c.index} ({c.model}) at {c.address}")
     for c in ext.filled:
         dc = by_index[c.index]
+        if dc.implicit:
+            gap.append(c)
+            continue
         if not dc.index_given:
             t.set_attribute(dc.element, "index", str(c.index), after="type")
         _set_address(t, dc.element, c.address, c.multifunction)
@@ -295,8 +312,9 @@ def apply_plan(domain: Domain, ext: Extension, *, reuse: list[DomainController] 
 
     # new controllers go after the document's last PCI controller (or first in <devices>)
     devices_el = doc.root.find("devices")
+    new_controllers = sorted(new_controllers + gap, key=lambda c: c.index)
     new_ctrl = [_controller(c, ext.layout.family) for c in new_controllers]
-    pci = [c.element for c in domain.controllers]
+    pci = [c.element for c in domain.controllers if c.element is not None]
     if new_ctrl or new_devices:
         if devices_el is None:
             raise ProgrammingError(f"{doc.file}: a guest without <devices> has nothing to plan around")
@@ -330,7 +348,11 @@ def apply_plan(domain: Domain, ext: Extension, *, reuse: list[DomainController] 
     text = t.render()
     data = text.encode(doc.encoding)
     _check(domain, data, new_controllers, [dc for dc, _ in reused], left, ext)
-    return Edit(data, text, tuple(inserted), tuple(filled), tuple(removed), tuple(removed))
+    return Edit(data, text, new_controllers=tuple(new_controllers), gap_controllers=tuple(gap),
+                added_by_libvirt=tuple(d.endpoint.kind for d, _ in new_devices),
+                filled_devices=sum(1 for f in filled if not f.startswith("controller ")),
+                filled_controllers=sum(1 for f in filled if f.startswith("controller ")),
+                removed_controllers=tuple(removed))
 
 
 def _insert_first(t: _Text, parent: etree._Element, lines: list[str], indent: str) -> None:
