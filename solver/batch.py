@@ -169,7 +169,7 @@ def _plan_one(path: str, options: BatchOptions, cache: dict) -> BatchResult:
         if text is None:
             return result
         if options.outdir is None:
-            return replace(result, xml=text)
+            return replace(result, xml=text if isinstance(text, str) else text.decode("utf-8", "replace"))
         output = os.path.join(options.outdir, Path(path).stem + ".xml")
         _write_new(output, text, options.force)
         return replace(result, output=output)
@@ -244,23 +244,25 @@ def _xml_template(path: str, options: BatchOptions) -> tuple[BatchResult, str]:
             data = f.read(MAX_DOMAIN_BYTES + 1)
     except OSError as exc:
         raise SpecError([Finding(path, None, "", f"cannot read the file: {exc.strerror or exc}")]) from None
-    return _domain_result(path, path, data, options.hotplug, right_size=options.right_size)
+    return _domain_result(path, path, data, options.hotplug, right_size=options.right_size, cache=_CACHE)
 
 
 def _domain_result(path: str, domain: str, data: bytes, headroom, *, machine: str | None = None,
-                   right_size: bool = False) -> tuple[BatchResult, str]:
+                   right_size: bool = False, cache: dict | None = None) -> tuple[BatchResult, str]:
     from .domain.plan import plan_document
 
-    planned = plan_document(data, domain, headroom, machine=machine, spec=path, right_size=right_size)
+    planned = plan_document(data, domain, headroom, machine=machine, spec=path, right_size=right_size,
+                            surplus=False, cache=cache)
     ext = planned.extension
     added: dict[str, int] = {}
     for c in ext.added:
         added[c.model] = added.get(c.model, 0) + 1
     return BatchResult(spec=path, status="ok", code=0, name=planned.name, machine=planned.rules.family,
+                       cached=planned.cached,
                        added=dict(sorted(added.items())),
                        capacity={str(k): v for k, v in ext.capacity.items()},
                        requested={str(k): v for k, v in ext.requested.items()},
-                       message="\n".join(f"{path}: warning: {w}" for w in ext.warnings)), planned.edit.text
+                       message="\n".join(f"{path}: warning: {w}" for w in ext.warnings)), planned.edit.data
 
 
 def _error(path: str, request, code: int, message: str) -> BatchResult:
@@ -281,8 +283,8 @@ def _write_new(path: str, text: str, force: bool) -> None:
     folder, name = os.path.split(path)
     fd, tmp = _new_temp(folder or ".", name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:  # a domain XML's own bytes (its encoding, its line endings)
+            f.write(text if isinstance(text, bytes) else text.encode("utf-8"))
         if force:
             os.replace(tmp, path)
         else:

@@ -94,6 +94,8 @@ class _Text:
         self.span = {id(el): sp for el, sp in zip(elements, spans)}
         self.keep = elements  # keeps the ids above alive
         self.edits: list[tuple[int, int, str]] = []
+        self._steps: dict[int, str] = {}
+        self._quotes: dict[int, str] = {}
         self.quote = "'" if self.text.count("='") >= self.text.count('="') else '"'
 
     def line_start(self, pos: int) -> int:
@@ -106,6 +108,12 @@ class _Text:
 
     def step(self, el: etree._Element) -> str:
         """One indentation step, from the element's children (or its parent's), else two spaces."""
+        key = id(el)
+        if key not in self._steps:
+            self._steps[key] = self._step(el)
+        return self._steps[key]
+
+    def _step(self, el: etree._Element) -> str:
         for parent in (el, el.getparent()):
             if parent is None:
                 continue
@@ -117,6 +125,12 @@ class _Text:
         return "  "
 
     def quote_of(self, el: etree._Element) -> str:
+        key = id(el)
+        if key not in self._quotes:
+            self._quotes[key] = self._quote_of(el)
+        return self._quotes[key]
+
+    def _quote_of(self, el: etree._Element) -> str:
         sp = self.span[id(el)]
         head = self.text[sp.start:sp.head_end]
         m = re.search(r"""=\s*(["'])""", head)
@@ -371,55 +385,46 @@ def _who(d: DomainDevice) -> str:
 
 # -- the check: nothing changed but what the plan says ------------------------------------
 
-def _shape(el) -> tuple:
-    """An element as nested tuples: tag, attributes, non-blank text, children (comments included)."""
-    if not isinstance(el.tag, str):
+def _shape(el, skip=frozenset(), device: bool = False) -> tuple:
+    """An element as nested tuples: tag, attributes, non-blank text, children (comments included);
+    the children in ``skip`` (by identity) left out.  A PCI controller's index and a device's own PCI
+    address (``device``: ``el`` is a child of ``<devices>``) are what a plan writes, so neither is
+    part of the shape."""
+    tag = el.tag
+    if not isinstance(tag, str):
         return ("#comment" if isinstance(el, etree._Comment) else "#pi", (el.text or "").strip())
     attrib = tuple(sorted(el.attrib.items()))
-    return (el.tag, attrib, (el.text or "").strip(), tuple(_shape(c) for c in el))
+    if device and tag == "controller" and el.get("type") == "pci":
+        attrib = tuple(kv for kv in attrib if kv[0] != "index")
+    inner = tag == "devices"
+    kids = tuple(_shape(c, skip, inner) for c in el
+                 if id(c) not in skip and not (device and c.tag == "address" and c.get("type") == "pci"))
+    return (tag, attrib, (el.text or "").strip(), kids)
 
 
 def _check(domain: Domain, data: bytes, new_controllers: list[Controller], reused: list[DomainController],
            left: list[DomainController], ext: Extension) -> None:
-    """The edited file is the input plus exactly the planned changes, nothing else."""
+    """The edited file is the input plus exactly the planned changes, nothing else: both trees,
+    without what the plan writes (new elements, PCI addresses, controller indexes) and without what
+    it removes, have the same shape."""
     file = domain.file
     new = parse_document(data, file).root
-    old = parse_document(domain.document.data, file).root
-    # undo the planned changes on the new tree: drop inserted elements, addresses written, indexes added
-    added = {str(c.index) for c in new_controllers}
     devices = new.find("devices")
-    for el in list(devices if devices is not None else []):
-        if isinstance(el.tag, str) and el.tag == "controller" and el.get("type") == "pci" and el.get("index") in added:
+    kids = [el for el in (devices if devices is not None else []) if isinstance(el.tag, str)]
+    added = {str(c.index) for c in new_controllers}
+    skip_new = set()
+    for el in kids:
+        if el.tag == "controller" and el.get("type") == "pci" and el.get("index") in added:
             added.discard(el.get("index"))
-            devices.remove(el)
+            skip_new.add(id(el))
     if added:
         raise ProgrammingError(f"{file}: controllers {sorted(added)} were not written")
     devs = domain_devices(domain)
     implicit = sum(1 for p in ext.placed if devs.get(p.endpoint.name) is not None
                    and devs[p.endpoint.name].implicit is not None and p.address is not None)
-    if implicit:
-        kids = [c for c in devices if isinstance(c.tag, str)]
-        for el in kids[len(kids) - implicit:]:
-            devices.remove(el)
-    before = domain.document.root.find("devices")
-    kids_before = [el for el in before if isinstance(el.tag, str)] if before is not None else []
-    gone_at = {i for i, el in enumerate(kids_before) if any(el is dc.element for dc in left)}
-    old_devices = old.find("devices")
-    if old_devices is not None:
-        kids = [el for el in old_devices if isinstance(el.tag, str)]
-        for i in sorted(gone_at, reverse=True):
-            old_devices.remove(kids[i])
-    for tree in (old, new):
-        d = tree.find("devices")
-        for el in (d if d is not None else []):
-            if not isinstance(el.tag, str):
-                continue
-            a = el.find("address")
-            if a is not None and a.get("type") == "pci":
-                el.remove(a)
-            if el.tag == "controller" and el.get("type") == "pci" and "index" in el.attrib:
-                del el.attrib["index"]
-    if _shape(old) != _shape(new):
+    skip_new |= {id(el) for el in kids[len(kids) - implicit:]} if implicit else set()
+    skip_old = {id(dc.element) for dc in left}
+    if _shape(domain.document.root, skip_old) != _shape(new, skip_new):
         raise ProgrammingError(f"{file}: the edit changed more than the plan")
 
 

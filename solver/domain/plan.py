@@ -59,6 +59,7 @@ class Planned:
     edit: Edit
     surplus: tuple[Surplus, ...] = ()
     removed: tuple[str, ...] = ()  # the document's controllers the right-sized plan dropped
+    cached: bool = False  # the plan came from the cache (an identical problem planned before)
 
     @property
     def name(self) -> str:
@@ -74,10 +75,15 @@ class Planned:
 
 
 def plan_document(data: str | bytes, file: str, headroom: tuple[Headroom, ...] = (), *, right_size: bool = False,
-                  allow_moves: bool = False, machine: str | None = None, spec: str | None = None) -> Planned:
+                  allow_moves: bool = False, machine: str | None = None, spec: str | None = None,
+                  surplus: bool = True, cache: dict | None = None) -> Planned:
     """Read a domain XML, plan it (see the module docstring) and write the plan into its text.
 
-    ``machine`` (from a spec with ``domain:``) must name the guest's own family."""
+    ``machine`` (from a spec with ``domain:``) must name the guest's own family.  ``surplus``:
+    also say how many of the document's unaddressed controllers a right-sized plan would not
+    need (a second plan).  ``cache``: plans by problem, so documents that differ only in what
+    the plan does not read (names, MAC addresses, disk paths: a fleet of templates) are planned
+    once."""
     domain = read_domain(data, file)
     wanted = family_for(machine) if machine is not None else None
     if wanted is not None and wanted.family != domain.rules.family:
@@ -86,11 +92,19 @@ def plan_document(data: str | bytes, file: str, headroom: tuple[Headroom, ...] =
     _check_nodes(domain, headroom)
     prefilled = _place_parents(domain)
     problem = domain.problem(headroom, right_size=right_size)
-    ext = plan_existing(problem, domain.rules, allow_moves=allow_moves)
+    key = (replace(problem, name="", source=""), allow_moves) if cache is not None else None
+    ext = cache.get(key) if cache is not None else None
+    cached = ext is not None
+    if ext is None:
+        ext = plan_existing(problem, domain.rules, allow_moves=allow_moves)
+        if cache is not None:
+            if len(cache) >= 4096:
+                del cache[next(iter(cache))]
+            cache[key] = ext
     reuse = [c for c in domain.unplaced_controllers if right_size and not c.index_given]
     edit = apply_plan(domain, ext, reuse=reuse, prefilled=prefilled)
-    surplus = () if right_size or not problem.keep else _surplus(domain, ext)
-    return Planned(domain, ext, edit, surplus, edit.removed_controllers)
+    surplus = () if right_size or not problem.keep or not surplus else _surplus(domain, ext)
+    return Planned(domain, ext, edit, surplus, edit.removed_controllers, cached)
 
 
 def _surplus(domain: Domain, ext: Extension) -> tuple[Surplus, ...]:

@@ -312,6 +312,7 @@ def read_domain(data: str | bytes, file: str = "<domain>") -> Domain:
                                     "lowest free one, in document order, so put the "
                                     f"<controller type='pci' model='{rules.root}'/> line first"))
         given.add(0)
+    next_free = 0
     for el in children:
         if el.tag != "controller" or el.get("type") != "pci":
             continue
@@ -329,7 +330,9 @@ def read_domain(data: str | bytes, file: str = "<domain>") -> Domain:
             index = 0
         if index is None:
             # libvirt gives it the lowest index no controller of the document has, in document order
-            index = min(i for i in range(0, 257) if i not in given)
+            while next_free in given:
+                next_free += 1
+            index = next_free
             given.add(index)
         rule = rules.rule_for(model, index) if index <= 255 else None
         if rule is None:
