@@ -514,7 +514,7 @@ def _domain_run(domain: str, data: bytes, headroom, *, output, in_place, force, 
         return
     gaps = {c.index for c in edit.gap_controllers}
     by_model: dict[str, list[int]] = {}
-    for c in ext.added:
+    for c in edit.new_controllers:
         if c.index not in gaps:
             by_model.setdefault(c.model, []).append(c.index)
     added = ", ".join(f"{len(ix)} {m} (index {_ranges(ix)})" for m, ix in by_model.items()) or "nothing"
@@ -538,11 +538,11 @@ def _domain_run(domain: str, data: bytes, headroom, *, output, in_place, force, 
                    err=True)
     for x in planned.surplus:
         click.echo(f"  surplus: {x} (--right-size keeps only what the plan needs)", err=True)
-    if planned.removed:
-        by: dict[str, int] = {}
-        for model in planned.removed:
-            by[model] = by.get(model, 0) + 1
-        click.echo("  removed (no address, not needed): " + ", ".join(f"{n} {m}" for m, n in by.items()), err=True)
+    if right_size and (edit.reused_controllers or edit.removed_controllers):
+        models = sorted(set(edit.reused_controllers) | set(edit.removed_controllers))
+        click.echo("  right-sized: " + ", ".join(
+            f"{edit.reused_controllers.count(m)} of the {edit.reused_controllers.count(m) + edit.removed_controllers.count(m)} "
+            f"{m} without an address kept, {edit.removed_controllers.count(m)} removed" for m in models), err=True)
     for m in ext.moves:
         click.echo(f"  moved {m.name}: {m.old} -> {m.new}", err=True)
     if in_place:

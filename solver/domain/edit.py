@@ -44,6 +44,7 @@ class Edit:
     filled_devices: int = 0  # the document's devices that got their address
     filled_controllers: int = 0  # the document's controllers that got their address (and index)
     removed_controllers: tuple[str, ...] = ()  # the models of the document's controllers dropped
+    reused_controllers: tuple[str, ...] = ()  # the models of the document's controllers a right-sized plan kept
 
 
 # -- the scanner: start/end tag spans in document order ----------------------------------
@@ -366,7 +367,7 @@ def apply_plan(domain: Domain, ext: Extension, *, reuse: list[DomainController] 
                 added_by_libvirt=tuple(d.endpoint.kind for d, _ in new_devices),
                 filled_devices=sum(1 for f in filled if not f.startswith("controller ")),
                 filled_controllers=sum(1 for f in filled if f.startswith("controller ")),
-                removed_controllers=tuple(removed))
+                removed_controllers=tuple(removed), reused_controllers=tuple(c.model for _, c in reused))
 
 
 def _insert_first(t: _Text, parent: etree._Element, lines: list[str], indent: str) -> None:
