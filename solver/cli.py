@@ -525,7 +525,8 @@ def _domain_run(domain: str, data: bytes, headroom, *, output, in_place, force, 
     else:
         what = [f"{n} {w}" for n, w in ((edit.filled_devices, "device(s)"),
                                          (edit.filled_controllers, "controller(s)")) if n]
-        libvirt = list(edit.added_by_libvirt) + [f"{c.model} {c.index} (an unused index)"
+        libvirt = list(edit.added_by_libvirt) + [f"{c.model} (the root bus)" if c.index == 0 else
+                                                 f"{c.model} {c.index} (an unused index)"
                                                  for c in edit.gap_controllers]
         if what:
             click.echo(f"  addresses written: {', '.join(what)}", err=True)

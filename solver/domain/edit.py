@@ -330,9 +330,26 @@ def apply_plan(domain: Domain, ext: Extension, *, reuse: list[DomainController] 
     new_controllers = sorted(new_controllers + gap, key=lambda c: c.index)
     new_ctrl = [_controller(c, ext.layout.family) for c in new_controllers]
     pci = [c.element for c in domain.controllers if c.element is not None]
+    if (new_ctrl or new_devices) and devices_el is None:
+        # a domain without <devices> (libvirt adds what it needs): the plan writes one, last in <domain>
+        root = doc.root
+        step = t.step(root)
+        els = new_ctrl + [implicit_element(d.endpoint.kind, a, ext.layout.family,
+                                           primary=d.endpoint.fixed_role == "primary-video") for d, a in new_devices]
+        lines = [ln for e in els for ln in _lines(e, step * 2, step, t.quote)]
+        block = t.nl.join([f"{step}<devices>", *lines, f"{step}</devices>"])
+        sp = t.span[id(root)]
+        ls = t.line_start(sp.closing)
+        if not t.text[ls:sp.closing].strip() and ls > sp.head_end:
+            t.replace(ls, ls, block + t.nl)
+        else:
+            t.replace(sp.closing, sp.closing, t.nl + block + t.nl)
+        inserted += [f"controller {c.index} ({c.model})" for c in new_controllers]
+        written_devices = list(new_devices)
+        new_ctrl, new_devices = [], []
+    else:
+        written_devices = list(new_devices)
     if new_ctrl or new_devices:
-        if devices_el is None:
-            raise ProgrammingError(f"{doc.file}: a guest without <devices> has nothing to plan around")
         indent = t.indent_of(devices_el) + t.step(devices_el)
         step = t.step(devices_el)
         q = t.quote
@@ -364,7 +381,7 @@ def apply_plan(domain: Domain, ext: Extension, *, reuse: list[DomainController] 
     data = text.encode(doc.encoding)
     _check(domain, data, new_controllers, [dc for dc, _ in reused], left, ext)
     return Edit(data, text, new_controllers=tuple(new_controllers), gap_controllers=tuple(gap),
-                added_by_libvirt=tuple(d.endpoint.kind for d, _ in new_devices),
+                added_by_libvirt=tuple(d.endpoint.kind for d, _ in written_devices),
                 filled_devices=sum(1 for f in filled if not f.startswith("controller ")),
                 filled_controllers=sum(1 for f in filled if f.startswith("controller ")),
                 removed_controllers=tuple(removed), reused_controllers=tuple(c.model for _, c in reused))
@@ -425,6 +442,8 @@ def _check(domain: Domain, data: bytes, new_controllers: list[Controller], reuse
                    and devs[p.endpoint.name].implicit is not None and p.address is not None)
     skip_new |= {id(el) for el in kids[len(kids) - implicit:]} if implicit else set()
     skip_old = {id(dc.element) for dc in left}
+    if domain.document.root.find("devices") is None and devices is not None:
+        skip_new.add(id(devices))  # the plan wrote <devices> itself: everything in it is the plan's
     if _shape(domain.document.root, skip_old) != _shape(new, skip_new):
         raise ProgrammingError(f"{file}: the edit changed more than the plan")
 
