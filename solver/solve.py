@@ -138,8 +138,8 @@ def _hints(problem: Problem, rules: RuleSet) -> list[str]:
     if has_ports and implicit:
         flags = ", ".join(f"{f}: false" for f, k in rules.implicit.items()
                           if any(e.kind == k for e in implicit))
-        out.append(f"devices libvirt adds by itself take a port each; switch off the ones the guest does not need "
-                   f"(defaults: {{{flags}}})")
+        out.append(f"devices libvirt adds by itself take room a port could use; switch off the ones the guest does "
+                   f"not need (defaults: {{{flags}}})")
     video = [e for e in problem.endpoints if e.kind in DEVICES and DEVICES[e.kind].video]
     if video and any(e.implicit for e in video):
         out.append("the video card takes a root slot; 'defaults: {video: false}' drops it on a headless guest")

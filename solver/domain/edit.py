@@ -314,7 +314,7 @@ def apply_plan(domain: Domain, ext: Extension, *, reuse: list[DomainController] 
         first = p.endpoint.functions[0]
         for el, f in d.members:
             a = Address(p.address.bus, p.address.slot, p.address.function + f - first, p.address.domain)
-            _set_address(t, el, a, multifunction=f == 0 and len(d.members) > 1)
+            _set_address(t, el, a, multifunction=f == 0 and (len(d.members) > 1 or p.multifunction))
         filled.append(f"{_who(d)} at {p.address}")
     moved = {m.old: m.new for m in ext.moves}
     for d in domain.devices:

@@ -413,7 +413,7 @@ def read_domain(data: str | bytes, file: str = "<domain>") -> Domain:
         if fixed is not None and fixed.address.slot in {s for s, _ in rules.reserved_root_slots}:
             cls = None  # a function of a chipset slot (PIIX3 USB and IDE, ICH9 SATA): takes no slot of its own
         endpoint = Endpoint(name=dev, kind=kind.name, cls=cls, pinned=address, fixed_role=role,
-                            line=el.sourceline, integrated=kind.integrated,
+                            line=el.sourceline, integrated=kind.integrated, root_ok=not kind.detach,
                             functions=(kind.function,) if kind.function is not None else (0,))
         device = DomainDevice(endpoint, [(el, kind.function or 0)], address)
         if kind.companions is not None:
@@ -528,7 +528,7 @@ def _added_at_define(children: list[etree._Element], rules: RuleSet, roles_taken
         if fixed is not None and fixed.address.slot in {s for s, _ in rules.reserved_root_slots}:
             cls = None
         endpoint = Endpoint(name=f"{kind.element} (libvirt adds it)", kind=kind.name, cls=cls, fixed_role=role,
-                            implicit=True)
+                            implicit=True, root_ok=not kind.detach)
         out.append(DomainDevice(endpoint, [], None, implicit=imp))
     return out
 
