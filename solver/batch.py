@@ -43,7 +43,7 @@ from .errors import Finding, InfeasibleError, ProgrammingError, SpecError, TopoS
 __all__ = ["BatchResult", "BatchOptions", "plan_many", "collect_specs", "exit_code", "STATUSES"]
 
 STATUSES = ("ok", "infeasible", "error")
-SPEC_SUFFIXES = (".yaml", ".yml")
+SPEC_SUFFIXES = (".yaml", ".yml", ".xml")  # specs, and domain XML templates
 MAX_CHUNK = 32  # paths per task sent to a worker
 MAX_DOMAIN_BYTES = 8 * 1024 * 1024  # the domain reader's own limit (topo_solve.domain.parse.MAX_BYTES)
 
@@ -78,6 +78,8 @@ class BatchOptions:
     outdir: str | None = None  # None: do not write; each result carries its XML instead
     force: bool = False  # replace existing output files
     virt_type: str | None = None  # override every spec's domain type (kvm | qemu)
+    hotplug: tuple = ()  # headroom (Headroom entries) every domain XML template is planned for
+    right_size: bool = False  # domain XML templates: keep only the unaddressed controllers the plan needs
 
 
 # -- choosing the specs ------------------------------------------------------
@@ -85,7 +87,7 @@ class BatchOptions:
 def collect_specs(args: Iterable[str]) -> tuple[list[str], list[BatchResult]]:
     """Expand DIR, GLOB and FILE arguments into spec paths, in a stable order.
 
-    A folder gives its ``*.yaml`` and ``*.yml`` files (not its subfolders'); a
+    A folder gives its ``*.yaml``, ``*.yml`` and ``*.xml`` files (not its subfolders'); a
     pattern (``*``, ``?``, ``[``; ``**`` recurses) gives the files it matches, sorted;
     a plain path is taken as it is (a missing one is then reported as that
     spec's error).  A file met twice is planned once.  Returns the paths, and an
@@ -107,7 +109,7 @@ def collect_specs(args: Iterable[str]) -> tuple[list[str], list[BatchResult]]:
                 found = sorted(os.path.join(arg, e.name) for e in entries
                                if e.name.endswith(SPEC_SUFFIXES) and e.is_file())
             if not found:
-                unmatched.append(_error(arg, None, 2, f"{arg}: no *.yaml or *.yml file in this folder"))
+                unmatched.append(_error(arg, None, 2, f"{arg}: no *.yaml, *.yml or *.xml file in this folder"))
         elif glob.has_magic(arg):
             found = sorted(p for p in glob.glob(arg, recursive=True) if os.path.isfile(p))
             if not found:
@@ -154,15 +156,20 @@ def _plan_one(path: str, options: BatchOptions, cache: dict) -> BatchResult:
 
     request = None
     try:
-        request = load_request(path)
-        if isinstance(request, DomainRequest):
+        if path.endswith(".xml"):  # a domain XML template, planned for the batch's shared --hotplug
+            result, text = _xml_template(path, options)
+        else:
+            request = load_request(path)
+        if request is None:
+            pass
+        elif isinstance(request, DomainRequest):
             result, text = _extend_one(path, request)
         else:
             result, text = _new_guest(path, request, options, cache)
         if text is None:
             return result
         if options.outdir is None:
-            return replace(result, xml=text)
+            return replace(result, xml=text if isinstance(text, str) else text.decode("utf-8", "replace"))
         output = os.path.join(options.outdir, Path(path).stem + ".xml")
         _write_new(output, text, options.force)
         return replace(result, output=output)
@@ -231,20 +238,31 @@ def _extend_one(path: str, request) -> tuple[BatchResult, str]:
     return _domain_result(path, domain, data, tuple(request.headroom), machine=request.machine)
 
 
+def _xml_template(path: str, options: BatchOptions) -> tuple[BatchResult, str]:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_DOMAIN_BYTES + 1)
+    except OSError as exc:
+        raise SpecError([Finding(path, None, "", f"cannot read the file: {exc.strerror or exc}")]) from None
+    return _domain_result(path, path, data, options.hotplug, right_size=options.right_size, cache=_CACHE)
+
+
 def _domain_result(path: str, domain: str, data: bytes, headroom, *, machine: str | None = None,
-                   right_size: bool = False) -> tuple[BatchResult, str]:
+                   right_size: bool = False, cache: dict | None = None) -> tuple[BatchResult, str]:
     from .domain.plan import plan_document
 
-    planned = plan_document(data, domain, headroom, machine=machine, spec=path, right_size=right_size)
+    planned = plan_document(data, domain, headroom, machine=machine, spec=path, right_size=right_size,
+                            surplus=False, cache=cache)
     ext = planned.extension
     added: dict[str, int] = {}
     for c in ext.added:
         added[c.model] = added.get(c.model, 0) + 1
     return BatchResult(spec=path, status="ok", code=0, name=planned.name, machine=planned.rules.family,
+                       cached=planned.cached,
                        added=dict(sorted(added.items())),
                        capacity={str(k): v for k, v in ext.capacity.items()},
                        requested={str(k): v for k, v in ext.requested.items()},
-                       message="\n".join(f"{path}: warning: {w}" for w in ext.warnings)), planned.edit.text
+                       message="\n".join(f"{path}: warning: {w}" for w in ext.warnings)), planned.edit.data
 
 
 def _error(path: str, request, code: int, message: str) -> BatchResult:
@@ -265,8 +283,8 @@ def _write_new(path: str, text: str, force: bool) -> None:
     folder, name = os.path.split(path)
     fd, tmp = _new_temp(folder or ".", name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:  # a domain XML's own bytes (its encoding, its line endings)
+            f.write(text if isinstance(text, bytes) else text.encode("utf-8"))
         if force:
             os.replace(tmp, path)
         else:
@@ -302,14 +320,17 @@ def _new_temp(folder: str, name: str) -> tuple[int, str]:
 # -- many specs --------------------------------------------------------------
 
 def plan_many(specs: Iterable[str | os.PathLike], workers: int | None = None, *, outdir: str | os.PathLike | None = None,
-              force: bool = False, virt_type: str | None = None) -> Iterator[BatchResult]:
+              force: bool = False, virt_type: str | None = None, hotplug: tuple = (),
+              right_size: bool = False) -> Iterator[BatchResult]:
     """Plan every spec; yield a :class:`BatchResult` for each as it finishes.
 
     ``workers``: processes to use (default ``os.cpu_count()``; 1 plans in this
     process).  ``outdir``: write ``OUTDIR/<stem>.xml`` for each planned spec
     (created if missing); without it, each result carries its XML text instead.
     ``force``: replace existing output files.  ``virt_type``: override each
-    spec's domain type.  Never raises for one spec's fault; it becomes that
+    spec's domain type.  ``hotplug`` (Headroom entries) and ``right_size``: how the
+    domain XML templates among ``specs`` (``*.xml``) are planned.  Never raises for one
+    spec's fault; it becomes that
     spec's result.  Raises :class:`SpecError` when OUTDIR cannot be created.
 
     The worker processes start in this call, not at the first ``next()``, so
@@ -324,7 +345,8 @@ def plan_many(specs: Iterable[str | os.PathLike], workers: int | None = None, *,
             os.makedirs(out, exist_ok=True)
         except OSError as exc:  # the whole batch's fault, not one spec's
             raise SpecError([Finding(out, None, "", f"cannot create the output folder: {exc.strerror}")]) from None
-    options = BatchOptions(outdir=out, force=force, virt_type=virt_type)
+    options = BatchOptions(outdir=out, force=force, virt_type=virt_type, hotplug=tuple(hotplug),
+                           right_size=right_size)
     todo: list[str] = []
     owner: dict[str, str] = {}
     duplicates: list[BatchResult] = []

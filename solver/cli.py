@@ -284,12 +284,17 @@ def _headroom(hotplugs: tuple[str, ...]):
 @click.option("--force", is_flag=True, help="Replace output files (and the report) that exist.")
 @click.option("--report", metavar="FILE", help="Also write every spec's result as JSON.")
 @click.option("--virt-type", type=click.Choice(["kvm", "qemu"]), default=None, help="Override every spec's domain type.")
+@click.option("--hotplug", "hotplugs", multiple=True, metavar="MODEL=N[@NODE]",
+              help="Headroom for every domain XML template (*.xml); repeat it.")
+@click.option("--right-size", is_flag=True,
+              help="Domain XML templates: keep only the unaddressed controllers the plan needs.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary table on stdout (errors still go to stderr).")
 def batch(specs: tuple[str, ...], outdir: str, jobs: int | None, force: bool, report: str | None,
-          virt_type: str | None, quiet: bool) -> None:
-    """Plan many specs in parallel, each to OUTDIR/<spec stem>.xml.
+          virt_type: str | None, hotplugs: tuple[str, ...], right_size: bool, quiet: bool) -> None:
+    """Plan many specs and domain XML templates in parallel, each to OUTDIR/<stem>.xml.
 
-    SPECS are folders (their *.yaml and *.yml files), glob patterns or files.
+    SPECS are folders (their *.yaml, *.yml and *.xml files), glob patterns or files; a domain
+    XML template is planned for the headroom --hotplug gives (defined or not, as `plan` does).
     One bad spec never stops the rest; each is reported on stderr, then a table
     of all of them goes to stdout.  Exit code: 0 all planned, 1 some spec has no
     layout, 2 some spec (or output) is bad, 3 a bug; the highest one wins."""
@@ -301,7 +306,8 @@ def batch(specs: tuple[str, ...], outdir: str, jobs: int | None, force: bool, re
         raise _usage(f"{report} exists; pass --force to replace it")
     start = time.perf_counter()
     paths, results = b.collect_specs(specs)
-    stream = b.plan_many(paths, workers=jobs, outdir=outdir, force=force, virt_type=virt_type)
+    stream = b.plan_many(paths, workers=jobs, outdir=outdir, force=force, virt_type=virt_type,
+                         hotplug=_headroom(hotplugs), right_size=right_size)
     if sys.stderr.isatty():
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
@@ -438,7 +444,7 @@ def audit(domains: tuple[str, ...], emit: str) -> None:
         layout, rules, predicted = _audited(path, _read_bytes(path))
         report = verify(layout, rules, strict_auto=False)
         warnings = list(report.warnings)
-        if rules.root_hotplug_needs_acpi and not layout.acpi:
+        if rules.hotplug_needs_acpi and not layout.acpi:
             warnings.append(f"no <acpi/>: {rules.bus(rules.root).model} of a {rules.family} guest takes no hotplug "
                             "at all (QEMU: Bus 'pci.0' does not support hotplugging)")
         off = [c.index for c in layout.controllers if not c.hotplug]
@@ -561,21 +567,26 @@ def _domain_run(domain: str, data: bytes, headroom, *, output, in_place, force, 
         click.echo("  hotplug capacity/requested: " + "  ".join(
             f"{c} {ext.capacity[c]}/{ext.requested[c]}" for c in ext.capacity), err=True)
         return
+    gaps = {c.index for c in edit.gap_controllers}
     by_model: dict[str, list[int]] = {}
-    for c in ext.added:
-        by_model.setdefault(c.model, []).append(c.index)
+    for c in edit.new_controllers:
+        if c.index not in gaps:
+            by_model.setdefault(c.model, []).append(c.index)
     added = ", ".join(f"{len(ix)} {m} (index {_ranges(ix)})" for m, ix in by_model.items()) or "nothing"
     click.echo(f"{name} ({rules.family}): added {added}", err=True)
-    if defined:
+    if defined and not edit.filled_controllers and not edit.added_by_libvirt and not edit.gap_controllers:
         cap = "  ".join(f"{c} {ext.before[c]} -> {ext.capacity[c]}/{ext.requested[c]}" for c in ext.capacity)
         click.echo(f"  hotplug capacity before -> after/requested: {cap}", err=True)
     else:
-        own = [p for p in ext.placed if not p.endpoint.implicit]
-        libvirt = [p for p in ext.placed if p.endpoint.implicit and p.endpoint.cls is not None]
-        click.echo(f"  addresses given: {len(own)} device(s), {len(ext.filled)} controller(s)"
-                   + (f"; written out as libvirt would add them: "
-                      + ", ".join(p.endpoint.name.replace(" (libvirt adds it)", "") for p in libvirt)
-                      if libvirt else ""), err=True)
+        what = [f"{n} {w}" for n, w in ((edit.filled_devices, "device(s)"),
+                                         (edit.filled_controllers, "controller(s)")) if n]
+        libvirt = list(edit.added_by_libvirt) + [f"{c.model} (the root bus)" if c.index == 0 else
+                                                 f"{c.model} {c.index} (an unused index)"
+                                                 for c in edit.gap_controllers]
+        if what:
+            click.echo(f"  addresses written: {', '.join(what)}", err=True)
+        if libvirt:
+            click.echo(f"  written out as libvirt adds them at define: {', '.join(libvirt)}", err=True)
         cap = "  ".join(f"{c} {ext.capacity[c]}/{ext.requested[c]}" for c in ext.capacity)
         click.echo(f"  hotplug capacity/requested: {cap}", err=True)
     if ext.budgets:
@@ -583,11 +594,11 @@ def _domain_run(domain: str, data: bytes, headroom, *, output, in_place, force, 
                    err=True)
     for x in planned.surplus:
         click.echo(f"  surplus: {x} (--right-size keeps only what the plan needs)", err=True)
-    if planned.removed:
-        by: dict[str, int] = {}
-        for model in planned.removed:
-            by[model] = by.get(model, 0) + 1
-        click.echo("  removed (no address, not needed): " + ", ".join(f"{n} {m}" for m, n in by.items()), err=True)
+    if right_size and (edit.reused_controllers or edit.removed_controllers):
+        models = sorted(set(edit.reused_controllers) | set(edit.removed_controllers))
+        click.echo("  right-sized: " + ", ".join(
+            f"{edit.reused_controllers.count(m)} of the {edit.reused_controllers.count(m) + edit.removed_controllers.count(m)} "
+            f"{m} without an address kept, {edit.removed_controllers.count(m)} removed" for m in models), err=True)
     for m in ext.moves:
         click.echo(f"  moved {m.name}: {m.old} -> {m.new}", err=True)
     if in_place:

@@ -105,7 +105,7 @@ def existing_of(layout: Layout, rules: RuleSet, without: frozenset[str] = frozen
                     bus_numbers=bus_numbers,
                     max_index=max([c.index for c in layout.controllers] + [c.index for c in keep]),
                     acpi=layout.acpi, bus_limit=min(starts) if starts else None, root_range_used=root_range,
-                    kept=kept)
+                    kept=kept, root_hotplug=by_index[0].hotplug if 0 in by_index else True)
 
 
 def move_candidates(layout: Layout, rules: RuleSet):

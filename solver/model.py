@@ -196,6 +196,7 @@ class Placed:
 
     endpoint: Endpoint
     address: Address | None  # None only for endpoints with cls None and no fixed address
+    multifunction: bool = False  # at function 0 of a slot it shares: written multifunction='on'
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ def _finish(problem: Problem, rules: RuleSet, counts, moved_off: list[str]) -> P
     if moved_off:
         warnings.append(f"{', '.join(moved_off)} not at the chipset's preferred address: that root slot is "
                         "needed for ports")
-    if rules.root_hotplug_needs_acpi and not layout.acpi:
+    if rules.hotplug_needs_acpi and not layout.acpi:
         warnings.append(f"{rules.family} hotplug needs ACPI")
     return Plan(problem=problem, layout=layout, capacity=dict(report.capacity), added=added,
                 warnings=tuple(warnings), budgets={k: (b.used, b.limit) for k, b in report.budgets.items()},
@@ -124,6 +124,9 @@ def _hints(problem: Problem, rules: RuleSet) -> list[str]:
     from .rules.devices import DEVICES
 
     out = []
+    if rules.hotplug_needs_acpi and problem.base is not None and not problem.base.acpi and problem.headroom:
+        out.append(f"{rules.family} guests hotplug through ACPI only: without <features><acpi/></features> no "
+                   "bus takes a hotplug (QEMU: Bus 'pci.0' does not support hotplugging); add it to the XML")
     has_ports = any(b.is_port for b in rules.addable)
     legacy = sorted({e.kind for e in problem.endpoints
                      if e.cls is EndpointClass.PCI and not e.implicit and e.pinned is None})
@@ -135,8 +138,8 @@ def _hints(problem: Problem, rules: RuleSet) -> list[str]:
     if has_ports and implicit:
         flags = ", ".join(f"{f}: false" for f, k in rules.implicit.items()
                           if any(e.kind == k for e in implicit))
-        out.append(f"devices libvirt adds by itself take a port each; switch off the ones the guest does not need "
-                   f"(defaults: {{{flags}}})")
+        out.append(f"devices libvirt adds by itself take room a port could use; switch off the ones the guest does "
+                   f"not need (defaults: {{{flags}}})")
     video = [e for e in problem.endpoints if e.kind in DEVICES and DEVICES[e.kind].video]
     if video and any(e.implicit for e in video):
         out.append("the video card takes a root slot; 'defaults: {video: false}' drops it on a headless guest")

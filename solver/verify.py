@@ -123,6 +123,8 @@ def verify(layout: Layout, rules: RuleSet, *, strict_auto: bool = True, io_limit
 
     # who occupies which (bus, slot, function)
     occupant: dict[tuple[int, int, int], str] = {}
+    shares: set[tuple[int, int, str]] = set()  # endpoints that may share their slot as a function
+    chipset = {why for _, why in rules.reserved_root_slots}
     slot_users: dict[tuple[int, int], list[tuple[int, str, BusRule | None]]] = {}
     for slot, why in rules.reserved_root_slots:
         occupant[(0, slot, 0)] = why
@@ -183,6 +185,8 @@ def verify(layout: Layout, rules: RuleSet, *, strict_auto: bool = True, io_limit
         for f in ep.functions:  # a multifunction set takes each of its functions
             occupy(Address(p.address.bus, p.address.slot, p.address.function + f - ep.functions[0],
                            p.address.domain), who, None)
+        if ep.root_ok or ep.integrated or ep.pinned is not None or len(ep.functions) > 1:
+            shares.add((p.address.bus, p.address.slot, who))  # may share its slot as a function
         if prule is None:
             continue
         connect = rules.connect_of(ep.cls)
@@ -190,10 +194,7 @@ def verify(layout: Layout, rules: RuleSet, *, strict_auto: bool = True, io_limit
         if strict_auto and node != ep.node and ep.pinned is None:
             err(f"{who} (NUMA node {ep.node if ep.node is not None else 'none'}) sits on bus {p.address.bus}, "
                 + (f"which is NUMA node {node}'s" if node is not None else "which belongs to no NUMA node"))
-        # an integrated device (virtio-iommu) is auto-placed on the root bus, which takes no other endpoint
-        # that way (virDomainPCIAddressFlagsCompatible: INTEGRATED on bus 0 adds AUTOASSIGN)
-        integrated = ep.integrated and p.address.bus == 0
-        user_placed = ep.pinned is not None or ep.root_ok or fixed is not None or not strict_auto or integrated
+        user_placed = ep.pinned is not None or ep.root_ok or ep.integrated or fixed is not None or not strict_auto
         if not rules.accepts(prule, connect, auto=not user_placed, endpoint=True):
             how = "at all" if user_placed else "by libvirt's auto-placement"
             err(f"{who} ({ep.cls}) cannot sit on controller {p.address.bus} ({prule.model}) {how}")
@@ -215,16 +216,24 @@ def verify(layout: Layout, rules: RuleSet, *, strict_auto: bool = True, io_limit
             if len(gs) > 1 or bus in emulated_on:
                 err(f"bus {bus} mixes IOMMU groups or emulated devices; each group needs a bus of its own")
 
-    # functions: only packing controllers (root ports) share a slot, from function 0
+    # functions: a slot is shared only by controllers of one packing model (root ports, 8 to a
+    # slot), joined by devices that are never unplugged (a device that shares its slot cannot be
+    # unplugged: qemu_hotplug.c refuses it), and a shared slot has a function 0
     for (bus, slot), users in slot_users.items():
-        ctrl = [r for _, _, r in users if r is not None]
-        if len(users) < 2 or not ctrl:
-            continue  # chipset functions and multifunction endpoints: clashes were caught above
+        if len(users) < 2:
+            continue
         where = f"slot {bus:02x}:{slot:02x}"
-        if len(ctrl) != len(users) or len({r.name for r in ctrl}) != 1 or ctrl[0].packs < 2:
+        ctrl = [r for _, _, r in users if r is not None]
+        others = [w for _, w, r in users if r is None]
+        if not any(f == 0 for f, _, _ in users) and bus in by_index and not by_index[bus][0].root:
+            err(f"{where} has no function 0")
+        if not ctrl:
+            continue  # chipset functions and multifunction endpoints: clashes were caught above
+        unpluggable = [w for w in others if (bus, slot, w) not in shares and w not in chipset]
+        if len({r.name for r in ctrl}) != 1 or ctrl[0].packs < 2 or unpluggable:
             err(f"{where} mixes " + ", ".join(sorted(w for _, w, _ in users)))
         elif len(users) > ctrl[0].packs:
-            err(f"{where} holds {len(users)} controllers; at most {ctrl[0].packs}")
+            err(f"{where} holds {len(users)} functions; at most {ctrl[0].packs}")
         elif not any(f == 0 for f, _, _ in users):
             err(f"{where} has no function 0")
 
@@ -291,8 +300,10 @@ def _capacity(layout, rules: RuleSet, rep: Report, by_index, slot_users, groups,
     used_buses = {b for b, _ in slot_users}
     for index, (rule, c) in sorted(by_index.items()):
         hotplug = rule.hotplug and getattr(c, "hotplug", True)
-        if rule.root and rules.root_hotplug_needs_acpi and not layout.acpi:
-            hotplug = False  # i440fx hotplug is ACPI-based
+        if rules.hotplug_needs_acpi and not layout.acpi:
+            # i440fx hotplug is ACPI-based, on pci-root and on the bridges behind it (measured 9.0:
+            # a pc guest without <acpi/> takes no hotplug at all, a pci-bridge's slots included)
+            hotplug = False
         if not hotplug or not rule.auto_endpoints:
             continue
         empty = index not in used_buses

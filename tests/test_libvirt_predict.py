@@ -270,7 +270,7 @@ EDGES = {
 }
 
 # the README's example of an audit before define
-EDGES["readme-web-03"] = (REPO / "specs" / "domains" / "web-03.xml").read_text()
+EDGES["readme-web-04"] = (REPO / "specs" / "domains" / "web-04.xml").read_text()
 
 # libvirt refuses these at define; the prediction must say so with libvirt's reason
 REFUSED = {

@@ -231,12 +231,6 @@ def test_generated_guest_properties(family, data):
 
 # Where the planner's output is not yet what libvirt keeps (found by this test; the planner's to fix)
 PLANNER_DISAGREES = {
-    "pc-device-on-unaddressed-bridge": "plan refuses a device on a bus whose controller has no address yet "
-                                       "(libvirt places the controller and keeps the device there)",
-    "q35-device-on-unaddressed-port": "the same, on a root port",
-    "pc-pci-bridge-index-8": "plan leaves the index gap 1-7; libvirt fills it with 7 pci-bridges",
-    "q35-index-gap": "plan leaves the index gap 2-3; libvirt fills it with 2 pcie-root-ports",
-    "pseries-phb-gap": "plan leaves the index gap 1; libvirt fills it with a PHB",
     "q35-dmi-to-pci-bridge": "plan finds no place for a pci-bridge behind a dmi-to-pci-bridge without an address",
     "row12-q35-dmi-and-pci-bridge": "the same",
 }

@@ -38,10 +38,13 @@ class Edit:
 
     data: bytes  # the new document
     text: str
-    inserted: tuple[str, ...]  # "controller 15 (pcie-root-port)", "memballoon (libvirt adds it)"
-    filled: tuple[str, ...]  # "interface 'net0' at 0000:02:00.0"
-    removed: tuple[str, ...]  # "controller 9 (pcie-root-port)"
+    new_controllers: tuple[Controller, ...] = ()  # written as new elements (libvirt's index gaps among them)
+    gap_controllers: tuple[Controller, ...] = ()  # of those, the ones libvirt adds for an unused index
+    added_by_libvirt: tuple[str, ...] = ()  # device models libvirt adds at define, written out
+    filled_devices: int = 0  # the document's devices that got their address
+    filled_controllers: int = 0  # the document's controllers that got their address (and index)
     removed_controllers: tuple[str, ...] = ()  # the models of the document's controllers dropped
+    reused_controllers: tuple[str, ...] = ()  # the models of the document's controllers a right-sized plan kept
 
 
 # -- the scanner: start/end tag spans in document order ----------------------------------
@@ -92,6 +95,8 @@ class _Text:
         self.span = {id(el): sp for el, sp in zip(elements, spans)}
         self.keep = elements  # keeps the ids above alive
         self.edits: list[tuple[int, int, str]] = []
+        self._steps: dict[int, str] = {}
+        self._quotes: dict[int, str] = {}
         self.quote = "'" if self.text.count("='") >= self.text.count('="') else '"'
 
     def line_start(self, pos: int) -> int:
@@ -104,6 +109,12 @@ class _Text:
 
     def step(self, el: etree._Element) -> str:
         """One indentation step, from the element's children (or its parent's), else two spaces."""
+        key = id(el)
+        if key not in self._steps:
+            self._steps[key] = self._step(el)
+        return self._steps[key]
+
+    def _step(self, el: etree._Element) -> str:
         for parent in (el, el.getparent()):
             if parent is None:
                 continue
@@ -115,6 +126,12 @@ class _Text:
         return "  "
 
     def quote_of(self, el: etree._Element) -> str:
+        key = id(el)
+        if key not in self._quotes:
+            self._quotes[key] = self._quote_of(el)
+        return self._quotes[key]
+
+    def _quote_of(self, el: etree._Element) -> str:
         sp = self.span[id(el)]
         head = self.text[sp.start:sp.head_end]
         m = re.search(r"""=\s*(["'])""", head)
@@ -228,24 +245,39 @@ def _set_address(t: _Text, el: etree._Element, a: Address, multifunction: bool =
         t.append_child(el, _address_xml(a, q, multifunction))
 
 
-def apply_plan(domain: Domain, ext: Extension, *, reuse: list[DomainController] = ()) -> Edit:
+def apply_plan(domain: Domain, ext: Extension, *, reuse: list[DomainController] = (),
+               prefilled: list[DomainController] = ()) -> Edit:
     """The document with ``ext`` written in.
 
     ``reuse``: the document's controllers without index or address that a right-sized plan may
     use: each new controller of their model takes one (index and address written into it), and
     the ones left over are removed."""
     doc = domain.document
-    if ext.unchanged and not reuse:
-        return Edit(doc.data, doc.text, (), (), ())
+    if ext.unchanged and not reuse and not prefilled and not any(dc.implicit for dc in domain.controllers):
+        return Edit(doc.data, doc.text)
     t = _Text(doc)
     inserted: list[str] = []
     filled: list[str] = []
     removed: list[str] = []
     by_index = {c.controller.index: c for c in domain.controllers}
 
-    # the document's own controllers that get an address (and an index, if libvirt would give it one)
+    # the document's own controllers that get an address (and an index, if libvirt would give it one);
+    # the ones libvirt would add for an index gap are written out
+    gap = [dc.controller for dc in domain.controllers if dc.implicit and dc.root]
+    for dc in prefilled:
+        c = dc.controller
+        if dc.implicit:
+            gap.append(c)
+            continue
+        if not dc.index_given:
+            t.set_attribute(dc.element, "index", str(c.index), after="type")
+        _set_address(t, dc.element, c.address, c.multifunction)
+        filled.append(f"controller {c.index} ({c.model}) at {c.address}")
     for c in ext.filled:
         dc = by_index[c.index]
+        if dc.implicit:
+            gap.append(c)
+            continue
         if not dc.index_given:
             t.set_attribute(dc.element, "index", str(c.index), after="type")
         _set_address(t, dc.element, c.address, c.multifunction)
@@ -282,7 +314,7 @@ def apply_plan(domain: Domain, ext: Extension, *, reuse: list[DomainController] 
         first = p.endpoint.functions[0]
         for el, f in d.members:
             a = Address(p.address.bus, p.address.slot, p.address.function + f - first, p.address.domain)
-            _set_address(t, el, a, multifunction=f == 0 and len(d.members) > 1)
+            _set_address(t, el, a, multifunction=f == 0 and (len(d.members) > 1 or p.multifunction))
         filled.append(f"{_who(d)} at {p.address}")
     moved = {m.old: m.new for m in ext.moves}
     for d in domain.devices:
@@ -295,11 +327,29 @@ def apply_plan(domain: Domain, ext: Extension, *, reuse: list[DomainController] 
 
     # new controllers go after the document's last PCI controller (or first in <devices>)
     devices_el = doc.root.find("devices")
+    new_controllers = sorted(new_controllers + gap, key=lambda c: c.index)
     new_ctrl = [_controller(c, ext.layout.family) for c in new_controllers]
-    pci = [c.element for c in domain.controllers]
+    pci = [c.element for c in domain.controllers if c.element is not None]
+    if (new_ctrl or new_devices) and devices_el is None:
+        # a domain without <devices> (libvirt adds what it needs): the plan writes one, last in <domain>
+        root = doc.root
+        step = t.step(root)
+        els = new_ctrl + [implicit_element(d.endpoint.kind, a, ext.layout.family,
+                                           primary=d.endpoint.fixed_role == "primary-video") for d, a in new_devices]
+        lines = [ln for e in els for ln in _lines(e, step * 2, step, t.quote)]
+        block = t.nl.join([f"{step}<devices>", *lines, f"{step}</devices>"])
+        sp = t.span[id(root)]
+        ls = t.line_start(sp.closing)
+        if not t.text[ls:sp.closing].strip() and ls > sp.head_end:
+            t.replace(ls, ls, block + t.nl)
+        else:
+            t.replace(sp.closing, sp.closing, t.nl + block + t.nl)
+        inserted += [f"controller {c.index} ({c.model})" for c in new_controllers]
+        written_devices = list(new_devices)
+        new_ctrl, new_devices = [], []
+    else:
+        written_devices = list(new_devices)
     if new_ctrl or new_devices:
-        if devices_el is None:
-            raise ProgrammingError(f"{doc.file}: a guest without <devices> has nothing to plan around")
         indent = t.indent_of(devices_el) + t.step(devices_el)
         step = t.step(devices_el)
         q = t.quote
@@ -330,7 +380,11 @@ def apply_plan(domain: Domain, ext: Extension, *, reuse: list[DomainController] 
     text = t.render()
     data = text.encode(doc.encoding)
     _check(domain, data, new_controllers, [dc for dc, _ in reused], left, ext)
-    return Edit(data, text, tuple(inserted), tuple(filled), tuple(removed), tuple(removed))
+    return Edit(data, text, new_controllers=tuple(new_controllers), gap_controllers=tuple(gap),
+                added_by_libvirt=tuple(d.endpoint.kind for d, _ in written_devices),
+                filled_devices=sum(1 for f in filled if not f.startswith("controller ")),
+                filled_controllers=sum(1 for f in filled if f.startswith("controller ")),
+                removed_controllers=tuple(removed), reused_controllers=tuple(c.model for _, c in reused))
 
 
 def _insert_first(t: _Text, parent: etree._Element, lines: list[str], indent: str) -> None:
@@ -349,55 +403,48 @@ def _who(d: DomainDevice) -> str:
 
 # -- the check: nothing changed but what the plan says ------------------------------------
 
-def _shape(el) -> tuple:
-    """An element as nested tuples: tag, attributes, non-blank text, children (comments included)."""
-    if not isinstance(el.tag, str):
+def _shape(el, skip=frozenset(), device: bool = False) -> tuple:
+    """An element as nested tuples: tag, attributes, non-blank text, children (comments included);
+    the children in ``skip`` (by identity) left out.  A PCI controller's index and a device's own PCI
+    address (``device``: ``el`` is a child of ``<devices>``) are what a plan writes, so neither is
+    part of the shape."""
+    tag = el.tag
+    if not isinstance(tag, str):
         return ("#comment" if isinstance(el, etree._Comment) else "#pi", (el.text or "").strip())
     attrib = tuple(sorted(el.attrib.items()))
-    return (el.tag, attrib, (el.text or "").strip(), tuple(_shape(c) for c in el))
+    if device and tag == "controller" and el.get("type") == "pci":
+        attrib = tuple(kv for kv in attrib if kv[0] != "index")
+    inner = tag == "devices"
+    kids = tuple(_shape(c, skip, inner) for c in el
+                 if id(c) not in skip and not (device and c.tag == "address" and c.get("type") == "pci"))
+    return (tag, attrib, (el.text or "").strip(), kids)
 
 
 def _check(domain: Domain, data: bytes, new_controllers: list[Controller], reused: list[DomainController],
            left: list[DomainController], ext: Extension) -> None:
-    """The edited file is the input plus exactly the planned changes, nothing else."""
+    """The edited file is the input plus exactly the planned changes, nothing else: both trees,
+    without what the plan writes (new elements, PCI addresses, controller indexes) and without what
+    it removes, have the same shape."""
     file = domain.file
     new = parse_document(data, file).root
-    old = parse_document(domain.document.data, file).root
-    # undo the planned changes on the new tree: drop inserted elements, addresses written, indexes added
-    added = {str(c.index) for c in new_controllers}
     devices = new.find("devices")
-    for el in list(devices if devices is not None else []):
-        if isinstance(el.tag, str) and el.tag == "controller" and el.get("type") == "pci" and el.get("index") in added:
+    kids = [el for el in (devices if devices is not None else []) if isinstance(el.tag, str)]
+    added = {str(c.index) for c in new_controllers}
+    skip_new = set()
+    for el in kids:
+        if el.tag == "controller" and el.get("type") == "pci" and el.get("index") in added:
             added.discard(el.get("index"))
-            devices.remove(el)
+            skip_new.add(id(el))
     if added:
         raise ProgrammingError(f"{file}: controllers {sorted(added)} were not written")
     devs = domain_devices(domain)
     implicit = sum(1 for p in ext.placed if devs.get(p.endpoint.name) is not None
                    and devs[p.endpoint.name].implicit is not None and p.address is not None)
-    if implicit:
-        kids = [c for c in devices if isinstance(c.tag, str)]
-        for el in kids[len(kids) - implicit:]:
-            devices.remove(el)
-    before = domain.document.root.find("devices")
-    kids_before = [el for el in before if isinstance(el.tag, str)] if before is not None else []
-    gone_at = {i for i, el in enumerate(kids_before) if any(el is dc.element for dc in left)}
-    old_devices = old.find("devices")
-    if old_devices is not None:
-        kids = [el for el in old_devices if isinstance(el.tag, str)]
-        for i in sorted(gone_at, reverse=True):
-            old_devices.remove(kids[i])
-    for tree in (old, new):
-        d = tree.find("devices")
-        for el in (d if d is not None else []):
-            if not isinstance(el.tag, str):
-                continue
-            a = el.find("address")
-            if a is not None and a.get("type") == "pci":
-                el.remove(a)
-            if el.tag == "controller" and el.get("type") == "pci" and "index" in el.attrib:
-                del el.attrib["index"]
-    if _shape(old) != _shape(new):
+    skip_new |= {id(el) for el in kids[len(kids) - implicit:]} if implicit else set()
+    skip_old = {id(dc.element) for dc in left}
+    if domain.document.root.find("devices") is None and devices is not None:
+        skip_new.add(id(devices))  # the plan wrote <devices> itself: everything in it is the plan's
+    if _shape(domain.document.root, skip_old) != _shape(new, skip_new):
         raise ProgrammingError(f"{file}: the edit changed more than the plan")
 
 

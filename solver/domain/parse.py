@@ -112,22 +112,23 @@ def parse_document(data: str | bytes, file: str) -> Document:
     return Document(file=file, data=data, root=root, encoding=encoding)
 
 
+_TOO_DEEP = etree.XPath("/*" + "/*" * (MAX_DEPTH + 1))  # elements below MAX_DEPTH levels of nesting
+
+
 def _check_shape(root: etree._Element, file: str) -> None:
-    """Depth and element count in one pass over the tree (linear in its size)."""
-    stack = [(root, 0)]
+    """Element count, entities and depth, each by one pass in lxml's C code (linear in the size)."""
     count = 0
-    while stack:
-        el, depth = stack.pop()
+    for el in root.iter():
         count += 1
         if count > MAX_ELEMENTS:
             raise _fail(file, el.sourceline, f"more than {MAX_ELEMENTS:,} elements; a libvirt domain XML has a "
                         "few hundred, a guest with thousands of devices some tens of thousands")
-        if isinstance(el, etree._Entity):
-            raise _fail(file, el.sourceline, _DTD_MESSAGE)
-        if depth > MAX_DEPTH:
-            raise _fail(file, el.sourceline, f"elements nest deeper than {MAX_DEPTH} levels; libvirt domain XML "
-                        "nests about 6 deep")
-        stack.extend((child, depth + 1) for child in el)
+    for el in root.iter(etree.Entity):
+        raise _fail(file, el.sourceline, _DTD_MESSAGE)
+    deep = _TOO_DEEP(root)
+    if deep:
+        raise _fail(file, deep[0].sourceline, f"elements nest deeper than {MAX_DEPTH} levels; libvirt domain "
+                    "XML nests about 6 deep")
 
 
 def parse_xml(text: str | bytes, file: str) -> etree._Element:

@@ -59,6 +59,7 @@ class Planned:
     edit: Edit
     surplus: tuple[Surplus, ...] = ()
     removed: tuple[str, ...] = ()  # the document's controllers the right-sized plan dropped
+    cached: bool = False  # the plan came from the cache (an identical problem planned before)
 
     @property
     def name(self) -> str:
@@ -74,22 +75,36 @@ class Planned:
 
 
 def plan_document(data: str | bytes, file: str, headroom: tuple[Headroom, ...] = (), *, right_size: bool = False,
-                  allow_moves: bool = False, machine: str | None = None, spec: str | None = None) -> Planned:
+                  allow_moves: bool = False, machine: str | None = None, spec: str | None = None,
+                  surplus: bool = True, cache: dict | None = None) -> Planned:
     """Read a domain XML, plan it (see the module docstring) and write the plan into its text.
 
-    ``machine`` (from a spec with ``domain:``) must name the guest's own family."""
+    ``machine`` (from a spec with ``domain:``) must name the guest's own family.  ``surplus``:
+    also say how many of the document's unaddressed controllers a right-sized plan would not
+    need (a second plan).  ``cache``: plans by problem, so documents that differ only in what
+    the plan does not read (names, MAC addresses, disk paths: a fleet of templates) are planned
+    once."""
     domain = read_domain(data, file)
     wanted = family_for(machine) if machine is not None else None
     if wanted is not None and wanted.family != domain.rules.family:
         raise SpecError([Finding(spec or file, None, "machine", f"machine '{machine}' is {wanted.family}, but "
                                  f"{file} is a {domain.rules.family} guest; drop 'machine' or fix it")])
     _check_nodes(domain, headroom)
+    prefilled = _place_parents(domain)
     problem = domain.problem(headroom, right_size=right_size)
-    ext = plan_existing(problem, domain.rules, allow_moves=allow_moves)
+    key = (replace(problem, name="", source=""), allow_moves) if cache is not None else None
+    ext = cache.get(key) if cache is not None else None
+    cached = ext is not None
+    if ext is None:
+        ext = plan_existing(problem, domain.rules, allow_moves=allow_moves)
+        if cache is not None:
+            if len(cache) >= 4096:
+                del cache[next(iter(cache))]
+            cache[key] = ext
     reuse = [c for c in domain.unplaced_controllers if right_size and not c.index_given]
-    edit = apply_plan(domain, ext, reuse=reuse)
-    surplus = () if right_size or not problem.keep else _surplus(domain, ext)
-    return Planned(domain, ext, edit, surplus, edit.removed_controllers)
+    edit = apply_plan(domain, ext, reuse=reuse, prefilled=prefilled)
+    surplus = () if right_size or not problem.keep or not surplus else _surplus(domain, ext)
+    return Planned(domain, ext, edit, surplus, edit.removed_controllers, cached)
 
 
 def _surplus(domain: Domain, ext: Extension) -> tuple[Surplus, ...]:
@@ -106,6 +121,35 @@ def _surplus(domain: Domain, ext: Extension) -> tuple[Surplus, ...]:
         if lean_n < mine:
             out.append(Surplus(model, mine, lean_n))
     return tuple(out)
+
+
+def _place_parents(domain: Domain) -> list:
+    """Give an address first to the document's controllers that have none but have something
+    plugged into them (a device written with bus='0x03' while controller 3 has no address), the
+    way libvirt places controllers before devices: first fit, in index order.  They are then part
+    of the existing layout the plan keeps."""
+    from ..counts import Counts
+    from ..model import Problem
+    from ..place import place
+
+    rules = domain.rules
+    out = []
+    while True:
+        used = {d.address.bus for d in domain.devices if d.address is not None}
+        used |= {c.controller.address.bus for c in domain.controllers if c.controller.address is not None}
+        waiting = sorted((c for c in domain.controllers if not c.placed and c.controller.index in used),
+                         key=lambda c: c.controller.index)
+        if not waiting:
+            return out
+        dc = waiting[0]
+        base = domain.layout()
+        rule = rules.rule_for(dc.controller.model, dc.controller.index)
+        problem = Problem(name=domain.name, family=rules.family, machine=domain.machine, arch=domain.arch,
+                          endpoints=(), headroom=(), source=domain.file, base=base, keep=(dc.controller,))
+        layout = place(problem, rules, Counts({rule.name: 1}, {}))
+        placed = next(c for c in layout.controllers if c.index == dc.controller.index)
+        dc.controller = placed
+        out.append(dc)
 
 
 def _check_nodes(domain: Domain, headroom: tuple[Headroom, ...]) -> None:

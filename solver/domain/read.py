@@ -37,11 +37,15 @@ __all__ = ["Domain", "DomainController", "DomainDevice", "read_domain", "read_la
 class DomainController:
     """A ``<controller type='pci'>`` of the document."""
 
-    element: etree._Element
+    element: etree._Element | None  # None: libvirt adds it at define (an index gap)
     controller: Controller  # its index is the one given, or the one libvirt will give it
     index_given: bool
     line: int | None
     root: bool = False  # a root bus (pcie-root, a PHB): it has no address to give
+
+    @property
+    def implicit(self) -> bool:
+        return self.element is None
 
     @property
     def placed(self) -> bool:
@@ -92,8 +96,9 @@ class Domain:
 
     @property
     def defined(self) -> bool:
-        """Every device and controller of the document has its address (what libvirt would still
-        add by itself, a balloon say, is not the document's: see ``added_by_libvirt``)."""
+        """Every device and controller of the document has its address, and no controller index is
+        left unused (what libvirt would still add by itself, a balloon say, is not the document's:
+        see ``added_by_libvirt``)."""
         return not [d for d in self.unplaced if d.implicit is None] and not self.unplaced_controllers
 
     @property
@@ -294,6 +299,21 @@ def read_domain(data: str | bytes, file: str = "<domain>") -> Domain:
     # document order (what libvirt gives it)
     given = {i for el in children if el.tag == "controller" and el.get("type") == "pci"
              for i in [_index(el, file, [])] if i is not None and i >= 0}
+    pci_els = [el for el in children if el.tag == "controller" and el.get("type") == "pci"]
+    unindexed = [el for el in pci_els if el.get("index") is None]
+    root_el = next((el for el in unindexed if el.get("model") == rules.root), None)
+    if 0 not in given and root_el is not None:
+        # libvirt numbers in document order, so a controller before the root would take index 0 and
+        # be refused; say it once, then read the rest as if the root came first
+        early = unindexed[:unindexed.index(root_el)]
+        if early:
+            problems.append(Finding(file, early[0].sourceline, "controller@model",
+                                    f"this controller gets index 0, which must be the root bus (model="
+                                    f"'{rules.root}'): libvirt numbers a controller without an index with the "
+                                    "lowest free one, in document order, so put the "
+                                    f"<controller type='pci' model='{rules.root}'/> line first"))
+        given.add(0)
+    next_free = 0
     for el in children:
         if el.tag != "controller" or el.get("type") != "pci":
             continue
@@ -307,9 +327,13 @@ def read_domain(data: str | bytes, file: str = "<domain>") -> Domain:
                                     f"model='{rules.root}' or model='{rules.addable[0].model}'"))
             continue
         index_given = index is not None
+        if index is None and el is root_el and 0 not in {c.controller.index for c in controllers}:
+            index = 0
         if index is None:
             # libvirt gives it the lowest index no controller of the document has, in document order
-            index = min(i for i in range(0, 257) if i not in given)
+            while next_free in given:
+                next_free += 1
+            index = next_free
             given.add(index)
         rule = rules.rule_for(model, index) if index <= 255 else None
         if rule is None:
@@ -334,6 +358,20 @@ def read_domain(data: str | bytes, file: str = "<domain>") -> Domain:
             seen.append(_Seen(f"controller {index} ({shown(model)})", "controller",
                               el.find("address").sourceline, address, index))
 
+    # no root bus in the XML: libvirt adds it (index 0, qemuDomainDefAddDefaultDevices)
+    used = {c.controller.index for c in controllers}
+    if 0 not in used:
+        root_rule = rules.bus(rules.root)
+        controllers.insert(0, DomainController(None, Controller(0, rules.root, None, target=(
+            ("index", 0),) if "index" in root_rule.target else ()), True, None, True))
+    # an index nobody has below the highest in use: libvirt adds a controller of the family's gap model
+    for index in range(1, max(used | {0})):
+        if index not in used:
+            rule = rules.rule_for(rules.gap_model, index)
+            controllers.append(DomainController(None, Controller(index, rules.gap_model, None,
+                               target=(("index", index),) if "index" in rule.target else ()),
+                               True, None, rule.root))
+
     roles_taken: set[str] = set()
     # a USB2 set is the companions libvirt gives one index (two sets written without indexes are 0 and 1)
     indexes = element_indexes(children, lambda el: _index(el, file, []), lambda el: el.get("model"))
@@ -356,13 +394,7 @@ def read_domain(data: str | bytes, file: str = "<domain>") -> Domain:
                                     f"{rules.family} guests (QEMU or libvirt has no such device there)"))
             continue
         dev = _name(el, found.tag, counters, seen_alias, file, problems, indexes.get(el))
-        # a USB2 set takes one chipset role (its slot), with its first member
-        joins = kind.companions is not None and indexes.get(el) in usb_sets
-        role = None if joins else _role(kind, rules, roles_taken, address)
         cls = kind.cls
-        fixed = rules.fixed.get(role) if role else None
-        if fixed is not None and fixed.address.slot in {s for s, _ in rules.reserved_root_slots}:
-            cls = None  # a function of a chipset slot (PIIX3 USB and IDE, ICH9 SATA): takes no slot of its own
         if kind.companions is not None:
             index = indexes.get(el, 0)
             member = usb_sets.get(index)
@@ -379,8 +411,12 @@ def read_domain(data: str | bytes, file: str = "<domain>") -> Domain:
                                                          pinned=address, line=el.sourceline), [(el, kind.function)],
                                                 address))
                 continue
+        role = _role(kind, rules, roles_taken, address)
+        fixed = rules.fixed.get(role) if role else None
+        if fixed is not None and fixed.address.slot in {s for s, _ in rules.reserved_root_slots}:
+            cls = None  # a function of a chipset slot (PIIX3 USB and IDE, ICH9 SATA): takes no slot of its own
         endpoint = Endpoint(name=dev, kind=kind.name, cls=cls, pinned=address, fixed_role=role,
-                            line=el.sourceline, integrated=kind.integrated,
+                            line=el.sourceline, integrated=kind.integrated, root_ok=not kind.detach,
                             functions=(kind.function,) if kind.function is not None else (0,))
         device = DomainDevice(endpoint, [(el, kind.function or 0)], address)
         if kind.companions is not None:
@@ -497,7 +533,7 @@ def _added_at_define(children: list[etree._Element], rules: RuleSet, roles_taken
         if fixed is not None and fixed.address.slot in {s for s, _ in rules.reserved_root_slots}:
             cls = None
         endpoint = Endpoint(name=f"{kind.element} (libvirt adds it)", kind=kind.name, cls=cls, fixed_role=role,
-                            implicit=True)
+                            implicit=True, root_ok=not kind.detach)
         out.append(DomainDevice(endpoint, [], None, implicit=imp))
     return out
 
@@ -510,8 +546,13 @@ def read_layout(data: str | bytes, file: str = "<domain>") -> tuple[Layout, Rule
     domain = read_domain(data, file)
     if not domain.defined:
         devices = len([d for d in domain.unplaced if d.implicit is None])
-        ctrls = len(domain.unplaced_controllers)
-        raise SpecError([Finding(file, None, "", f"the guest was never defined: {devices} device(s) and {ctrls} "
-                                 "PCI controller(s) have no PCI address yet; `topo-solve plan FILE` places "
-                                 "them, or define it first (virsh define, then virsh dumpxml)")])
+        ctrls = len([c for c in domain.unplaced_controllers if not c.implicit])
+        gaps = len([c for c in domain.unplaced_controllers if c.implicit])
+        what = [f"{devices} device(s) and {ctrls} PCI controller(s) have no PCI address yet"] if devices or ctrls \
+            else []
+        what += [f"{gaps} PCI controller index(es) below the highest are unused (libvirt adds a controller for "
+                 "each)"] if gaps else []
+        raise SpecError([Finding(file, None, "", f"the guest was never defined: {'; '.join(what)}; "
+                                 "`topo-solve plan FILE` places them, or define it first (virsh define, then "
+                                 "virsh dumpxml)")])
     return domain.layout(), domain.rules

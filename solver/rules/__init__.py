@@ -164,7 +164,7 @@ class RuleSet:
     defaults: Mapping[str, bool]  # defaults flag -> on unless the spec says otherwise
     default_video: str
     acpi: bool  # emit <features><acpi/></features>
-    root_hotplug_needs_acpi: bool
+    hotplug_needs_acpi: bool  # no bus takes a hotplug without <acpi/> (i440fx: ACPI PCI hotplug)
     max_count: Mapping[str, int] = field(default_factory=dict)  # per controller model, root included
     max_index: int = 255  # domain_validate.c: PCI controller index <= 255
     bus_number_limit: int = 256  # one PCI domain has 256 bus numbers (QEMU docs/pcie.txt)
@@ -180,6 +180,9 @@ class RuleSet:
     # Devices libvirt adds to a domain XML at define time (qemuDomainDefAddDefaultDevices,
     # virDomainDefAddImplicitDevices), in the order it adds them.
     added_at_define: tuple["Implicit", ...] = ()
+    # The controller libvirt adds for an index nobody uses below the highest one in use
+    # (qemuDomainPCIAddressSetCreate fills the gaps: "PCI controller index N is missing")
+    gap_model: str = "pci-bridge"
     # libvirt gives unaddressed virtio devices (DeviceKind.mmio) virtio-mmio addresses instead of PCI ones
     # when the XML already has a device at a virtio-mmio address (qemuDomainAssignVirtioMMIOAddresses:
     # ARM and RISC-V virt machines)

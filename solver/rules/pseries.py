@@ -47,11 +47,12 @@ RULES = RuleSet(
     defaults=_freeze({"usb": True, "memballoon": True, "video": False}),
     default_video="vga",
     acpi=False,  # no ACPI on POWER
-    root_hotplug_needs_acpi=False,
+    hotplug_needs_acpi=False,
     # PHB target indexes 0-30 (domain_validate.c), so at most 31 PHBs.
     max_count=_freeze({"pci-root+": 30}),  # measured: target index 31 is refused ("must be 0-30")
     sources=("real-libvirt.md rows 21-23",),
     numa_root="pci-root+",
+    gap_model="pci-root",
     # qemuDomainGetMemorySizeAlignment: ppc64 memory (and each NUMA cell) is rounded up to 256 MiB at
     # start (QEMU's spapr needs node memory in 256 MiB blocks); cells written aligned stay as written.
     numa_memory_align=256,

@@ -109,15 +109,13 @@ _fixed = {
                            "qemuDomainValidateDevicePCISlotsQ35: primary video 00:01.0"),
     # SATA controller 0 is part of the chipset at 00:1f.2.
     "sata": Fixed("sata", Address(0, 0x1F, 2), True, "qemuDomainValidateDevicePCISlotsQ35: SATA 00:1f.2"),
+    # Unaddressed USB2 sets (ich9-uhci1..3 with ich9-ehci1, one controller index) prefer 00:1d, then
+    # 00:1a, one slot each with the companions as functions .0 .1 .2 and .7 (measured 9.0).
+    "usb2-1": Fixed("usb2-1", Address(0, 0x1D, 0), False, "qemuDomainValidateDevicePCISlotsQ35: USB2 set 00:1d"),
+    "usb2-2": Fixed("usb2-2", Address(0, 0x1A, 0), False, "qemuDomainValidateDevicePCISlotsQ35: USB2 set 00:1a"),
     # The first ich9 sound card prefers 00:1b.0.
     "ich9-sound": Fixed("ich9-sound", Address(0, 0x1B, 0), False,
                         "qemuDomainValidateDevicePCISlotsQ35: ich9 sound 00:1b.0"),
-    # USB2 companion sets (ich9-ehci1 + ich9-uhci1-3, one slot): the first two without an address prefer
-    # 00:1d and 00:1a, where real ICH9 hardware has them; a third goes wherever a conventional device goes
-    "usb2-1": Fixed("usb2-1", Address(0, 0x1D, 0), False,
-                    "qemuDomainValidateDevicePCISlotsQ35: first USB2 set 00:1d (uhci1-3 .0-.2, ehci1 .7)"),
-    "usb2-2": Fixed("usb2-2", Address(0, 0x1A, 0), False,
-                    "qemuDomainValidateDevicePCISlotsQ35: second USB2 set 00:1a"),
     # A dmi-to-pci-bridge without an address prefers 00:1e.0 (the planner never adds one; libvirt's
     # define does place one a user wrote without an address there)
     "dmi-to-pci-bridge": Fixed("dmi-to-pci-bridge", Address(0, 0x1E, 0), False,
@@ -148,9 +146,10 @@ RULES = RuleSet(
     # q35 hotplugs natively without ACPI (real-libvirt.md row 1), but ACPI is what
     # every x86 guest wants; libvirt passes -no-acpi without it.
     acpi=True,
-    root_hotplug_needs_acpi=False,
+    hotplug_needs_acpi=False,
     sources=("real-libvirt.md section 4 rows 0-14",),
     numa_root="pcie-expander-bus",
+    gap_model="pcie-root-port",
     # measured, libvirt 9.0: <interface/> is rtl8139, an explicit <controller type='usb'/> piix3-uhci (the
     # implicit one is qemu-xhci), <controller type='scsi'/> lsilogic, <video/> cirrus
     element_defaults=_freeze({"interface model/@type": "rtl8139", "usb @model": "piix3-uhci",

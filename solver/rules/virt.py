@@ -29,12 +29,13 @@ RULES = RuleSet(
     defaults=_freeze({"usb": False, "memballoon": False, "video": False}),  # libvirt adds neither on virt
     default_video="virtio-gpu",
     acpi=False,  # "ACPI requires UEFI on this architecture" without a UEFI loader
-    root_hotplug_needs_acpi=False,
+    hotplug_needs_acpi=False,
     sources=("real-libvirt.md rows 24-26",),
     # pcie-expander-bus is allowed on aarch64 virt (libvirt test pcie-expander-bus-aarch64); measured:
     # virt-7.2 defines and hotplugs into a root port behind one.  The guest sees that root bus only
     # through ACPI, which needs UEFI here (the plan warns).
     numa_root="pcie-expander-bus",
+    gap_model="pcie-root-port",
     # measured, libvirt 9.0 (aarch64): <interface/> is virtio, <controller type='scsi'/> lsilogic, <video/>
     # virtio; libvirt adds no USB and no balloon on virt
     element_defaults=_freeze({"interface model/@type": "virtio", "usb @model": "qemu-xhci",
