@@ -89,10 +89,10 @@ def test_virt_switch_layout_hotplugs_its_capacity(virsh, tmp_path):
 
 
 def test_q35_at_the_bus_limit(virsh, tmp_path):
-    """251 PCIe hotplugs: 240 root ports, a switch of 14 downstream ports, usb and balloon: 255
-    controllers, 256 bus numbers.  libvirt defines it unchanged, QEMU starts it, and it takes 251
-    hotplugs before libvirt refuses."""
-    plan = plan_of("name: limit\nmachine: q35\nhotplug: [{class: pcie, count: 251}]\n")
+    """253 PCIe hotplugs: usb and balloon as two functions of a root-port slot, 238 root ports, a
+    switch of 16 downstream ports: 255 controllers, 256 bus numbers.  libvirt defines it unchanged,
+    QEMU starts it, and it takes 253 hotplugs before libvirt refuses."""
+    plan = plan_of("name: limit\nmachine: q35\nhotplug: [{class: pcie, count: 253}]\n")
     assert max(c.index for c in plan.layout.controllers) == 255 and plan.budgets["bus numbers"] == (256, 256)
     _define_unchanged(plan, virsh, tmp_path)
     _to_refusal(plan, virsh, tmp_path, classes=("pcie",), deadline_s=600)
@@ -241,14 +241,17 @@ def test_pc_numa_node_headroom_takes_explicit_addresses(virsh, tmp_path):
 
 def test_sound_moves_off_its_preferred_slot_when_ports_need_it(virsh, tmp_path):
     """Regression (found by the long property run): every root slot pinned but 00:1b.0, which
-    ich9 sound prefers.  Keeping the preference leaves no slot for root ports; the plan puts the
-    sound card behind a pcie-to-pci-bridge instead, and libvirt takes it unchanged."""
+    ich9 sound prefers.  Keeping the preference leaves no slot for root ports; the plan gives the
+    slot to the root ports, and the sound card, which libvirt never unplugs, takes a free function
+    of it; libvirt takes it unchanged and hotplugs into the root ports as promised."""
     pins = "".join(f"  - {{name: pin{s:02x}, model: e1000, address: '0000:00:{s:02x}.0', hotunplug: false}}\n"
                    for s in range(1, 0x1F) if s != 0x1B)
     plan = plan_of("name: sound\nmachine: q35\ndevices:\n" + pins + "  - {name: snd, model: ich9-hda}\n"
                    "hotplug:\n  - {class: pcie, count: 9}\n")
     snd = next(p for p in plan.layout.placed if p.endpoint.name == "snd")
-    assert snd.address.bus != 0 and plan.capacity[EndpointClass.PCIE] >= 9
+    ports = [c for c in plan.layout.controllers if c.model == "pcie-root-port"]
+    assert snd.address.bus == 0 and snd.address.slot == 0x1B and snd.address.function != 0
+    assert {c.address.slot for c in ports} == {0x1B} and plan.capacity[EndpointClass.PCIE] >= 9
     assert any("snd not at the chipset's preferred address" in w for w in plan.warnings)
     _define_unchanged(plan, virsh, tmp_path)
     _to_refusal(plan, virsh, tmp_path, classes=("pcie",))
