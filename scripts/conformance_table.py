@@ -10,7 +10,6 @@ and prints one row per spec and class: promised capacity, measured hotplugs.
 from __future__ import annotations
 
 import sys
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -43,8 +42,8 @@ def main() -> None:
                       "| | | |")
                 continue
             xml = render_domain(replace(plan, problem=replace(plan.problem, virt_type="qemu")))
-            with tempfile.TemporaryDirectory() as tmp:
-                m = measure(_prepare(xml, Path(tmp), swap_hostdevs=True), ["pcie", "pci"], virsh=virsh,
+            with virsh.scratch_dir() as files:
+                m = measure(_prepare(xml, files, swap_hostdevs=True), ["pcie", "pci"], virsh=virsh,
                             max_per_class=max(plan.capacity.values()) + 2)
             for c in ("pcie", "pci"):
                 refusal = (m.refusals.get(c) or "").replace("|", "/")[:60]
