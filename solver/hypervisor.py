@@ -328,6 +328,18 @@ class Virsh:
         """The daemon's libvirt and QEMU versions (``virsh version --daemon``)."""
         return parse_versions(self.run("version", "--daemon"))
 
+    def machine_aliases(self) -> dict[tuple[str, str], str]:
+        """(arch, alias) -> the versioned machine type it resolves to, e.g.
+        ``("x86_64", "q35") -> "pc-q35-7.2"`` (``virsh capabilities``, one entry per
+        machine that has a ``canonical`` name)."""
+        root = ET.fromstring(self.run("capabilities"))
+        out: dict[tuple[str, str], str] = {}
+        for arch in root.iter("arch"):
+            for m in arch.findall("machine"):
+                if m.get("canonical") and m.text:
+                    out.setdefault((arch.get("name", ""), m.text.strip()), m.get("canonical"))
+        return out
+
 
 # --------------------------------------------------------------------------
 # probe devices
@@ -510,7 +522,8 @@ def _added_devices(inp: ET.Element, out: ET.Element) -> list[str]:
     Counted per kind (tag, type, model): more of a kind after define than in
     the input means libvirt added one.  Each says whether it took a PCI
     address, e.g. ``"watchdog model=itco (no PCI address)"`` (libvirt >= 9.1
-    adds that one to every q35 guest).
+    adds that one to every q35 guest), ``"input type=mouse (no PCI address)"``
+    (the PS/2 devices of x86), ``"audio type=none (no PCI address)"``.
     """
     in_dev, out_dev = inp.find("devices"), out.find("devices")
     if out_dev is None:
@@ -520,8 +533,8 @@ def _added_devices(inp: ET.Element, out: ET.Element) -> list[str]:
         have[_signature(el)] = have.get(_signature(el), 0) + 1
     added = []
     for el in out_dev:
-        if el.tag == "controller" and el.get("type") == "pci":
-            continue
+        if el.tag == "emulator" or el.tag == "controller" and el.get("type") == "pci":
+            continue  # the emulator is a path, not a device; PCI controllers: _added_pci_controllers
         sig = _signature(el)
         if have.get(sig, 0) > 0:
             have[sig] -= 1

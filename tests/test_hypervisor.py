@@ -235,3 +235,56 @@ def test_moved_and_added_from_xml_alone():
     assert hv._added_pci_controllers(before, after) == ["pcie-root-port index=2 at 0000:00:03.0"]
     assert hv._moved_devices(before, after) == [
         "memballoon model=virtio: unaddressed -> 0000:02:00.0"]
+
+
+def test_added_devices_names_the_watchdog_and_what_took_a_slot():
+    import xml.etree.ElementTree as ET
+
+    before = ET.fromstring(
+        "<domain><devices><emulator>/usr/bin/qemu-system-x86_64</emulator>"
+        "<controller type='pci' index='0' model='pcie-root'/>"
+        "<interface type='user'><model type='virtio'/></interface></devices></domain>")
+    after = ET.fromstring(
+        "<domain><devices><emulator>/usr/bin/qemu-system-x86_64</emulator>"
+        "<controller type='pci' index='0' model='pcie-root'/>"
+        "<controller type='pci' index='1' model='pcie-root-port'/>"
+        "<interface type='user'><model type='virtio'/></interface>"
+        "<controller type='usb' index='0' model='qemu-xhci'>"
+        "<address type='pci' domain='0x0000' bus='0x02' slot='0x00' function='0x0'/></controller>"
+        "<watchdog model='itco' action='reset'/>"
+        "<audio id='1' type='none'/></devices></domain>")
+    assert hv._added_devices(before, after) == [
+        "controller type=usb model=qemu-xhci at 0000:02:00.0",
+        "watchdog model=itco (no PCI address)",
+        "audio type=none (no PCI address)",
+    ]
+    # neither an added PCI controller nor a moved address
+    assert hv._moved_devices(before, after) == []
+
+
+def test_versions_and_socket_uri():
+    text = ("Compiled against library: libvirt 9.0.0\nUsing library: libvirt 9.0.0\n"
+            "Using API: QEMU 9.0.0\nRunning hypervisor: QEMU 10.0.13\nRunning against daemon: 11.3.0\n")
+    v = hv.parse_versions(text)
+    assert (v.libvirt, v.qemu, v.client) == ((11, 3, 0), (10, 0, 13), (9, 0, 0))
+    assert v.label == "libvirt 11.3 + QEMU 10.0"
+    # without --daemon virsh prints no daemon line: the library's version stands in
+    assert hv.parse_versions(text.rsplit("Running against", 1)[0]).libvirt == (9, 0, 0)
+    with pytest.raises(ValueError, match="versions"):
+        hv.parse_versions("error: failed to connect to the hypervisor\n")
+    assert hv.socket_uri("/srv/a b/run/libvirt/libvirt-sock") == \
+        "qemu:///system?socket=/srv/a%20b/run/libvirt/libvirt-sock"
+    with pytest.raises(ValueError, match="absolute"):
+        hv.socket_uri("run/libvirt/libvirt-sock")
+
+
+def test_scratch_dir_is_seen_by_the_daemon_under_its_root(tmp_path):
+    virsh = hv.Virsh("qemu:///system?socket=/nowhere", root=tmp_path)
+    assert virsh.daemon_path("/var/log/libvirt/qemu") == tmp_path / "var/log/libvirt/qemu"
+    with virsh.scratch_dir() as s:
+        host, seen_as = s.path("disk.img")
+        assert host.parent.is_dir() and host.parent.parent == tmp_path / "var" / "tmp"
+        assert seen_as == f"/var/tmp/{host.parent.name}/disk.img"
+        with pytest.raises(ValueError):
+            s.path("../escape.img")
+    assert not host.parent.exists()
