@@ -93,7 +93,7 @@ FACTS: dict[str, Fact] = {
         "that accepts it is not known here.",
     ),
     "itco-watchdog": Fact(
-        "q35 guests get <watchdog model='itco'/> at define (no PCI address)",
+        "q35 guests get `<watchdog model='itco'/>` at define (no PCI address)",
         (Bound("libvirt", since=(9, 1)),),
         "libvirt NEWS v9.1.0, 'QEMU: iTCO watchdog made operational': the ICH9 TCO watchdog of q35 is "
         "configured by default (that the <watchdog> element appears with it is an inference from the "
@@ -101,14 +101,14 @@ FACTS: dict[str, Fact] = {
         "action='reset'/> to every q35 guest, pc-q35-7.2 ones included.",
     ),
     "virtio-sound": Fact(
-        "<sound model='virtio'/> (a PCIe virtio device)",
+        "`<sound model='virtio'/>` (a PCIe virtio device)",
         (Bound("libvirt", since=(10, 4)), Bound("qemu", since=(8, 2))),
         "libvirt NEWS v10.4.0: virtio sound model, needs QEMU 8.2 (virtio-sound-pci). Measured: "
         "libvirt 9.0 refuses \"Invalid value for attribute 'model' in element 'sound': 'virtio'\"; 11.3 "
         "places it behind a pcie-root-port and QEMU 10.0 starts it.",
     ),
     "nvme-disk": Fact(
-        "NVMe disks (<target bus='nvme'/>)",
+        "NVMe disks (`<target bus='nvme'/>`)",
         (Bound("libvirt", since=(11, 5)),),
         "libvirt NEWS v11.5.0: NVMe disk bus. Neither judge has it: both refuse \"Invalid value for "
         "attribute 'bus' in element 'target': 'nvme'\".",
