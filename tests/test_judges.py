@@ -22,8 +22,8 @@ import pytest
 from tests.libvirt_fixtures import BOTH, hv
 from tests.test_conformance import _prepare
 from tests.version_facts import FACTS
-from topo_solve.domain_read import read_domain
-from topo_solve.domain_xml import render_domain
+from topo_solve.domain.read import read_layout
+from topo_solve.domain.write import render_domain
 from topo_solve.model import EndpointClass
 from topo_solve.solve import solve
 from topo_solve.spec import load_spec, parse_spec, to_problem
@@ -176,7 +176,7 @@ def _case_itco_watchdog(virsh, files, holds: bool) -> None:
         expected = ["watchdog model=itco (no PCI address)"] if holds and q35 else []
         assert [a for a in added if a.startswith("watchdog")] == expected, (spec.name, added)
         # and audit reads libvirt's own dump to the plan's capacity
-        layout, rules = read_domain(dump)
+        layout, rules = read_layout(dump)
         assert verify(layout, rules, strict_auto=False).capacity == plan.capacity, spec.name
 
 
