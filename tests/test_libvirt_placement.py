@@ -9,6 +9,9 @@ place them at define time, and compare with the planner:
   the same devices with a headroom of one device of the class libvirt reserves
   for, so the controller counts by model must agree;
 * every device must land behind a controller of the same model in both.
+
+Both judges: auto-placement is the rule the planner models, it is what a newer
+libvirt might change, and a define costs a tenth of a second.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from topo_solve.domain.write import render_domain
 from topo_solve.model import EndpointClass, Headroom
 from topo_solve.solve import solve
 from topo_solve.spec import parse_spec, to_problem
+from tests.libvirt_fixtures import BOTH
 
-pytestmark = pytest.mark.libvirt
+pytestmark = [pytest.mark.libvirt, BOTH]
 
 _MODELS = {
     "q35": ["virtio-net", "virtio-blk", "e1000e", "virtio-rng", "e1000", "virtio-net-transitional"],
