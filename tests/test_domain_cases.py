@@ -54,3 +54,23 @@ def test_transitional_vhost_scsi_is_conventional_pci():
     bridges = {c.index for c in layout.controllers if c.model == "pcie-to-pci-bridge"}
     (placed,) = [p for p in layout.placed if p.endpoint.kind == "vhost-scsi-transitional"]
     assert placed.address.bus in bridges  # a conventional slot, behind a pcie-to-pci-bridge
+
+
+@pytest.mark.parametrize("bridge", ["pci-bridge", "pcie-to-pci-bridge"])
+def test_a_pcie_device_the_user_placed_on_a_conventional_bridge_is_no_broken_rule(bridge):
+    # virDomainPCIAddressFlagsCompatible: at an address from the config, a bus that takes PCI endpoints
+    # takes PCIe ones as well ("allow a PCI device to connect to a PCIe slot, or vice versa"); the real
+    # libvirt defines it too (tests/test_libvirt_domain.py)
+    ctrl = ("<controller type='pci' index='1' model='pcie-root-port'><address type='pci' bus='0x00' "
+            "slot='0x02'/></controller><controller type='pci' index='2' model='pcie-to-pci-bridge'>"
+            "<address type='pci' bus='0x01' slot='0x00'/></controller>") if bridge == "pcie-to-pci-bridge" else (
+            "<controller type='pci' index='1' model='dmi-to-pci-bridge'><address type='pci' bus='0x00' "
+            "slot='0x1e'/></controller><controller type='pci' index='2' model='pci-bridge'>"
+            "<address type='pci' bus='0x01' slot='0x01'/></controller>")
+    text = _domain("q35", "<controller type='pci' index='0' model='pcie-root'/>" + ctrl
+                   + "<interface type='user'><model type='virtio'/><address type='pci' bus='0x02' slot='0x03'/>"
+                   "</interface>")
+    layout, rules = read_layout(text, "case.xml")
+    assert verify(layout, rules, strict_auto=False).errors == []
+    planned = plan_document(text, "case.xml", PCIE1)
+    assert planned.extension.capacity[K.PCIE] >= 1
