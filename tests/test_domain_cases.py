@@ -74,3 +74,32 @@ def test_a_pcie_device_the_user_placed_on_a_conventional_bridge_is_no_broken_rul
     assert verify(layout, rules, strict_auto=False).errors == []
     planned = plan_document(text, "case.xml", PCIE1)
     assert planned.extension.capacity[K.PCIE] >= 1
+
+
+def test_controllers_without_an_index_are_told_apart():
+    # domain_postparse.c: a controller without an index gets the lowest one its type does not use,
+    # in order; many unindexed virtio-scsi controllers are many devices, each placed once
+    text = _domain("pseries", "<controller type='scsi' index='1' model='virtio-scsi'/>"
+                   + "<controller type='scsi' model='virtio-scsi'/>" * 33, arch="ppc64")
+    domain = read_domain(text, "case.xml")
+    names = [d.endpoint.name for d in domain.devices if d.endpoint.kind == "virtio-scsi"]
+    assert names == [f"scsi controller {i}" for i in [1, 0] + list(range(2, 34))]
+    planned = plan_document(text, "case.xml", PCI1)
+    root = etree.fromstring(planned.edit.data)
+    addrs = [(a.get("bus"), a.get("slot")) for el in root.iter("controller") if el.get("type") == "scsi"
+             for a in el.iter("address")]
+    assert len(addrs) == 34 and len(set(addrs)) == 34  # 34 controllers, 34 slots (a second PHB)
+    layout, rules = read_layout(planned.edit.data, "case.xml")
+    assert not verify(layout, rules, strict_auto=False).errors
+
+
+def test_usb2_companions_without_an_index_join_the_set_before_them():
+    # domain_postparse.c: an unindexed USB2 companion right after another USB2 controller takes its
+    # index, unless that index has its model already: two sets written without any index
+    sets = "".join(f"<controller type='usb' model='{m}'/>" for m in
+                   ("ich9-ehci1", "ich9-uhci1", "ich9-uhci2", "ich9-uhci3") * 2)
+    text = _domain("q35", sets).replace("<controller type='usb' model='none'/>", "")
+    planned = plan_document(text, "case.xml", ())
+    root = etree.fromstring(planned.edit.data)
+    slots = [el.find("address").get("slot") for el in root.iter("controller") if el.get("type") == "usb"]
+    assert slots == ["0x1d"] * 4 + ["0x1a"] * 4  # the ICH9 sets' own slots, one set each
