@@ -103,3 +103,18 @@ def test_usb2_companions_without_an_index_join_the_set_before_them():
     root = etree.fromstring(planned.edit.data)
     slots = [el.find("address").get("slot") for el in root.iter("controller") if el.get("type") == "usb"]
     assert slots == ["0x1d"] * 4 + ["0x1a"] * 4  # the ICH9 sets' own slots, one set each
+
+
+def test_an_unaddressed_controller_of_a_model_the_planner_never_adds_is_placed():
+    # libvirt places every PCI controller without an address, in index order, before the devices
+    # (qemuDomainAssignDevicePCISlots): a dmi-to-pci-bridge first, then a pci-bridge on it
+    text = _domain("q35", "<controller type='pci' index='0' model='pcie-root'/>"
+                   "<controller type='pci' index='1' model='dmi-to-pci-bridge'/>"
+                   "<controller type='pci' index='2' model='pci-bridge'/>"
+                   "<sound model='ich6'/>")
+    planned = plan_document(text, "case.xml", PCIE1 + PCI1)
+    layout, rules = read_layout(planned.edit.data, "case.xml")
+    at = {c.index: c.address for c in layout.controllers}
+    assert at[1].bus == 0 and at[2].bus == 1  # the pci-bridge hangs on the dmi-to-pci-bridge
+    report = verify(layout, rules, strict_auto=False)
+    assert not report.errors and report.capacity[K.PCI] >= 1 and report.capacity[K.PCIE] >= 1

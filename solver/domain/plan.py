@@ -125,9 +125,10 @@ def _surplus(domain: Domain, ext: Extension) -> tuple[Surplus, ...]:
 
 def _place_parents(domain: Domain) -> list:
     """Give an address first to the document's controllers that have none but have something
-    plugged into them (a device written with bus='0x03' while controller 3 has no address), the
-    way libvirt places controllers before devices: first fit, in index order.  They are then part
-    of the existing layout the plan keeps."""
+    plugged into them (a device written with bus='0x03' while controller 3 has no address), and to
+    those of a model the planner never adds (a dmi-to-pci-bridge, an expander bus: the solve only
+    counts models it may add), the way libvirt places controllers before devices: first fit, in
+    index order.  They are then part of the existing layout the plan keeps."""
     from ..counts import Counts
     from ..model import Problem
     from ..place import place
@@ -137,8 +138,9 @@ def _place_parents(domain: Domain) -> list:
     while True:
         used = {d.address.bus for d in domain.devices if d.address is not None}
         used |= {c.controller.address.bus for c in domain.controllers if c.controller.address is not None}
-        waiting = sorted((c for c in domain.controllers if not c.placed and c.controller.index in used),
-                         key=lambda c: c.controller.index)
+        waiting = sorted((c for c in domain.controllers if not c.placed and (
+            c.controller.index in used or not rules.rule_for(c.controller.model, c.controller.index).addable)),
+            key=lambda c: c.controller.index)
         if not waiting:
             return out
         dc = waiting[0]
