@@ -118,3 +118,19 @@ def test_an_unaddressed_controller_of_a_model_the_planner_never_adds_is_placed()
     assert at[1].bus == 0 and at[2].bus == 1  # the pci-bridge hangs on the dmi-to-pci-bridge
     report = verify(layout, rules, strict_auto=False)
     assert not report.errors and report.capacity[K.PCI] >= 1 and report.capacity[K.PCIE] >= 1
+
+
+def test_an_expander_bus_without_a_bus_number_gets_libvirts():
+    # qemuDomainAddressFindNewBusNr: the lowest busNr of the guest's controllers minus 2, 254 for the
+    # first; two expander buses, the second without busNr, do not share a range
+    text = _domain("pc", "<controller type='pci' index='0' model='pci-root'/>"
+                   "<controller type='pci' index='1' model='pci-expander-bus'><target busNr='254'/></controller>"
+                   "<controller type='pci' index='2' model='pci-expander-bus'/>"
+                   "<interface type='user'><model type='e1000'/></interface>")
+    planned = plan_document(text, "case.xml", PCI1)
+    layout, rules = read_layout(planned.edit.data, "case.xml")
+    assert dict(next(c for c in planned.extension.layout.controllers if c.index == 2).target)["busNr"] == 252
+    assert not verify(layout, rules, strict_auto=False).errors
+    # written out, as libvirt would pick it at define, so the output says what the guest will be
+    written = etree.fromstring(planned.edit.data).find("devices/controller[@index='2']/target")
+    assert written is not None and written.get("busNr") == "252"

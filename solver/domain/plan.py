@@ -150,8 +150,23 @@ def _place_parents(domain: Domain) -> list:
                           endpoints=(), headroom=(), source=domain.file, base=base, keep=(dc.controller,))
         layout = place(problem, rules, Counts({rule.name: 1}, {}))
         placed = next(c for c in layout.controllers if c.index == dc.controller.index)
+        if "busNr" in rule.target and "busNr" not in dict(dc.controller.target):
+            placed = replace(placed, target=tuple(("busNr", _new_bus_nr(domain)) if a == "busNr" else (a, v)
+                                                  for a, v in placed.target))
         dc.controller = placed
         out.append(dc)
+
+
+# An expander bus written without a busNr gets the lowest busNr of the guest's controllers minus 2
+# ("one for the pxb, one for the integrated pci-bridge"), 254 for the first one
+# (qemu_domain_address.c, qemuDomainAddressFindNewBusNr).
+BUS_NR_STEP = 2
+BUS_NR_CEILING = 256
+
+
+def _new_bus_nr(domain: Domain) -> int:
+    given = [dict(c.controller.target)["busNr"] for c in domain.controllers if "busNr" in dict(c.controller.target)]
+    return min(given + [BUS_NR_CEILING]) - BUS_NR_STEP
 
 
 def _check_nodes(domain: Domain, headroom: tuple[Headroom, ...]) -> None:
