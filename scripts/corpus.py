@@ -11,7 +11,9 @@ plan FILE --hotplug pcie=1 --hotplug pci=1`` does (``pci=1`` only on families wi
 Express: pc, pseries), and audited the way ``topo-solve audit FILE`` does.  Each outcome goes
 into one bucket, named for the exit code the command would give:
 
-* ``planned`` (0), ``infeasible`` (1, with the first cause), ``bad input`` (2, with the first
+* ``planned`` (0), ``infeasible`` (1, with the first cause; planned again without headroom, to tell
+  a headroom the guest cannot have, e.g. a pc guest without ACPI, from devices that do not fit),
+  ``bad input`` (2, with the first
   finding's message), ``machine not supported`` (2, the one-line refusal of s390x, microvm,
   xen..., and files that are not domain XML at all), ``exit 3`` (a bug: the exception),
   ``timeout`` (the file took longer than --timeout seconds: a bug as well);
@@ -151,6 +153,17 @@ def run_one(path: Path) -> Outcome:
         out.plan = "planned"
     except InfeasibleError as err:
         out.plan, out.plan_detail = "infeasible", fold(str(err.causes[0]) if err.causes else err.render())
+        # the headroom may be what cannot be had (a pc guest without ACPI hotplugs nothing): are the
+        # document's own devices placed?
+        try:
+            plan_document(data, file, ())
+            out.plan += ", planned without headroom"
+        except InfeasibleError:
+            pass
+        except _Timeout:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug, counted
+            out.plan, out.plan_detail = "exit 3", f"{type(exc).__name__}: {exc}"
     except SpecError as err:
         out.unknown = [f.message.split(":")[0] for f in err.problems if UNKNOWN_MODEL in f.message]
         out.plan = "machine not supported" if _unsupported(err) else "bad input"
@@ -195,7 +208,7 @@ def run(paths: list[Path], timeout: float, negative: set[str] = frozenset()) -> 
         o.negative = p.stem in negative or name in negative
         if o.negative:
             for what in ("plan", "audit"):
-                if getattr(o, what) in ("bad input", "infeasible"):
+                if getattr(o, what).startswith(("bad input", "infeasible")):
                     setattr(o, what, getattr(o, what) + " (libvirt refuses it too)")
     return out
 
