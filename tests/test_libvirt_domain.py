@@ -397,3 +397,45 @@ def test_virt_install_guest_hotplugs_as_planned(name, right_size, generated, vir
     assert m.added_controllers == [], m.added_controllers
     for c in classes:
         assert m.hotplugged[c] == promised[c], (c, m.hotplugged, promised, m.refusals)
+
+
+# -- --right-size against the same guest written as a spec ----------------------------------------
+
+def spec_of(planned: Planned, guest: Guest) -> str:
+    """The guest as a YAML spec: one device entry per device of the document that takes a slot
+    (libvirt's own define-time additions included), the family's default USB controller and
+    balloon as ``defaults``, the headroom as ``hotplug``."""
+    import yaml
+
+    from topo_solve.rules.devices import DEVICES
+
+    domain = planned.domain
+    rules = domain.rules
+    defaults = {"usb": False, "memballoon": False}
+    devices = []
+    for d in domain.devices:
+        ep = d.endpoint
+        if ep.cls is None:
+            continue  # a chipset function (q35 SATA, pc IDE): no slot of its own
+        role = next((k for k, model in rules.implicit.items() if model == ep.kind and k in defaults), None)
+        if role is not None and not defaults[role]:
+            defaults[role] = True
+            continue
+        assert ep.kind in DEVICES, f"{guest.name}: {ep.kind} is no spec model; the guest cannot be a spec"
+        devices.append({"model": ep.kind, **({"host": ep.host} if ep.host else {})})
+    hotplug = [{"class": str(h.cls), "count": h.count} for h in _headroom(guest)]
+    return yaml.safe_dump({"name": domain.name, "machine": domain.machine, "arch": domain.arch,
+                           "defaults": defaults, "devices": devices, "hotplug": hotplug}, sort_keys=False)
+
+
+@pytest.mark.parametrize("name", [g.name for g in GUESTS if g.spec])
+def test_right_size_matches_the_same_guest_as_a_spec(name, generated):
+    from topo_solve.solve import solve
+    from topo_solve.spec import parse_spec, to_problem
+
+    guest = BY_NAME[name]
+    planned = _plan(generated, guest, True)
+    layout, _ = read_layout(planned.edit.data, f"{name}.xml")
+    spec, lines = parse_spec(spec_of(planned, guest))
+    plan = solve(to_problem(spec, lines))
+    assert [c.model for c in layout.controllers] == [c.model for c in plan.layout.controllers], spec_of(planned, guest)
