@@ -12,6 +12,7 @@ from lxml import etree
 
 from topo_solve.domain.plan import plan_document
 from topo_solve.domain.read import read_domain, read_layout
+from topo_solve.errors import SpecError
 from topo_solve.model import EndpointClass as K
 from topo_solve.model import Headroom
 from topo_solve.verify import verify
@@ -184,3 +185,14 @@ def test_an_ubuntu_machine_type_plans_as_its_family(family, text, machine, right
     ours = plan_document(text, "upstream.xml", headroom, right_size=right_size)
     assert theirs.rules.family == family
     assert theirs.edit.text == ours.edit.text.replace(f'machine="{family}"', f'machine="{machine}"')
+
+
+def test_a_device_written_at_the_chipsets_own_address_is_refused():
+    # qemuDomainValidateDevicePCISlotsPIIX3 reserves 00:01.1 for the IDE controller whatever else the
+    # XML put there, and libvirt then refuses the double use; the plan must not write both there
+    text = _domain("pc", "<controller type='ide' index='0'/><memballoon model='virtio'><address type='pci' "
+                   "slot='1' function='1'/></memballoon>").replace("<memballoon model='none'/>", "")
+    with pytest.raises(SpecError) as err:
+        plan_document(text, "case.xml", ())
+    (finding,) = err.value.problems
+    assert "both use PCI address 0000:00:01.1" in finding.message and "chipset" in finding.message

@@ -413,6 +413,11 @@ def read_domain(data: str | bytes, file: str = "<domain>") -> Domain:
         fixed = rules.fixed.get(role) if role else None
         if fixed is not None and fixed.address.slot in {s for s, _ in rules.reserved_root_slots}:
             cls = None  # a function of a chipset slot (PIIX3 USB and IDE, ICH9 SATA): takes no slot of its own
+        if fixed is not None and fixed.insist:
+            # libvirt reserves the chipset's address for it whatever else the XML put there
+            # (qemuDomainValidateDevicePCISlotsPIIX3/Q35): a device written at that address collides
+            seen.append(_Seen(f"<{el.tag}> '{shown(dev)}' (always at the chipset's address)", el.tag,
+                              el.sourceline, fixed.address))
         endpoint = Endpoint(name=dev, kind=kind.name, cls=cls, pinned=address, fixed_role=role,
                             line=el.sourceline, integrated=kind.integrated, root_ok=not kind.detach,
                             functions=(kind.function,) if kind.function is not None else (0,))
