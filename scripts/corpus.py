@@ -11,7 +11,8 @@ plan FILE --hotplug pcie=1 --hotplug pci=1`` does (``pci=1`` only on families wi
 Express: pc, pseries), and audited the way ``topo-solve audit FILE`` does.  Each outcome goes
 into one bucket, named for the exit code the command would give:
 
-* ``planned`` (0), ``infeasible`` (1, with the first cause; planned again without headroom, to tell
+* ``planned`` (0; its output must read back as a defined guest that keeps every rule and has
+  the headroom, else it counts as ``exit 3``), ``infeasible`` (1, with the first cause; planned again without headroom, to tell
   a headroom the guest cannot have, e.g. a pc guest without ACPI, from devices that do not fit),
   ``bad input`` (2, with the first
   finding's message), ``machine not supported`` (2, the one-line refusal of s390x, microvm,
@@ -149,15 +150,25 @@ def run_one(path: Path) -> Outcome:
     # plan
     try:
         headroom = _headroom(rules) if rules is not None else (Headroom(EndpointClass.PCI, 1, "pci"),)
-        plan_document(data, file, headroom)
+        planned = plan_document(data, file, headroom)
         out.plan = "planned"
+        # the output must read back as a defined guest that keeps every rule and meets the request
+        layout, prules = read_layout(planned.edit.data, file)
+        report = verify(layout, prules, strict_auto=False)
+        short = [f"{h.cls} {report.capacity[h.cls]} < {h.count}" for h in headroom if report.capacity[h.cls] < h.count]
+        if report.errors or short:
+            out.plan, out.plan_detail = "exit 3", f"the plan fails its own audit: {(report.errors + short)[0]}"
     except InfeasibleError as err:
         out.plan, out.plan_detail = "infeasible", fold(str(err.causes[0]) if err.causes else err.render())
         # the headroom may be what cannot be had (a pc guest without ACPI hotplugs nothing): are the
         # document's own devices placed?
         try:
-            plan_document(data, file, ())
+            planned = plan_document(data, file, ())
             out.plan += ", planned without headroom"
+            layout, prules = read_layout(planned.edit.data, file)
+            errors = verify(layout, prules, strict_auto=False).errors
+            if errors:
+                out.plan, out.plan_detail = "exit 3", f"the plan fails its own audit: {errors[0]}"
         except InfeasibleError:
             pass
         except _Timeout:
