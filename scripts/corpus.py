@@ -16,7 +16,7 @@ into one bucket, named for the exit code the command would give:
   a headroom the guest cannot have, e.g. a pc guest without ACPI, from devices that do not fit),
   ``bad input`` (2, with the first
   finding's message), ``machine not supported`` (2, the one-line refusal of s390x, microvm,
-  xen..., and files that are not domain XML at all), ``exit 3`` (a bug: the exception),
+  other hypervisors' machines...), ``not domain XML`` (2: another root element), ``exit 3`` (a bug: the exception),
   ``timeout`` (the file took longer than --timeout seconds: a bug as well);
 * for audit: ``audited`` (0; those whose verification reports broken rules are counted apart),
   ``never defined`` (the one finding for XML libvirt has not laid out yet), and the same
@@ -53,7 +53,8 @@ from topo_solve.model import EndpointClass, Headroom  # noqa: E402
 from topo_solve.verify import verify  # noqa: E402
 
 # Phrases of the findings that name a root cause the checks look for.
-UNSUPPORTED = ("unsupported machine", "no machine type", "not a libvirt domain XML", ", which runs ")
+UNSUPPORTED = ("unsupported machine", "no machine type", ", which runs ")
+NOT_DOMAIN = "not a libvirt domain XML"
 UNKNOWN_MODEL = "topo-solve does not know whether this model takes a PCI slot"
 NO_ADDRESS = ("has no PCI address", "never defined", "has no index")
 
@@ -138,6 +139,8 @@ def run_one(path: Path) -> Outcome:
         rules = _family(data)
         family = rules.family if rules is not None else "-"
         unknown = [f.message.split(":")[0] for f in err.problems if UNKNOWN_MODEL in f.message]
+        if any(NOT_DOMAIN in f.message for f in err.problems):
+            return Outcome(file, "-", "not domain XML", "", "not domain XML", "", [], time.perf_counter() - t0)
         if _unsupported(err):
             return Outcome(file, "-", "machine not supported", fold(_first(err)), "machine not supported",
                            fold(_first(err)), unknown, time.perf_counter() - t0)
@@ -229,6 +232,12 @@ def report(outcomes: list[Outcome], top: int, show: str | None) -> int:
     print(f"{n} files")
     fam = Counter(o.family for o in outcomes)
     print("per family: " + ", ".join(f"{k} {v}" for k, v in sorted(fam.items())))
+    folders: dict[str, Counter] = defaultdict(Counter)
+    for o in outcomes:
+        folders[Path(o.file).parent.name][o.family] += 1
+    if len(folders) > 1:
+        for name, per in sorted(folders.items(), key=lambda kv: -sum(kv[1].values())):
+            print(f"  {name}: {sum(per.values())} ({', '.join(f'{k} {v}' for k, v in sorted(per.items()))})")
     for what in ("plan", "audit"):
         print(f"\n== {what}")
         buckets = Counter(getattr(o, what) for o in outcomes)
