@@ -134,7 +134,9 @@ def place(problem: Problem, rules: RuleSet, counts: Counts) -> Layout:
         rule = rules.rule_for(c.model, c.index)
         kept.setdefault(rule.name, []).append(c)
     keep_of: dict[int, Controller] = {}
-    for b in rules.addable:
+    # the models the planner may add, and a kept controller of a model it never adds (a document's
+    # unaddressed dmi-to-pci-bridge or expander bus, which libvirt places like any other)
+    for b in [b for b in rules.buses.values() if b.addable or (b.name in kept and not b.root)]:
         own = kept.get(b.name, [])
         for i in range(counts.controllers.get(b.name, 0)):
             if i < len(own):

@@ -13,7 +13,7 @@ The way from XML in to XML out, one module per step:
 * :mod:`.predict`  Domain -> what libvirt stores after ``virsh define`` (an independent model of
                    libvirt's own assignment, for ``audit`` and ``check`` of a guest never defined);
                    :mod:`.host` reads what libvirt reads from the host for it, :mod:`.indexes` the
-                   controller order and indexes libvirt gives (shared with the reader)
+                   controller order and indexes libvirt gives
 
 Nothing in the solver imports this package; it imports the solver.
 """

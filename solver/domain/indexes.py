@@ -15,9 +15,7 @@ are the sets 0 and 1.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Generic, Iterable, TypeVar
-
-from lxml import etree
+from typing import Generic, Iterable, TypeVar
 
 __all__ = ["Ctl", "controller_list", "number"]
 
@@ -90,11 +88,3 @@ def controller_list(items: Iterable[Ctl]) -> list[Ctl]:
         _insert(out, c)
     number(out)
     return out
-
-
-def element_indexes(children: Iterable[etree._Element], index_of: Callable[[etree._Element], int | None],
-                    model_of: Callable[[etree._Element], str | None]) -> dict[etree._Element, int]:
-    """The index libvirt gives each ``<controller>`` among ``children`` (keyed by the element)."""
-    ctls = [Ctl(el, el.get("type", ""), index_of(el), model_of(el), el.find("master") is None)
-            for el in children if el.tag == "controller"]
-    return {c.ref: c.index for c in controller_list(ctls)}

@@ -145,6 +145,9 @@ _rows: list[DeviceKind] = [
                match=(("@type", ("mdev",)), ("@model", ("vfio-pci",)))),
     DeviceKind("vhost-scsi", E, "hostdev", "scsi_host", HOSTDEV, True, _SRC + ": vhost-scsi follows virtio",
                mmio=True, match=(("@type", ("scsi_host",)), ("@model", MODERN))),
+    DeviceKind("vhost-scsi-transitional", P, "hostdev", "scsi_host", HOSTDEV, True,
+               _SRC + ": transitional vhost-scsi is conventional PCI", io_bar=True,
+               mmio=True, match=(("@type", ("scsi_host",)), ("@model", TRANSITIONAL))),
     DeviceKind("hostdev-other", None, "hostdev", "", NONE, False, "USB and SCSI hostdevs, ccw/ap mdevs: not PCI",
                match=(("@type", ("usb", "scsi", "mdev")),)),
 
@@ -181,8 +184,10 @@ _rows: list[DeviceKind] = [
     DeviceKind("video-none", None, "video", "none", NONE, False, "ramfb and none take no PCI slot",
                match=(("model/@type", ("none", "ramfb", "gop", "xen", "vbox", "parallels")),)),
 
+    # <shmem> without <model> is model 'ivshmem', the enum's first value (domain_conf.c
+    # virDomainShmemDefParseXML); every model takes pciFlags
     DeviceKind("ivshmem", P, "shmem", "ivshmem-plain", SHMEM, True, _SRC + ": ivshmem (shmem)",
-               match=(("model/@type", ("ivshmem", "ivshmem-plain", "ivshmem-doorbell")),)),
+               match=(("model/@type", ("", "ivshmem", "ivshmem-plain", "ivshmem-doorbell")),)),
     DeviceKind("acpi-erst", P, "pstore", "acpi-erst", PANIC + 1, False, _SRC + ": pstore acpi-erst (libvirt 10.6)",
                match=(("@backend", ("acpi-erst",)),)),
 

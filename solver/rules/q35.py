@@ -17,9 +17,9 @@ _BAS = "domain_addr.c virDomainPCIAddressBusSetModel"
 PCI_BRIDGE = BusRule(
     "pci-bridge", "pci-bridge", C.PCI_BRIDGE,
     accepts=frozenset({C.PCI_DEVICE, C.PCI_BRIDGE}),
-    # at an address the user (or an earlier define) wrote, a bus that takes one kind of endpoint takes both
-    # (virDomainPCIAddressFlagsCompatible, fromConfig): libvirt's own define puts a host device that is
-    # conventional PCI on the host, which the tables class as an assigned (Express) device, on a bridge
+    # At an address the user wrote, a bus that takes one kind of endpoint takes the other too
+    # (virDomainPCIAddressFlagsCompatible, fromConfig: "allow a PCI device to connect to a PCIe
+    # slot, or vice versa"); real libvirt 9.0 defines a virtio NIC written on a pci-bridge.
     manual=frozenset({C.PCIE_DEVICE}),
     slots=(1, 31),  # slot 0 is the bridge's SHPC
     target=("chassisNr",),
@@ -72,7 +72,7 @@ PCIE_BUSES = (
     BusRule(
         "pcie-to-pci-bridge", "pcie-pci-bridge", C.PCIE_TO_PCI_BRIDGE,
         accepts=frozenset({C.PCI_DEVICE, C.PCI_BRIDGE}),
-        manual=frozenset({C.PCIE_DEVICE}),  # as pci-bridge: both kinds of endpoint at a written address
+        manual=frozenset({C.PCIE_DEVICE}),  # as pci-bridge: fromConfig takes either kind of endpoint
         slots=(1, 31),  # slot 0 is the bridge's SHPC
         source=_BAS + ": pcie-to-pci-bridge (libvirt 4.3.0); QEMU docs/pcie_pci_bridge.txt",
     ),
