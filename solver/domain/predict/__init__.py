@@ -15,11 +15,16 @@ disagree, one of them is wrong, and the real libvirt tells which
    (controllers first, then devices in category order), the chipset's fixed and
    preferred addresses, and the ``<target>`` values libvirt fills in.
 
-Where libvirt 11.3 differs (shared docs, libvirt-11.md and device-facts.md): it
-also places ``<crypto>`` (category 18, conventional PCI; 9.0 drops the element),
-``<panic model='pvpanic'>`` on the root bus and pstore acpi-erst (9.0 refuses
-both), and adds an iTCO watchdog on q35 (no PCI address); every address the
-tests compare is the same.
+Where libvirt 11.3 differs (source: device-facts.md and libvirt-11.md; measured by
+running the comparisons of tests/test_libvirt_predict.py against 11.3 + QEMU 10.0 once):
+
+* the controllers libvirt adds for an index gap go into its list in index order, so
+  they are placed before the XML's own higher-indexed ones (and, on pSeries, take
+  the lower target indexes); 9.0 appends them and places them after.  The three
+  gap cases differ only there; the other 75 comparable cases store the same map;
+* it also places ``<crypto>`` (category 18, conventional PCI; 9.0 drops the
+  element), ``<panic model='pvpanic'>`` on the root bus and pstore acpi-erst
+  (9.0 refuses both), and adds an iTCO watchdog on q35 (no PCI address).
 
 Pure and deterministic: no I/O; what libvirt reads from the host about assigned
 devices comes in as :class:`HostFacts` (:func:`topo_solve.domain.host.host_facts`
