@@ -58,6 +58,12 @@ class Demand:
     pools: frozenset[str]
     label: str  # in the user's words, for explanations
 
+    @property
+    def text(self) -> str:
+        """The demand in the user's words, with its number once ("3 PCIe endpoints present at
+        boot", "9 pcie-root-ports (8 per slot)")."""
+        return self.label if self.label[:1].isdigit() else f"{self.amount} {self.label}"
+
 
 @dataclass
 class Counts:
@@ -153,17 +159,22 @@ class CountModel:
         return frozenset(b.name for b in self.pool_rules if b.is_port)
 
     # -- the pieces of the flow network ---------------------------------
-    def _bus_pools(self, connect: Connect, *, endpoint: bool, hotplug: bool) -> frozenset[str]:
-        """Pools whose bus auto-accepts ``connect`` (and hotplugs, if asked)."""
+    def _bus_pools(self, connect: Connect, *, endpoint: bool, hotplug: bool,
+                   unpluggable: bool = False) -> frozenset[str]:
+        """Pools whose bus auto-accepts ``connect`` (and hotplugs, if asked).  ``unpluggable``: a
+        boot device that must stay unpluggable, so not on a bus where QEMU refuses every hotplug
+        and unplug (``hotplug_trap``: the pc expander bus's own slots)."""
         out = set()
         if hotplug and self.rules.hotplug_needs_acpi and not self.acpi:
             return frozenset()  # no bus takes a hotplug without ACPI (i440fx)
         root = self.root
         root_live = root.hotplug and (self.existing is None or self.existing.root_hotplug or self.node is not None)
-        if self.rules.accepts(root, connect, auto=True, endpoint=endpoint) and (root_live or not hotplug):
+        if self.rules.accepts(root, connect, auto=True, endpoint=endpoint) and (root_live or not hotplug) and not (
+                unpluggable and root.hotplug_trap):
             out.add(ROOT)
         for b in self.pool_rules:
-            if self.rules.accepts(b, connect, auto=True, endpoint=endpoint) and (b.hotplug or not hotplug):
+            if self.rules.accepts(b, connect, auto=True, endpoint=endpoint) and (b.hotplug or not hotplug) and not (
+                    unpluggable and b.hotplug_trap):
                 out.add(b.name)
         return frozenset(out)
 
@@ -191,7 +202,8 @@ class CountModel:
             if root_ok:
                 count -= on_root.get(connect, 0)
             if count:
-                out.append(Demand(f"boot:{connect}", count, self._bus_pools(connect, endpoint=True, hotplug=False),
+                out.append(Demand(f"boot:{connect}" + (":fixed" if root_ok else ""), count,
+                                  self._bus_pools(connect, endpoint=True, hotplug=False, unpluggable=not root_ok),
                                   f"{_words(connect)} present at boot"))
         for cls, count in self.hotplug.items():
             if count and cls not in rules.isolated:
@@ -481,7 +493,7 @@ def _tree(problem: Problem, rules: RuleSet, given: dict, existing: Existing | No
         connect = rules.connect_of(cls)
         # A device never unplugged may sit on the root bus (at an address the plan writes, where
         # libvirt's auto-placement would not put it) and share a slot there with others as functions.
-        root_ok = never_unplugged and node is None and rules.accepts(root, connect, auto=False, endpoint=True)
+        root_ok = never_unplugged and rules.accepts(root, connect, auto=False, endpoint=True)
         endpoint_demand[(connect, root_ok)] += count
     hotplug = problem.requested() if node is None else problem.requested_by_node().get(node, {})
     model = CountModel(problem=problem, rules=rules, root_free=root_free, endpoint_demand=endpoint_demand,
@@ -490,7 +502,9 @@ def _tree(problem: Problem, rules: RuleSet, given: dict, existing: Existing | No
     model.ports = [b.name for b in rules.addable if b.is_port]
     model.hubs = [b.name for b in rules.addable if not b.is_port and _is_hub(model, b)]
     model.searched = [b.name for b in rules.addable if not b.is_port and b.name not in model.hubs]
-    model.root_ok_max = {c: k for (c, ok), k in endpoint_demand.items() if ok}
+    # packed on the root bus: the machine's root bus only (a node's tree keeps whole slots, but a device
+    # never unplugged may still take a slot of its expander's own bus, where QEMU unplugs nothing)
+    model.root_ok_max = {c: k for (c, ok), k in endpoint_demand.items() if ok} if node is None else {}
     _set_bounds(model)
     return model
 
@@ -700,7 +714,7 @@ def _flow_causes(model: CountModel, full: dict[str, int], demands: list[Demand],
             b = model.rules.bus(key)
             other = sum(x.amount for x in short if x is not d)
             limit = max(model.root_free - other, 0) * b.packs
-            users = [f"{x.amount} {x.label}" for x in model.derive({k: full[k] for k in model.searched},
+            users = [x.text for x in model.derive({k: full[k] for k in model.searched},
                                                                     {})[1] if x.pools == frozenset({key})]
             taken = f", {other} taken by devices on it" if other else ""
             return [Cause(f"{b.model}s", full[key], limit,
@@ -720,6 +734,6 @@ def _flow_causes(model: CountModel, full: dict[str, int], demands: list[Demand],
             names.append(f"the existing {model.rules.bus(p).model}s have {pools[p]} free slots")
         else:
             names.append(f"{full.get(p, 0)} {model.rules.bus(p).model}s give {pools[p]} slots")
-    what = " + ".join(f"{d.amount} {d.label}" for d in short)
+    what = " + ".join(d.text for d in short)
     return [Cause(what or "the spec", need, room, ", ".join(names) or "no bus on this machine accepts them",
                   "ask for less headroom, or use device models of a class with room")]

@@ -329,6 +329,8 @@ def _first_fit(rules: RuleSet, buses: list[_Bus], ep: Endpoint) -> Address | Non
                 continue
             if not rules.accepts(bus.rule, connect, auto=True, endpoint=True):
                 continue
+            if bus.rule.hotplug_trap and not ep.root_ok and not ep.integrated:
+                continue  # QEMU could never unplug it there (the pc expander bus's own slots)
             if isolated:
                 if bus.rule.isolation == "locked":
                     continue

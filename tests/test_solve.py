@@ -17,6 +17,8 @@ must keep failing until the gap is closed).
 
 from __future__ import annotations
 
+import re
+
 import textwrap
 
 import pytest
@@ -638,6 +640,19 @@ def test_infeasible_names_the_binding_limit(case):
         assert w in text
     if "largest" in case:
         assert err.largest == case["largest"], case["#"]
+    assert not re.search(r"\b(\d+) \1 ", text), f"a number said twice: {text}"
+
+
+def test_a_switch_that_does_not_fit_is_counted_once():
+    """Every root slot pinned: the PCIe headroom needs root ports and switches that have no room.
+    The explanation says how many upstream ports once ("because 2 pcie-switch-upstream-ports"),
+    not "2 2 pcie-switch-upstream-ports" (found by the differential run of issue 12)."""
+    pins = "".join(f'  - {{name: p{s:02x}, model: virtio-rng, address: "0000:00:{s:02x}.0"}}\n'
+                   for s in range(1, 0x1F))
+    with pytest.raises(InfeasibleError) as info:
+        plan_of(f"name: pinned\nmachine: q35\ndevices:\n{pins}hotplug:\n  - {{class: pcie, count: 40}}\n")
+    text = info.value.render()
+    assert "pcie-switch-upstream-ports" in text and not re.search(r"\b(\d+) \1 ", text), text
 
 
 # -- spec errors ---------------------------------------------------------------------
