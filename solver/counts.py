@@ -169,12 +169,13 @@ class CountModel:
             return frozenset()  # no bus takes a hotplug without ACPI (i440fx)
         root = self.root
         root_live = root.hotplug and (self.existing is None or self.existing.root_hotplug or self.node is not None)
-        if self.rules.accepts(root, connect, auto=True, endpoint=endpoint) and (root_live or not hotplug) and not (
-                unpluggable and root.hotplug_trap):
+        policy = self.problem.layout
+        if self.rules.accepts(root, connect, auto=True, endpoint=endpoint, policy=policy) and (
+                root_live or not hotplug) and not (unpluggable and root.hotplug_trap):
             out.add(ROOT)
         for b in self.pool_rules:
-            if self.rules.accepts(b, connect, auto=True, endpoint=endpoint) and (b.hotplug or not hotplug) and not (
-                    unpluggable and b.hotplug_trap):
+            if self.rules.accepts(b, connect, auto=True, endpoint=endpoint, policy=policy) and (
+                    b.hotplug or not hotplug) and not (unpluggable and b.hotplug_trap):
                 out.add(b.name)
         return frozenset(out)
 
