@@ -127,6 +127,7 @@ def _plan_json(plan) -> dict:
         "requested": {str(k): v for k, v in plan.requested.items()},
         "budgets": {k: {"used": u, "limit": lim} for k, (u, lim) in plan.budgets.items()},
         "warnings": list(plan.warnings),
+        "notes": list(plan.notes),
         **({"nodes": {str(n): {"capacity": {str(k): v for k, v in cap.items()},
                                "requested": {str(k): v for k, v in plan.problem.requested_by_node().get(
                                    n, dict.fromkeys(cap, 0)).items()}}
@@ -146,6 +147,7 @@ def _summary(plan) -> str:
     if plan.budgets:
         lines.append("  budgets used/limit: " + ", ".join(f"{k} {u}/{lim}" for k, (u, lim) in plan.budgets.items()))
     lines += [f"  warning: {w}" for w in plan.warnings]
+    lines += [f"  note: {n}" for n in plan.notes]
     return "\n".join(lines)
 
 
@@ -199,9 +201,12 @@ def _tree(plan) -> str:
               help="For a domain XML: keep only as many of its unaddressed controllers as the plan needs.")
 @click.option("--in-place", is_flag=True, help="For a domain XML: replace it, keeping the original as FILE.bak.")
 @click.option("--allow-moves", is_flag=True, help="For a domain XML: move devices when no addition is enough.")
+@click.option("--layout", type=click.Choice(["qemu-guidelines", "libvirt-accepts"]), default=None,
+              help="What the planner may build (overrides a spec's 'layout'): QEMU's guidelines, or also what "
+                   "libvirt accepts where it is cheaper (a pci-bridge on pcie-root).")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str | None, hotplugs: tuple[str, ...],
-         right_size: bool, in_place: bool, allow_moves: bool, quiet: bool) -> None:
+         right_size: bool, in_place: bool, allow_moves: bool, layout: str | None, quiet: bool) -> None:
     """Plan SPEC.yaml, or a libvirt domain XML (defined or not): the fewest controllers that give
     it its hotplug headroom, every device and controller with its address.
 
@@ -214,7 +219,8 @@ def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str |
         if emit not in ("domain", "json"):
             raise _usage(f"--emit {emit} is for specs; a domain XML is planned as domain or json")
         _domain_run(spec, data, _headroom(hotplugs), output=output, in_place=in_place, force=force,
-                    allow_moves=allow_moves, right_size=right_size, emit=emit, quiet=quiet, verb="plan")
+                    allow_moves=allow_moves, right_size=right_size, emit=emit, quiet=quiet, verb="plan",
+                    layout=layout or "qemu-guidelines")
         return
     for flag, given in (("--hotplug", hotplugs), ("--right-size", right_size), ("--in-place", in_place),
                         ("--allow-moves", allow_moves)):
@@ -237,10 +243,13 @@ def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str |
             raise SpecError([Finding(spec, problem.line, "domain",
                                      f"cannot read {domain}: {exc.strerror or exc}")]) from None
         _domain_run(domain, xml, problem.headroom, output=output, in_place=False, force=force, allow_moves=False,
-                    right_size=False, emit=emit, quiet=quiet, machine=problem.machine, spec=spec, verb="plan")
+                    right_size=False, emit=emit, quiet=quiet, machine=problem.machine, spec=spec, verb="plan",
+                    layout=layout or "qemu-guidelines")
         return
     if virt_type:
         problem = replace(problem, virt_type=virt_type)
+    if layout:
+        problem = replace(problem, layout=layout)
     result = solve(problem)
     if emit == "json":
         import json
@@ -522,7 +531,8 @@ def extend(domain: str, hotplugs: tuple[str, ...], output: str | None, in_place:
 
 
 def _domain_run(domain: str, data: bytes, headroom, *, output, in_place, force, allow_moves, right_size, emit,
-                quiet, verb: str, machine: str | None = None, spec: str | None = None) -> None:
+                quiet, verb: str, machine: str | None = None, spec: str | None = None,
+                layout: str = "qemu-guidelines") -> None:
     """Plan a domain XML and write the result (plan, extend, and specs with 'domain')."""
     import json
 
@@ -531,7 +541,7 @@ def _domain_run(domain: str, data: bytes, headroom, *, output, in_place, force, 
     if in_place and (output or domain == "-"):
         raise _usage("--in-place replaces the file itself; it cannot be combined with -o or standard input")
     planned = plan_document(data, domain, tuple(headroom), allow_moves=allow_moves, right_size=right_size,
-                            machine=machine, spec=spec)
+                            machine=machine, spec=spec, layout=layout)
     name, rules, ext, edit = planned.name, planned.rules, planned.extension, planned.edit
     defined = planned.domain.defined
     if emit == "json":

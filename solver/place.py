@@ -193,7 +193,7 @@ def place(problem: Problem, rules: RuleSet, counts: Counts) -> Layout:
             continue
         parents = (p for i, p in sorted(all_buses.items()) if i < bus.index and p.tree == bus.home
                    and p.group is None)
-        addr = _hang(rules, b, parents)
+        addr = _hang(rules, b, parents, problem.layout)
         if addr is None:
             if own is not None:
                 raise InfeasibleError(problem.name, [Cause(
@@ -329,6 +329,8 @@ def _first_fit(rules: RuleSet, buses: list[_Bus], ep: Endpoint) -> Address | Non
                 continue
             if not rules.accepts(bus.rule, connect, auto=True, endpoint=True):
                 continue
+            if bus.rule.hotplug_trap and not ep.root_ok and not ep.integrated:
+                continue  # QEMU could never unplug it there (the pc expander bus's own slots)
             if isolated:
                 if bus.rule.isolation == "locked":
                     continue
@@ -371,10 +373,10 @@ def _target(bus: _Bus, slot: int, addr: Address | None, function: int) -> tuple[
     return tuple(out)
 
 
-def _hang(rules: RuleSet, b: BusRule, parents) -> Address | None:
+def _hang(rules: RuleSet, b: BusRule, parents, policy: str = "qemu-guidelines") -> Address | None:
     """Take the first free slot for a controller of model ``b`` on the first of ``parents`` that accepts it."""
     for parent in parents:
-        if parent.full or not rules.accepts(parent.rule, b.connect, auto=True, endpoint=False):
+        if parent.full or not rules.accepts(parent.rule, b.connect, auto=True, endpoint=False, policy=policy):
             continue  # a full bus stays full: skipping it keeps this cheap past hundreds of bridges
         spot = parent.free_slot(packing=b.name if b.packs > 1 else None, packs=b.packs)
         if spot:

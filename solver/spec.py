@@ -110,6 +110,9 @@ class Spec(_Model):
                                     "(the default), or a hard limit: 'limit N' or {limit: N}")
     numa: NumaSpec | None = Field(None, description="guest NUMA nodes; devices and hotplug entries name one with "
                                   "'numa_node'")
+    layout: Literal["qemu-guidelines", "libvirt-accepts"] = Field(
+        "qemu-guidelines", description="what the planner may build: QEMU's docs/pcie.txt guidelines (the default), "
+        "or also what libvirt accepts where it costs fewer controllers (a pci-bridge on pcie-root)")
 
     @field_validator("name")
     @classmethod
@@ -485,6 +488,7 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
     return Problem(
         name=spec.name, family=rules.family, machine=machine, arch=arch, endpoints=tuple(implicit + endpoints), headroom=tuple(headroom),
         memory_mib=memory, vcpus=vcpus, virt_type=spec.type, source=file, io_ports=io_ports, numa=cells,
+        layout=spec.layout,
     )
 
 

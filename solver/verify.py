@@ -248,6 +248,14 @@ def verify(layout: Layout, rules: RuleSet, *, strict_auto: bool = True, io_limit
     _budgets(layout, rules, rep, by_index, slot_users, io_limit)
 
     _capacity(layout, rules, rep, by_index, slot_users, groups, emulated_on)
+    for i, (rule, c) in sorted(by_index.items()):
+        if rule.hotplug_trap:  # counted now that every device has taken its slot
+            lo, hi = rule.slots
+            free = [s for s in range(lo, hi + 1) if (i, s) not in slot_users]
+            if free:
+                rep.warnings.append(
+                    f"controller {i} ({c.model}) has {len(free)} free slots: libvirt places a hotplugged device "
+                    "there and QEMU refuses it; hotplug with an explicit address on the pci-bridges behind it")
     return rep
 
 
@@ -380,13 +388,6 @@ def _numa_checks(layout: Layout, rules: RuleSet, rep: Report, by_index, slot_use
                 err(f"{who} has no busNr; libvirt would pick one that need not hold its subtree")
             elif not lo <= target["busNr"] <= hi:
                 err(f"{who}: busNr {target['busNr']} is out of range {lo}-{hi}")
-        if rule.hotplug_trap:
-            lo, hi = rule.slots
-            free = [s for s in range(lo, hi + 1) if (i, s) not in slot_users]
-            if free:
-                rep.warnings.append(
-                    f"{who} has {len(free)} free slots: libvirt places a hotplugged device there and QEMU "
-                    "refuses it; hotplug with an explicit address on the pci-bridges behind it")
         if "busNr" in rule.target and not layout.acpi:
             rep.warnings.append(f"the guest finds {who}'s devices only through ACPI, which needs UEFI on this "
                                 "machine: add a UEFI loader to the domain")

@@ -122,7 +122,8 @@ class Domain:
         return Layout(family=self.rules.family, controllers=tuple(ctrls), placed=tuple(placed), acpi=self.acpi,
                       numa_nodes=self.numa_cells)
 
-    def problem(self, headroom=(), *, right_size: bool = False, io_ports: int | None = None) -> Problem:
+    def problem(self, headroom=(), *, right_size: bool = False, io_ports: int | None = None,
+                layout: str = "qemu-guidelines") -> Problem:
         """The planning problem: keep what has an address, place the rest, reach ``headroom``."""
         endpoints = tuple(d.endpoint for d in self.devices if d.address is None and (
             d.endpoint.cls is not None or d.endpoint.fixed_role is not None) and not (
@@ -132,7 +133,7 @@ class Domain:
         keep = tuple(c.controller for c in self.controllers if not c.placed and (c.index_given or not right_size))
         return Problem(name=self.name, family=self.rules.family, machine=self.machine, arch=self.arch,
                        endpoints=endpoints, headroom=tuple(headroom), source=self.file, io_ports=io_ports,
-                       base=self.layout(), keep=keep)
+                       base=self.layout(), keep=keep, layout=layout)
 
 
 def _machine(root: etree._Element, file: str, problems: list[Finding]) -> tuple[RuleSet | None, str]:

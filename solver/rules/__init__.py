@@ -24,6 +24,7 @@ from ..model import Address, Connect, EndpointClass
 __all__ = [
     "BusRule",
     "DeviceKind",
+    "LAYOUTS",
     "Implicit",
     "Fixed",
     "RuleSet",
@@ -64,6 +65,10 @@ class BusRule:
     # libvirt auto-places a hotplugged device on its free slots, but QEMU refuses it there
     # (a free slot of such a bus ends libvirt's search with QEMU's error, not libvirt's)
     hotplug_trap: bool = False
+    # Connect types the plan may put on this bus (at an address it writes) only under a layout
+    # policy: (policy, types).  'libvirt-accepts' allows what libvirt takes but QEMU's
+    # docs/pcie.txt advises against (a pci-bridge on pcie-root).
+    policy_accepts: tuple[tuple[str, frozenset[Connect]], ...] = ()
 
     @property
     def name(self) -> str:
@@ -215,11 +220,22 @@ class RuleSet:
         reserved = {s for s, _ in self.reserved_root_slots}
         return [s for s in range(lo, hi + 1) if s not in reserved and s not in taken]
 
-    def accepts(self, bus: BusRule, what: Connect, *, auto: bool, endpoint: bool) -> bool:
-        """Whether ``bus`` takes ``what``: auto-placed or at a user-written address."""
+    def accepts(self, bus: BusRule, what: Connect, *, auto: bool, endpoint: bool,
+                policy: str = "qemu-guidelines") -> bool:
+        """Whether ``bus`` takes ``what``: auto-placed or at a user-written address; ``policy``
+        (a layout policy, see ``LAYOUTS``) may allow more at an address the plan writes."""
         if what in bus.accepts and (not endpoint or bus.auto_endpoints or not auto):
             return True
+        if any(p == policy and what in types for p, types in bus.policy_accepts):
+            return True
         return not auto and what in bus.manual
+
+
+# Layout policies: what the planner may build.  'qemu-guidelines' (the default) follows QEMU's
+# docs/pcie.txt: on pcie.0 only endpoints and PCIe ports; legacy PCI behind a pcie-to-pci-bridge.
+# 'libvirt-accepts' also builds what libvirt takes at an address the plan writes where it costs
+# fewer controllers (rows say which in ``policy_accepts``).
+LAYOUTS = ("qemu-guidelines", "libvirt-accepts")
 
 
 def _freeze(d: dict) -> Mapping:

@@ -33,7 +33,12 @@ PCIE_BUSES = (
         accepts=frozenset({C.ROOT_PORT, C.DMI_TO_PCI_BRIDGE, C.PCIE_EXPANDER_BUS}),
         # Endpoints go on the root complex only at an address the user wrote
         # (virDomainPCIAddressFlagsCompatible, fromConfig): both kinds then fit.
-        manual=frozenset({C.PCIE_DEVICE, C.PCI_DEVICE}),
+        # a pci-bridge may be put on any bus that takes a PCI endpoint at an address from the config
+        # (virDomainPCIAddressFlagsCompatible), pcie-root included: measured, it defines and its 31
+        # slots hotplug.  QEMU's docs/pcie.txt keeps pcie.0 for endpoints and ports, so the planner
+        # builds it only under layout 'libvirt-accepts'.
+        manual=frozenset({C.PCIE_DEVICE, C.PCI_DEVICE, C.PCI_BRIDGE}),
+        policy_accepts=(("libvirt-accepts", frozenset({C.PCI_BRIDGE})),),
         slots=(1, 31),  # slot 0 is the host bridge
         auto_endpoints=False, hotplug=False, root=True, addable=False, bus_numbers=1,
         source=_BAS + ": pcie-root",
