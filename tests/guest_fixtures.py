@@ -1,0 +1,89 @@
+"""pytest fixtures for the guest-eye tests (marker ``guest``).
+
+``guest_image`` (session): the probe kernel + initramfs (tests/guest_image.py),
+fetched into the cache when missing.  It skips the tests that use it when it
+cannot be had, unless TOPO_SOLVE_REQUIRE_LIBVIRT=1 (CI), then it fails.
+
+``guest_virt`` (session): ``(virt type, why)``: 'kvm' where the stock kernel
+boots under KVM, else 'qemu' (TCG); the terminal summary says which.
+
+``guest_dir`` (session): a folder for consoles, nvram and disk files.
+
+``guest_facts``: a dict the measuring tests fill with what they measured; the
+terminal summary prints it, and ``TOPO_SOLVE_GUEST_FACTS=FILE`` writes it as
+JSON (scripts/guest_facts.py turns that into docs/conformance.md's section).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+__all__ = ["guest_image", "guest_virt", "guest_dir", "guest_facts"]
+
+FACTS: dict[str, object] = {}
+_VIRT: list[tuple[str, str]] = []
+
+
+@pytest.fixture(scope="session")
+def guest_image(libvirt_uri):
+    from tests.guest_image import ImageUnavailable, ensure_image
+    from tests.libvirt_fixtures import _unavailable
+
+    try:
+        return ensure_image("x86_64")
+    except ImageUnavailable as exc:
+        _unavailable(f"no guest image: {exc} (run .ci/guest-image)")
+
+
+@pytest.fixture(scope="session")
+def guest_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("guests")
+
+
+@pytest.fixture(scope="session")
+def guest_virt(libvirt_uri, guest_image, guest_dir):
+    from tests.guest_run import virt_type
+    from tests.libvirt_fixtures import hv
+
+    ans = virt_type(hv.Virsh(libvirt_uri), guest_image, guest_dir)
+    _VIRT.append(ans)
+    FACTS["virt"] = {"type": ans[0], "why": ans[1]}
+    return ans
+
+
+@pytest.fixture
+def guest_facts(guest_image, guest_virt):
+    FACTS.setdefault("kernel", guest_image.package)
+    return FACTS
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    counts: dict[str, int] = {}
+    for outcome in ("passed", "failed", "skipped", "error"):
+        for rep in terminalreporter.stats.get(outcome, []):
+            if "guest" in getattr(rep, "keywords", {}) and (rep.when == "call" or outcome in ("skipped", "error")):
+                counts[outcome] = counts.get(outcome, 0) + 1
+    if not counts:
+        return
+    text = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    how = f" under {'KVM' if _VIRT[0][0] == 'kvm' else 'TCG'} ({_VIRT[0][1]})" if _VIRT else ""
+    terminalreporter.write_line(f"guest-eye tests: {text}{how}")
+    for key, value in sorted(FACTS.items()):
+        if key not in ("virt",):
+            terminalreporter.write_line(f"  measured {key}: {json.dumps(value, sort_keys=True)}")
+    out = os.environ.get("TOPO_SOLVE_GUEST_FACTS")
+    if out:
+        old = {}
+        if Path(out).exists():
+            try:
+                old = json.loads(Path(out).read_text())
+            except ValueError:
+                old = {}
+        old.update(FACTS)
+        tmp = Path(out).with_suffix(".tmp")
+        tmp.write_text(json.dumps(old, indent=2, sort_keys=True) + "\n")
+        tmp.rename(out)
