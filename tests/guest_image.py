@@ -96,35 +96,48 @@ def _run(cmd: list[str], **kw) -> str:
     return p.stdout
 
 
-def _apt_arch_suffix(arch: str) -> str:
-    native = _run(["dpkg", "--print-architecture"]).strip()
-    return "" if DEB_ARCH[arch] == native else f":{DEB_ARCH[arch]}"
+def _native(arch: str) -> bool:
+    return DEB_ARCH[arch] == _run(["dpkg", "--print-architecture"]).strip()
 
 
-def _resolve_kernel_package(arch: str) -> str:
+def _apt_opts(arch: str) -> list[str]:
+    """apt options for ``arch``: none for the host's own; for another, private package
+    lists in the cache (the host's dpkg architectures and lists stay as they are)."""
+    if _native(arch):
+        return []
+    base = cache_dir() / f"apt-{DEB_ARCH[arch]}"
+    lists = base / "lists"
+    (lists / "partial").mkdir(parents=True, exist_ok=True)
+    (base / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
+    opts = ["-o", f"Dir::State::Lists={lists}", "-o", f"Dir::Cache={base / 'cache'}",
+            "-o", f"APT::Architecture={DEB_ARCH[arch]}", "-o", f"APT::Architectures::={DEB_ARCH[arch]}"]
+    if not any(lists.glob("*Packages*")):
+        _run(["apt-get", *opts, "update", "-q"])
+    return opts
+
+
+def _resolve_kernel_package(arch: str, opts: list[str]) -> str:
     """The versioned image package the meta-package depends on (e.g. linux-image-6.1.0-57-amd64)."""
-    meta = KERNEL_META[arch] + _apt_arch_suffix(arch)
-    out = _run(["apt-cache", "depends", meta])
+    out = _run(["apt-cache", *opts, "depends", KERNEL_META[arch]])
     for line in out.splitlines():
         m = re.match(r"\s*Depends:\s*(linux-image-\S+)", line)
         if m:
-            return m.group(1).split(":")[0] + _apt_arch_suffix(arch)
-    raise ImageUnavailable(f"apt-cache knows no {meta} (for another arch: dpkg --add-architecture "
-                           f"{DEB_ARCH[arch]} && apt-get update)")
+            return m.group(1).split(":")[0]
+    raise ImageUnavailable(f"apt-cache knows no {KERNEL_META[arch]} (apt-get update first)")
 
 
-def _download(package: str, into: Path) -> Path:
+def _download(package: str, arch: str, opts: list[str], into: Path) -> Path:
     into.mkdir(parents=True, exist_ok=True)
-    name = package.split(":")[0]
-    have = sorted(into.glob(f"{name}_*.deb"))
+    pattern = f"{package}_*_{DEB_ARCH[arch]}.deb"
+    have = sorted(into.glob(pattern))
     if have:
         return have[-1]
     # apt's sandbox user cannot write into a root-owned cache; it falls back to
     # root with a warning, which is fine here.
-    _run(["apt-get", "download", "-q", package], cwd=into)
-    have = sorted(into.glob(f"{name}_*.deb"))
+    _run(["apt-get", *opts, "download", "-q", f"{package}:{DEB_ARCH[arch]}"], cwd=into)
+    have = sorted(into.glob(pattern))
     if not have:
-        raise ImageUnavailable(f"apt-get download {package} left no .deb in {into}")
+        raise ImageUnavailable(f"apt-get download {package}:{DEB_ARCH[arch]} left no .deb in {into}")
     return have[-1]
 
 
@@ -137,9 +150,9 @@ def fetch(arch: str = "x86_64") -> Path:
     if done.exists():
         return root
     debs = cache_dir() / "debs"
-    kpkg = _resolve_kernel_package(arch)
-    kdeb = _download(kpkg, debs)
-    bdeb = _download("busybox-static" + _apt_arch_suffix(arch), debs)
+    opts = _apt_opts(arch)
+    kdeb = _download(_resolve_kernel_package(arch, opts), arch, opts, debs)
+    bdeb = _download("busybox-static", arch, opts, debs)
     tmp = root.with_name(root.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -98,8 +98,9 @@ class PciDev:
     def io_bar_regs(self) -> dict[int, int]:
         """BAR number -> I/O address from config space, for the I/O BARs (bit 0 set)."""
         out, i = {}, 0
-        while i < len(self.bar_regs):
-            v = self.bar_regs[i]
+        regs = self.bar_regs[:2] if self.secondary is not None else self.bar_regs  # a bridge has 2 BARs
+        while i < len(regs):
+            v = regs[i]
             if v & 1:
                 out[i] = v & ~0x3
             elif (v >> 1) & 0x3 == 0x2:  # a 64-bit memory BAR: the next register is its upper half
@@ -115,7 +116,8 @@ class PciDev:
         out += [f"BAR {i} ({k}): kernel failed to assign" for i, k in sorted(self.failed.items())
                 if i < ROM_ROW and (io or k != "io")]
         if io:
-            out += [f"BAR {i}: I/O BAR at 0" for i, a in self.io_bar_regs().items() if a == 0]
+            # 0: never assigned; past 64 KiB: the sizing pattern the firmware left behind
+            out += [f"BAR {i}: I/O BAR at {a:#x}" for i, a in self.io_bar_regs().items() if a == 0 or a > 0xFFFF]
         return out
 
     def io_ranges(self) -> list[tuple[int, int]]:
@@ -329,6 +331,18 @@ def boot_xml(domain_xml: str, image: GuestImage, console: Path, *, firmware: str
             if hd.find(tag) is not None:
                 rng.append(hd.find(tag))
         devices.replace(hd, rng)
+    if image.arch == "aarch64":
+        # QEMU's default CPU for virt is a 32-bit cortex-a15; the arm64 kernel needs a 64-bit one
+        cpu = root.find("cpu")
+        if cpu is None:
+            cpu = etree.SubElement(root, "cpu")
+        cpu.set("mode", "custom")
+        cpu.set("match", "exact")
+        for el in cpu.findall("model"):
+            cpu.remove(el)
+        model = etree.Element("model", fallback="forbid")
+        model.text = "cortex-a57"
+        cpu.insert(0, model)
     serial = etree.Element("serial", type="file")
     etree.SubElement(serial, "source", path=str(console), append="off")
     if image.arch == "aarch64":

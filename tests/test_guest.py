@@ -66,8 +66,8 @@ LEGACY = {"virtio-net": 0x1000, "virtio-blk": 0x1001, "virtio-balloon": 0x1002, 
 EXPRESS_PORTS = {"pcie-root-port", "pcie-switch-downstream-port"}
 # what is hotplugged to fill each class: a NIC, so the guest also names an interface
 PROBE = {"pcie": "virtio", "pci": "virtio-transitional"}
-# Without its 256 KiB boot ROM: ROMs of hotplugged NICs fill a bridge's 2 MiB windows
-# after about 16 of them and the BARs of the next ones get no room (measured in
+# Without its 256 KiB boot ROM: the ROMs of hotplugged NICs fill a bridge's 2 MiB windows
+# and 5 of 31 NICs behind one pcie-to-pci-bridge get no room for their BARs (measured in
 # tests/test_guest_measure.py, test_nic_roms_fill_a_bridge_window).
 ROM = "<rom enabled='no'/>"
 
