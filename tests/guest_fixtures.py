@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["guest_image", "guest_virt", "guest_dir", "guest_facts"]
+__all__ = ["guest_image", "guest_image_aarch64", "guest_virt", "guest_dir", "guest_facts"]
 
 FACTS: dict[str, object] = {}
 _VIRT: list[tuple[str, str]] = []
@@ -37,6 +37,18 @@ def guest_image(libvirt_uri):
         return ensure_image("x86_64")
     except ImageUnavailable as exc:
         _unavailable(f"no guest image: {exc} (run .ci/guest-image)")
+
+
+@pytest.fixture(scope="session")
+def guest_image_aarch64(libvirt_uri):
+    """The arm64 kernel (linux-image-arm64) and busybox, booted under TCG on virt."""
+    from tests.guest_image import ImageUnavailable, ensure_image
+    from tests.libvirt_fixtures import _unavailable
+
+    try:
+        return ensure_image("aarch64")
+    except ImageUnavailable as exc:
+        _unavailable(f"no aarch64 guest image: {exc} (run .ci/guest-image)")
 
 
 @pytest.fixture(scope="session")

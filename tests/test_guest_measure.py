@@ -17,6 +17,8 @@ longer matches what the guest shows.
   (libvirt 9.0 has no <target memReserve>; libvirt 10.3 writes the same property).
 * <acpi index='N'/> on a NIC: the kernel's acpi_index, which udev turns into the
   name ``enoN``.
+* aarch64 virt: whether the guest sees the devices behind a pcie-expander-bus
+  with the kernel booted directly (device tree), with UEFI, and with UEFI and ACPI.
 """
 
 from __future__ import annotations
@@ -218,3 +220,38 @@ def test_acpi_index_names_the_nic(family, virsh, guest_image, guest_virt, guest_
                                            "hotplug_acpi_index": sorted(map(str, hot)), "udev_names": names}
     assert at_boot == {7}, f"{family}: the boot NIC's acpi_index is {at_boot}, want 7"
     assert hot == {8}, f"{family}: the hotplugged NIC's acpi_index is {hot}, want 8"
+
+
+ARM_SPEC = ("machine: virt\narch: aarch64\nvcpus: 2\nnuma: {nodes: 2}\ndefaults: {usb: false, memballoon: false}\n"
+            "devices:\n  - {name: near, model: virtio-net}\n  - {name: far, model: virtio-net, numa_node: 1}\n")
+ARM_VARIANTS = {"direct": ("none", False), "uefi": ("ovmf", False), "uefi-acpi": ("ovmf", True)}
+
+
+@pytest.mark.parametrize("variant", list(ARM_VARIANTS))
+def test_aarch64_expander_seen(variant, virsh, guest_image_aarch64, guest_dir, guest_facts, tmp_path):
+    """A NIC behind a pcie-expander-bus (NUMA node 1) and one on the main root port, aarch64 virt, TCG.
+
+    Stated: the guest finds an expander's buses only through ACPI (the device tree
+    describes the main host bridge alone), and libvirt allows ACPI on aarch64 only with UEFI."""
+    fw, acpi = ARM_VARIANTS[variant]
+    xml = _plan_xml(tmp_path, "armx", ARM_SPEC, "qemu")
+    root = etree.fromstring(xml.encode())
+    if acpi:
+        feats = root.find("features")
+        if feats is None:
+            feats = etree.Element("features")
+            root.insert(list(root).index(root.find("os")) + 1, feats)
+        if feats.find("acpi") is None:
+            etree.SubElement(feats, "acpi")
+    xml = etree.tostring(root, encoding="unicode")
+    buses = guest_buses(xml)
+    where = {i.find("alias").get("name"): guest_address(i.find("address"), buses) for i in root.iter("interface")}
+    with Guest(virsh, xml, guest_image_aarch64, guest_dir, firmware=fw, virt="qemu", boot_timeout=400) as g:
+        v = g.view()
+    far, near = where["ua-far"], where["ua-near"]
+    seen_far = far in v.devices and not v.devices[far].unassigned()
+    guest_facts[f"aarch64_expander_{variant}"] = {
+        "efi": v.boot.get("efi"), "near": near in v.devices, "far_at": far, "far_seen_with_bars": seen_far,
+        "boot_s": round(g.boot_seconds, 1)}
+    assert near in v.devices and not v.devices[near].unassigned(), f"{variant}: the NIC at {near} is missing"
+    assert seen_far == acpi, f"{variant}: the NIC behind the expander at {far}: seen={seen_far}"
