@@ -15,7 +15,7 @@ test finds them among kernel messages on the serial console:
     TSG net eth0 pci=0000:01:00.0 acpi_index=- label=-
     TSG klog pci 0000:02:00.0: BAR 0: no space for [io  size 0x0020]
     TSG ready pci=12 net=1
-    TSG add 0000:05:00.0 ...   (then its res lines; a hotplugged device)
+    TSG add 0000:05:00.0 ...   (then its cfg and res lines and "TSG end 0000:05:00.0"; a hotplugged device)
     TSG del 0000:05:00.0
     TSG netdel eth3
 
@@ -193,6 +193,7 @@ pci_report() {  # $1 = word (pci|add), $2 = address
         [ "$f" != "0x0000000000000000" ] && echo "$P res $2 $i $s $e $f"
         i=$((i+1))
     done < $d/resource
+    echo "$P end $2"
 }
 
 net_report() {  # $1 = interface

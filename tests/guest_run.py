@@ -167,6 +167,7 @@ _FAILED = re.compile(r"pci (\S+): BAR (\d+)(?: \[(io|mem)[^]]*\])?: failed to as
 def parse(text: str) -> View:
     v = View()
     current: dict[str, PciDev] = {}
+    pending: dict[str, PciDev] = {}
     for raw in text.splitlines():
         i = raw.find(PREFIX)
         if i < 0:
@@ -191,9 +192,12 @@ def parse(text: str) -> View:
             if word == "pci" and not v.ready:
                 v.devices[d.address] = d
             else:
-                v.added[d.address] = d
-                if d.address in v.removed:
-                    v.removed.remove(d.address)
+                pending[d.address] = d  # in `added` once its last line ("end") is there
+        elif word == "end" and f and f[0] in pending:
+            d = pending.pop(f[0])
+            v.added[d.address] = d
+            if d.address in v.removed:
+                v.removed.remove(d.address)
         elif word == "res" and len(f) == 5 and f[0] in current:
             try:
                 current[f[0]].resources.append(Resource(int(f[1]), int(f[2], 16), int(f[3], 16), int(f[4], 16)))
@@ -217,6 +221,7 @@ def parse(text: str) -> View:
         elif word == "del" and f:
             v.removed.append(f[0])
             v.added.pop(f[0], None)
+            pending.pop(f[0], None)
         elif word == "klog":
             v.klog.append(rest)
             km = _FAILED.search(rest)

@@ -276,7 +276,7 @@ def _generated(family: str, seed: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-GENERATED = [("q35", 0), ("q35", 1), ("pc", 0), ("pc", 1)]
+GENERATED = [("q35", 0), ("q35", 1), ("pc", 0)]  # a few: each boots under TCG in CI
 
 
 @pytest.mark.parametrize("family,seed", GENERATED, ids=[f"{f}-{s}" for f, s in GENERATED])

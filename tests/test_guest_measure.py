@@ -154,10 +154,12 @@ def test_nic_roms_fill_a_bridge_window(virsh, guest_image, guest_virt, guest_dir
     rom_failed = sum(1 for k in v.klog if "ROM" in k and "failed to assign" in k)
     guest_facts["nic_roms_behind_a_bridge_seabios"] = {
         "hotplugged": 31, "all_bars_assigned": len(ok), "roms_unassigned": rom_failed, "first_short": first_bad}
-    # Stated: the 2 MiB windows (firmware.py port_mem, port_pref) hold the 256 KiB ROMs and the
-    # BARs of fewer NICs than the bridge has slots.  If this ever holds 31, the ROM advice can go.
-    assert len(ok) < 31, "every NIC with its ROM got all its BARs behind one bridge"
-    assert len(ok) == 25, f"{len(ok)} NICs with ROMs got every BAR (measured, one at a time: 25)"
+    # Stated: the bridge's two 2 MiB windows (firmware.py port_mem, port_pref) hold 16 ROMs of
+    # 256 KiB; the BARs of the NICs after those squeeze into what the ROMs leave, and fewer
+    # NICs than the bridge has slots get every BAR.  The exact count depends on the order the
+    # kernel meets the ROMs in (measured 25-27 of 31).  If this ever holds 31, the ROM advice
+    # in tests/test_guest.py can go.
+    assert 16 <= len(ok) < 31, f"{len(ok)} of 31 NICs with ROMs got every BAR"
 
 
 def _shmem(alias: str, bus: int, size_mib: int) -> str:
