@@ -211,7 +211,7 @@ net_report() {  # $1 = interface
 }
 
 klog() {  # PCI resource trouble, from the kernel ring buffer (consumed)
-    dmesg -c 2>/dev/null | grep -E "no space for|failed to assign|can't assign|not enough|no compatible bridge window|assigned \\[io" | sed "s/^\[[^]]*\] //; s/^/$P klog /"
+    dmesg -c 2>/dev/null | grep -E "no space for|failed to assign|can't assign|not enough|no compatible bridge window|assigned \\[io|window \\[io .*: assigned" | sed "s/^\[[^]]*\] //; s/^/$P klog /"
 }
 
 # let the drivers bind before the first report

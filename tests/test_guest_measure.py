@@ -128,6 +128,9 @@ def test_bridge_window_sizes(fw, virsh, guest_image, guest_virt, guest_dir, gues
                 assert (w["mem"], w["pref"]) == (row.port_mem, row.port_pref), (
                     f"{fw}: empty {c.get('model')} has windows {w}; firmware.py says mem {row.port_mem:#x}, "
                     f"pref {row.port_pref:#x}")
+    # who gave the I/O windows: Linux says "assigned" for each it placed itself
+    kernel_io = sorted({k.split()[1] for k in v.klog if "[io" in k and "assigned" in k and "can't" not in k})
+    seen["io windows the kernel assigned"] = kernel_io
     guest_facts[f"bridge_windows_{fw}_q35"] = seen
 
 
