@@ -400,6 +400,13 @@ def _order(root) -> None:
 # --------------------------------------------------------------------------
 
 
+# QEMU's conventional pxb (pci-expander-bus) puts a pci-bridge of its own at slot 0 of its root
+# bus, and the devices libvirt places "on the pxb" sit behind that bridge (QEMU
+# hw/pci-bridge/pci_expander_bridge.c); pxb-pcie has none.  Measured: a pc guest shows the
+# bridge (1b36:0001) at busNr:00.0 and the pxb's devices on busNr + 1.
+EXPANDER_HIDDEN_BRIDGE = {"pcie-expander-bus": 0, "pci-expander-bus": 1}
+
+
 def _int(v: str | None) -> int:
     return int(v, 0) if v else 0
 
@@ -411,17 +418,19 @@ def guest_buses(domain_xml: str) -> dict[int, int]:
     0's slots and functions in order, each bridge takes the next number, then
     its own subtree is numbered before the next sibling.  An expander bus is a
     host bridge, not a PCI-PCI bridge: its bus is its ``busNr`` and its subtree
-    is numbered from there; it takes no number from its parent's walk.
+    is numbered from there; it takes no number from its parent's walk (on pc
+    its devices sit one bus further, behind QEMU's hidden bridge).
     """
     root = etree.fromstring(domain_xml.encode())
     ctrls = [c for c in root.iter("controller") if c.get("type") == "pci"]
+    hidden = {}  # expander index -> its busNr, where a hidden bridge sits
     children: dict[int, list[tuple[int, int, int, str]]] = {}
     bus_nr: dict[int, int] = {}
     for c in ctrls:
         idx = int(c.get("index"))
         a = c.find("address")
         t = c.find("target")
-        if c.get("model") in ("pcie-expander-bus", "pci-expander-bus"):
+        if c.get("model") in EXPANDER_HIDDEN_BRIDGE:
             bus_nr[idx] = _int(t.get("busNr"))
         if a is not None:
             children.setdefault(_int(a.get("bus")), []).append(
@@ -437,9 +446,22 @@ def guest_buses(domain_xml: str) -> dict[int, int]:
         return nxt
 
     walk(0, 1)
+    model = {int(c.get("index")): c.get("model") for c in ctrls}
     for idx, nr in sorted(bus_nr.items()):
-        out[idx] = nr
-        walk(idx, nr + 1)
+        extra = EXPANDER_HIDDEN_BRIDGE[model[idx]]
+        out[idx] = nr + extra
+        walk(idx, nr + 1 + extra)
+    return out
+
+
+def hidden_bridges(domain_xml: str) -> dict[str, int]:
+    """Guest address -> secondary bus of the bridges QEMU adds by itself (see EXPANDER_HIDDEN_BRIDGE)."""
+    root = etree.fromstring(domain_xml.encode())
+    out = {}
+    for c in root.iter("controller"):
+        if c.get("type") == "pci" and EXPANDER_HIDDEN_BRIDGE.get(c.get("model")):
+            nr = _int(c.find("target").get("busNr"))
+            out[f"0000:{nr:02x}:00.0"] = nr + 1
     return out
 
 

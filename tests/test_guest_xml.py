@@ -10,7 +10,7 @@ import pytest
 from lxml import etree
 
 from tests.guest_image import INIT, GuestImage, _Cpio
-from tests.guest_run import boot_xml, guest_buses, isa_safe_io_slots, parse
+from tests.guest_run import boot_xml, guest_buses, hidden_bridges, isa_safe_io_slots, parse
 from topo_solve.domain_xml import render_domain
 from topo_solve.solve import solve
 from topo_solve.spec import load_spec, parse_spec, to_problem
@@ -70,6 +70,17 @@ def test_guest_buses_depth_first_and_expanders():
     behind = [int(c.get("index")) for c in root.iter("controller")
               if c.find("address") is not None and int(c.find("address").get("bus"), 0) == int(pxb.get("index"))]
     assert [buses[i] for i in behind] == list(range(nr + 1, nr + 1 + len(behind)))
+    # pc: QEMU's pxb hides a pci-bridge at busNr:00.0; the pxb's devices sit on busNr + 1
+    plan = _plan_text("name: p\nmachine: pc\nvcpus: 2\nnuma: {nodes: 2}\n"
+                      "devices:\n  - {name: far, model: virtio-net, numa_node: 1, count: 33}\n")
+    xml = render_domain(plan)
+    root = etree.fromstring(xml.encode())
+    pxb = next(c for c in root.iter("controller") if c.get("model") == "pci-expander-bus")
+    bridge = next(c for c in root.iter("controller") if c.get("model") == "pci-bridge")
+    nr = int(pxb.find("target").get("busNr"))
+    buses = guest_buses(xml)
+    assert buses[int(pxb.get("index"))] == nr + 1 and buses[int(bridge.get("index"))] == nr + 2
+    assert hidden_bridges(xml) == {f"0000:{nr:02x}:00.0": nr + 1}
 
 
 def test_parse_console_report():
