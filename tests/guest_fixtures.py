@@ -35,27 +35,42 @@ def pytest_collection_modifyitems(session, config, items):
     _GUEST_IDS.update(it.nodeid for it in items if it.get_closest_marker("guest"))
 
 
-@pytest.fixture(scope="session")
-def guest_image(libvirt_uri):
-    from tests.guest_image import ImageUnavailable, ensure_image
-    from tests.libvirt_fixtures import _unavailable
+def _host_virsh(judge_registry):
+    """The host's libvirt (the guest tests run on libvirt 9.0 + QEMU 7.2, the HOST judge)."""
+    from tests.libvirt_fixtures import HOST
 
+    return judge_registry.get(HOST).virsh()  # skips (or fails under CI) when it cannot be used
+
+
+def _no_image(reason: str):
+    from tests.libvirt_fixtures import REQUIRE_ENV, _required
+
+    if _required():
+        pytest.fail(f"{REQUIRE_ENV}=1 but {reason}", pytrace=False)
+    pytest.skip(f"{reason} (set {REQUIRE_ENV}=1 to make this an error)")
+
+
+@pytest.fixture(scope="session")
+def guest_image(judge_registry):
+    from tests.guest_image import ImageUnavailable, ensure_image
+
+    _host_virsh(judge_registry)
     try:
         return ensure_image("x86_64")
     except ImageUnavailable as exc:
-        _unavailable(f"no guest image: {exc} (run .ci/guest-image)")
+        _no_image(f"no guest image: {exc} (run .ci/guest-image)")
 
 
 @pytest.fixture(scope="session")
-def guest_image_aarch64(libvirt_uri):
+def guest_image_aarch64(judge_registry):
     """The arm64 kernel (linux-image-arm64) and busybox, booted under TCG on virt."""
     from tests.guest_image import ImageUnavailable, ensure_image
-    from tests.libvirt_fixtures import _unavailable
 
+    _host_virsh(judge_registry)
     try:
         return ensure_image("aarch64")
     except ImageUnavailable as exc:
-        _unavailable(f"no aarch64 guest image: {exc} (run .ci/guest-image)")
+        _no_image(f"no aarch64 guest image: {exc} (run .ci/guest-image)")
 
 
 @pytest.fixture(scope="session")
@@ -64,11 +79,10 @@ def guest_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def guest_virt(libvirt_uri, guest_image, guest_dir):
+def guest_virt(judge_registry, guest_image, guest_dir):
     from tests.guest_run import virt_type
-    from tests.libvirt_fixtures import hv
 
-    ans = virt_type(hv.Virsh(libvirt_uri), guest_image, guest_dir)
+    ans = virt_type(_host_virsh(judge_registry), guest_image, guest_dir)
     _VIRT.append(ans)
     FACTS["virt"] = {"type": ans[0], "why": ans[1]}
     return ans

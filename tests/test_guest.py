@@ -28,7 +28,7 @@ import pytest
 from lxml import etree
 
 from tests.guest_run import Guest, guest_address, guest_buses, hidden_bridges, isa_safe_io_slots
-from topo_solve.domain_xml import render_domain
+from topo_solve.domain.write import render_domain
 from topo_solve.model import EndpointClass
 from topo_solve.solve import solve
 from topo_solve.spec import load_spec, parse_spec, to_problem
