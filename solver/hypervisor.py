@@ -293,7 +293,8 @@ class Virsh:
         return name.strip()
 
     def undefine(self, name: str) -> None:
-        self.run("undefine", name)
+        # a UEFI guest that has run has an NVRAM file: without --nvram libvirt refuses to undefine it
+        self.run("undefine", name, "--nvram")
 
     def start(self, name: str) -> None:
         self.run("start", name)

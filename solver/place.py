@@ -253,10 +253,11 @@ def place(problem: Problem, rules: RuleSet, counts: Counts) -> Layout:
         order.update({ep.name: len(order) + i for i, ep in enumerate(problem.endpoints)})
     placed.sort(key=lambda p: order.get(p.endpoint.name, len(order)))
     all_controllers = sorted(controllers + added, key=lambda c: c.index)
-    acpi = problem.base.acpi if problem.base is not None else rules.acpi
+    acpi = problem.base.acpi if problem.base is not None else rules.acpi_for(problem.firmware)
     numa = problem.base.numa_nodes if problem.base is not None else len(problem.numa)
+    firmware = problem.base.firmware if problem.base is not None else problem.firmware
     return Layout(family=rules.family, controllers=tuple(all_controllers), placed=tuple(placed), acpi=acpi,
-                  numa_nodes=numa)
+                  numa_nodes=numa, firmware=firmware)
 
 
 def _keep_target(c: Controller, own: Controller | None) -> Controller:

@@ -22,10 +22,10 @@ def test_io_port_warning_is_the_measured_seabios_limit():
     assert IO_PORT_WARN == firmware("seabios", "q35").io_ports
 
 
-def test_ovmf_assigns_fewer_io_windows_than_the_warning_allows():
-    """Recorded for the planner: with OVMF the firmware's own limit is lower than the warning's
-    (past it OVMF leaves every BAR to the OS).  A spec cannot say its firmware yet, so the
-    warning cannot use this row; when it can, this test is where the two meet."""
+def test_ovmf_assigns_fewer_io_windows_than_seabios():
+    """With OVMF the firmware's own limit is lower than SeaBIOS's (past it OVMF leaves every BAR to
+    the OS, and Linux gets as far as SeaBIOS did): a guest that says 'firmware: efi' is warned, and
+    limited by 'io_ports: limit', at the OVMF number (tests/test_firmware.py)."""
     assert firmware("ovmf", "q35").io_ports < IO_PORT_WARN
     assert firmware("ovmf", "q35").io_ports_os == IO_PORT_WARN
 

@@ -18,6 +18,7 @@ not larger than its bus).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 
 from lxml import etree
@@ -26,6 +27,7 @@ from ..errors import Finding, SpecError
 from ..model import Address, Controller, Endpoint, EndpointClass, Layout, Placed, Problem
 from ..rules import DeviceKind, Implicit, RuleSet, family_for, machine_suggestions
 from ..rules.devices import KINDS
+from ..rules.firmware import KINDS as FIRMWARE_KINDS
 from .classify import classify
 from .parse import Document, number, parse_document, read_address, shown
 
@@ -79,6 +81,7 @@ class Domain:
     controllers: list[DomainController]
     devices: list[DomainDevice]  # in document order, then what libvirt adds
     findings: list[Finding] = field(default_factory=list)
+    firmware: str | None = None  # rules.firmware.KINDS the guest boots (see firmware_of)
 
     @property
     def file(self) -> str:
@@ -120,7 +123,7 @@ class Domain:
             elif d.endpoint.cls is None and d.implicit is None and d.endpoint.fixed_role is None:
                 placed.append(Placed(d.endpoint, None))
         return Layout(family=self.rules.family, controllers=tuple(ctrls), placed=tuple(placed), acpi=self.acpi,
-                      numa_nodes=self.numa_cells)
+                      numa_nodes=self.numa_cells, firmware=self.firmware)
 
     def problem(self, headroom=(), *, right_size: bool = False, io_ports: int | None = None,
                 layout: str = "qemu-guidelines") -> Problem:
@@ -133,7 +136,7 @@ class Domain:
         keep = tuple(c.controller for c in self.controllers if not c.placed and (c.index_given or not right_size))
         return Problem(name=self.name, family=self.rules.family, machine=self.machine, arch=self.arch,
                        endpoints=endpoints, headroom=tuple(headroom), source=self.file, io_ports=io_ports,
-                       base=self.layout(), keep=keep, layout=layout)
+                       base=self.layout(), keep=keep, layout=layout, firmware=self.firmware)
 
 
 def _machine(root: etree._Element, file: str, problems: list[Finding]) -> tuple[RuleSet | None, str]:
@@ -285,6 +288,7 @@ def read_domain(data: str | bytes, file: str = "<domain>") -> Domain:
     name = (name_el.text or "").strip() if name_el is not None and name_el.text else ""
     arch = (root.find("os/type").get("arch") or rules.arches[0])
     acpi = root.find("features/acpi") is not None
+    firmware = firmware_of(root, rules)
     numa_cells = len(root.findall("cpu/numa/cell"))
 
     controllers: list[DomainController] = []
@@ -442,7 +446,7 @@ def read_domain(data: str | bytes, file: str = "<domain>") -> Domain:
         raise SpecError(sorted(problems, key=lambda p: p.line or 0))
     devices += _added_at_define(children, rules, roles_taken, arch)
     return Domain(document=doc, rules=rules, name=name or _stem(file), machine=machine, arch=arch, acpi=acpi,
-                  numa_cells=numa_cells, controllers=controllers, devices=devices)
+                  firmware=firmware, numa_cells=numa_cells, controllers=controllers, devices=devices)
 
 
 def _int(raw: str | None, default: int) -> int:
@@ -546,6 +550,26 @@ def _role(kind: DeviceKind, rules: RuleSet, taken: set[str], address: Address | 
         taken.add(role)  # the first of its kind takes the role, addressed or not
         return role if role in rules.fixed and address is None else None
     return None
+
+
+# Words in a <loader> path that name a UEFI build (Debian's OVMF/AAVMF, Fedora's edk2, QEMU_EFI)
+_EFI_LOADER = re.compile(r"ovmf|aavmf|edk2|qemu_efi|uefi", re.IGNORECASE)
+
+
+def firmware_of(root: etree._Element, rules: RuleSet) -> str | None:
+    """The firmware the domain boots: <os firmware='...'> (libvirt 5.2's autoselection), else a
+    <loader> whose path names a UEFI build (a pflash loader is UEFI too), else the family's default."""
+    os_ = root.find("os")
+    named = os_.get("firmware") if os_ is not None else None
+    if named in FIRMWARE_KINDS:
+        return named
+    loader = os_.find("loader") if os_ is not None else None
+    if loader is not None:
+        if loader.get("type") == "pflash" or _EFI_LOADER.search(loader.text or ""):
+            return "efi"
+        if "bios" in rules.firmware_kinds:
+            return "bios"
+    return rules.firmware_default
 
 
 def _present(by_tag: dict[str, list[etree._Element]], tag: str, path: str, value: str) -> bool:

@@ -23,14 +23,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import MappingProxyType
 
-__all__ = ["Firmware", "FIRMWARES", "firmware"]
+__all__ = ["Firmware", "FIRMWARES", "KINDS", "firmware", "of_kind"]
+
+# What a domain says its firmware is (libvirt's <os firmware='...'>, or a <loader> of that kind)
+KINDS = ("bios", "efi")
 
 _MEASURED = "tests/test_guest_measure.py (libvirt 9.0, QEMU 7.2, Linux 6.1 guest)"
 
 
 @dataclass(frozen=True)
 class Firmware:
-    name: str  # what the spec or the domain says: seabios (the default BIOS) or ovmf (UEFI)
+    name: str  # the firmware measured: seabios (x86's BIOS) or ovmf (x86's UEFI)
+    kind: str  # the KINDS entry a spec or a domain gives for it
     family: str  # machine family the row was measured on
     version: str  # the package measured
     io_ports: int
@@ -43,7 +47,7 @@ class Firmware:
 
 _rows = [
     Firmware(
-        "seabios", "q35", "seabios 1.16.2-1 (Debian 12)",
+        "seabios", "bios", "q35", "seabios 1.16.2-1 (Debian 12)",
         io_ports=14,
         past_io_ports="SeaBIOS stops with 'PCI: out of I/O address space': the guest does not boot",
         io_ports_os=14,
@@ -52,7 +56,7 @@ _rows = [
         source=_MEASURED + ": test_io_windows[seabios], test_bridge_window_sizes[seabios]",
     ),
     Firmware(
-        "ovmf", "q35", "ovmf 2022.11-6+deb12u2 (Debian 12)",
+        "ovmf", "efi", "q35", "ovmf 2022.11-6+deb12u2 (Debian 12)",
         io_ports=9,
         past_io_ports="OVMF assigns no BAR of any device and leaves all of it to the OS "
                       "(Linux reassigns; at 15 ports the chipset's SATA and SMBus lose their I/O BARs, "
@@ -65,7 +69,15 @@ _rows = [
 ]
 
 FIRMWARES = MappingProxyType({(r.name, r.family): r for r in _rows})
+_BY_KIND = MappingProxyType({(r.kind, r.family): r for r in _rows})
 
 
 def firmware(name: str, family: str) -> Firmware | None:
+    """The row of a firmware by its name (seabios, ovmf)."""
     return FIRMWARES.get((name, family))
+
+
+def of_kind(kind: str | None, family: str) -> Firmware | None:
+    """The row a guest of ``family`` with firmware ``kind`` (bios, efi) boots with; None where
+    nothing was measured (another family, or no firmware at all)."""
+    return _BY_KIND.get((kind, family)) if kind is not None else None
