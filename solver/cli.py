@@ -910,17 +910,23 @@ def _live_audit(names: tuple[str, ...], uri: str | None, every: bool, emit: str)
     from .live import Host
 
     host = Host(uri)
-    listed = host.names() if every else list(names)
+    present = host.names()  # a connection that fails, fails here, once
+    listed = present if every else list(names)
     if emit in ("svg", "dot") and len(listed) != 1:
         raise _usage(f"--emit {emit} draws one guest; name exactly one")
     records, failed = [], False
     for name in listed:
+        if name not in present:
+            records.append({"guest": name, "uri": host.uri, "state": "-",
+                            "error": f"no guest named '{name}' on {host.uri} (virsh list --all names them)"})
+            failed = True
+            continue
         try:
             guest = host.guest(name)
         except EnvironmentFault as exc:
             if every and name not in host.names():
                 continue  # gone since the list was read (a guest that was being removed)
-            records.append({"guest": name, "uri": host.uri, "state": "?", "error": exc.message})
+            records.append({"guest": name, "uri": host.uri, "state": "-", "error": exc.message})
             failed = True
             continue
         if emit in ("svg", "dot"):
@@ -947,6 +953,9 @@ def _live_audit(names: tuple[str, ...], uri: str | None, every: bool, emit: str)
         click.echo(json.dumps(records, indent=2))
     else:
         click.echo(_host_table(records, host.uri), nl=False)
+    for r in records:
+        if "error" in r:
+            click.echo(f"error: {r['guest']}: {r['error']}", err=True)
     if failed:
         sys.exit(2)
 
@@ -959,8 +968,7 @@ def _host_table(records: list[dict], uri: str) -> str:
     rows, notes = [], []
     for r in records:
         if "error" in r:
-            rows.append((r["guest"], r["state"], "-", "-", "-", "-"))
-            notes.append(f"{r['guest']}: error: {r['error']}")
+            rows.append((r["guest"], r["state"], "-", "-", "-", "-"))  # the error itself goes to stderr
             continue
         empty = r["empty_ports"]
         cost = f" (~{empty * PORT_MEMORY_KB / 1000:.1f} MB)" if empty else ""

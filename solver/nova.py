@@ -3,13 +3,15 @@
 Nova gives a q35 (x86_64) or virt (aarch64) instance ``pcie-root`` and ``num_pcie_ports``
 ``pcie-root-port`` controllers without index or address (``_guest_add_pcie_root_ports``), writes
 its devices without addresses, and libvirt places them at define: one port per PCI Express device
-(the first video card keeps its chipset slot), a pcie-to-pci-bridge in a port of its own for
-conventional PCI devices (31 slots per bridge), more ports only when the given ones run out, and no
+(the first video card keeps its chipset slot), more ports only when the given ones run out, and no
 spare port once any port was given (libvirt adds its one spare only to guests without PCI
-controllers).  So a flavor with ``P`` PCI Express devices at boot, ``b`` bridges for its ``L``
-conventional devices (``b = ceil(L / 31)``) and a headroom of ``H`` PCI Express and host devices
-needs ``N = P + b + H`` ports, and its conventional headroom is the ``31 b - L`` free bridge slots
-(none without a conventional device at boot: Nova adds no bridge).  Nova takes ``N`` from 0 to 28
+controllers).  Conventional PCI devices get a pcie-to-pci-bridge (31 slots), which libvirt adds
+together with a root port of its own (measured, libvirt 9.0: with 4 ports given, a bridge and three
+PCI Express devices, libvirt adds a fifth port and one port stays free), so a bridge costs none of
+the given ports.  A flavor with ``P`` PCI Express devices at boot and a headroom of ``H`` PCI Express
+and host devices needs ``N = P + H`` ports; its conventional headroom is the free slots of the
+``b = ceil(L / 31)`` bridges its ``L`` conventional devices bring, ``31 b - L`` (none without a
+conventional device at boot: nothing adds a bridge then).  Nova takes ``N`` from 0 to 28
 (0 means libvirt's own default), one value per host, so the answer is the largest ``N`` of the set.
 
 The flavors file (YAML)::
@@ -60,7 +62,7 @@ class FlavorNeed:
     flavor: str
     on_ports: int  # PCI Express devices at boot that libvirt puts on ports
     conventional: int  # conventional PCI devices at boot
-    bridges: int  # pcie-to-pci-bridges libvirt adds for them, one port each
+    bridges: int  # pcie-to-pci-bridges libvirt adds for them (each with a root port of its own)
     port_headroom: int  # PCI Express and host-device hotplugs asked: one free port each
     pci_headroom: int  # conventional hotplugs asked
     pci_room: int  # free bridge slots
@@ -203,7 +205,7 @@ def solve_flavors(machine: str, flavors: list[Flavor], file: str = "flavors") ->
                 pci_headroom += n
         bridges = math.ceil(conventional / bridge_slots) if conventional and bridge_slots else 0
         room = bridges * bridge_slots - conventional
-        ports = max(1, on_ports + bridges + port_headroom)  # 0 would mean libvirt's default, not "none"
+        ports = max(1, on_ports + port_headroom)  # 0 would mean libvirt's default, not "none"
         problem = None
         if pci_headroom > room:
             problem = (f"{pci_headroom} conventional PCI hotplug(s) need free slots of a pcie-to-pci-bridge, which Nova "

@@ -6,7 +6,7 @@
   off (``Guest.set_defaults`` in virtinst adds a USB controller, a qemu-ga channel, whose
   virtio-serial controller takes a PCIe slot, an rng, a balloon and, with graphics, a video card;
   ``--controller type=usb,model=none``, ``--channel none``, ``--rng none``, ``--memballoon none`` and
-  ``--graphics none`` stop that).  virt-install adds no root ports of its own once any PCI
+  ``--graphics none`` stop that; without a disk of the plan's, ``--disk none``, or it adds a virtio disk).  virt-install adds no root ports of its own once any PCI
   controller is given (``Guest._add_q35_pcie_controllers``).
 * ``virt_xml``: one ``virt-xml NAME --add-device --controller ...`` line per controller an
   extension adds, for a defined guest (virt-xml changes the persistent definition).
@@ -53,7 +53,8 @@ def controller_options(c: Controller) -> str:
 
 def device_options(kind_name: str, name: str, address: Address | None, *, index: int = 0, host: str | None = None,
                    guest: str = "guest", multifunction: bool = False) -> list[tuple[str, str]]:
-    """The virt-install options of one device (``index`` numbers controllers of one type), as
+    """The virt-install options of one device (``index`` numbers the devices of its element: controllers
+    of one type, disks in the order of the command's ``--disk`` options), as
     ``(option, value)`` pairs: usually one, plus an ``--xml`` edit for what virt-install has no
     option for (a transitional virtio disk's model)."""
     k = device_kind(kind_name)
@@ -65,8 +66,9 @@ def device_options(kind_name: str, name: str, address: Address | None, *, index:
     elif k.element == "disk":
         opt, parts = "--disk", [f"path={IMAGE_DIR}/{guest}-{name}.img", "bus=virtio", "driver.name=qemu",
                                 "driver.type=raw"]
-        if transitional:  # virt-install has no option for a disk's model attribute
-            extra.append(("--xml", f"xpath.set=./devices/disk[alias/@name='ua-{name}']/@model=virtio-transitional"))
+        if transitional:  # virt-install has no option for a disk's model: set it in its XML, the index+1-th disk
+            # (an XPath predicate on the alias cannot be written: virt-install splits the option at '=')
+            extra.append(("--xml", f"./devices/disk[{index + 1}]/@model=virtio-transitional"))
     elif k.element in ("scsi", "virtio-serial", "usb", "sata"):
         opt, parts = "--controller", [f"type={k.element}", f"index={index}"]
         if k.xml_model and not (k.element == "virtio-serial" and k.xml_model == "virtio"):
@@ -131,6 +133,8 @@ def virt_install(plan: Plan) -> str:
         opts.append(("--memballoon", "none"))
     if "rng" not in present:
         opts.append(("--rng", "none"))
+    if "disk" not in present:
+        opts.append(("--disk", "none"))  # else virt-install adds a disk of its own (a virtio disk: a PCIe slot)
     opts.append(("--channel", "none"))  # the qemu-ga channel needs a virtio-serial controller: a PCIe slot
     opts.append(("--graphics", "none"))  # graphics bring a default video card (a PCI device on pseries)
     head = [f"# {p.name} ({p.family}) as topo-solve planned it: every PCI controller and device at its address,",
