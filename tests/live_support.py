@@ -48,10 +48,10 @@ def renamed(xml: str, name: str) -> str:
 
 
 @contextmanager
-def defined(virsh, xml: str, *, start: bool = False):
+def defined(virsh, xml: str, *, start: bool = False, prefix: bool = True):
     """Define ``xml`` (its own name, which must be unused), optionally start it; always remove it."""
     name = etree.fromstring(xml.encode()).findtext("name")
-    assert name.startswith(PREFIX), name
+    assert name.startswith(PREFIX) or not prefix, name
     assert not virsh.exists(name), f"a guest named {name} exists already"
     try:
         virsh.define(xml)
@@ -76,3 +76,41 @@ def pci_key(layout) -> tuple[tuple, tuple]:
                           c.hotplug) for c in layout.controllers))
     devs = tuple(sorted((p.endpoint.kind, str(p.address)) for p in layout.placed if p.address is not None))
     return ctrls, devs
+
+
+# -- the README's live workflow: the guests it shows ------------------------------------------------
+
+README_NUMA = """\
+name: numa-01
+machine: q35
+memory: 1024
+vcpus: 2
+numa: {nodes: 2}
+defaults: {usb: false, memballoon: false}
+devices:
+  - {name: nic, model: virtio-net}
+  - {name: gpu-nic, model: virtio-net, numa_node: 1}
+hotplug:
+  - {class: pcie, count: 2}
+  - {class: pcie, count: 1, numa_node: 1}
+"""
+
+
+@contextmanager
+def readme_guests(virsh, names: dict[str, str], tmp: Path):
+    """The README's three guests under the names ``names`` maps them to: web-02 (specs/domains/web-02.xml,
+    laid out by libvirt itself) running; db-01 (specs/domains/web-03.xml, virt-install's XML with its 14
+    root ports) shut off; numa-01 (planned by topo-solve, two NUMA nodes) running.  Removed afterwards."""
+    from contextlib import ExitStack
+
+    web = (ROOT / "specs" / "domains" / "web-02.xml").read_text().replace("<domain type='kvm'>",
+                                                                          "<domain type='qemu'>")
+    db = (ROOT / "specs" / "domains" / "web-03.xml").read_text()
+    spec = tmp / "numa-01.yaml"
+    spec.write_text(README_NUMA)
+    numa = topo(spec, "--virt-type", "qemu", "-q").stdout
+    with ExitStack() as stack:
+        stack.enter_context(defined(virsh, renamed(web, names["web-02"]), start=True, prefix=False))
+        stack.enter_context(defined(virsh, renamed(db, names["db-01"]), prefix=False))
+        stack.enter_context(defined(virsh, renamed(numa, names["numa-01"]), start=True, prefix=False))
+        yield

@@ -444,3 +444,55 @@ def test_kubevirt_hook_as_the_shim_runs_it(virsh, tmp_path):
     assert verify(layout, rules, strict_auto=False).fits({EndpointClass.PCIE: 4})
     m = hv.measure(out, [], virsh=virsh, max_per_class=0)
     assert not m.errors and m.added_controllers == [] and m.moved == [], (m.errors, m.added_controllers, m.moved)
+
+
+# -- the README's live workflow -------------------------------------------------------------------
+
+def _readme_text_examples() -> list[tuple[str, list[str]]]:
+    """The ```text blocks of the README: each `$ command` and the lines it shows."""
+    import re
+
+    out: list = []
+    for block in re.findall(r"```text\n(.*?)```", (ROOT / "README.md").read_text(), re.S):
+        for line in block.splitlines():
+            if line.startswith("$ "):
+                out.append((line[2:], []))
+            elif out:
+                out[-1][1].append(line)
+    return out
+
+
+def _shape(line: str) -> str:
+    """A line with what differs between runs masked: addresses, numbers, column widths."""
+    import re
+
+    line = re.sub(r"\b[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]\b", "ADDR", line)
+    line = re.sub(r"0x[0-9a-f]+", "HEX", line)
+    line = re.sub(r"\d+(\.\d+)?", "N", line)
+    return " ".join(line.split())
+
+
+def test_readme_live_workflow_has_the_shape_shown(virsh, tmp_path):
+    """The README's live examples (```text blocks, shown from a real run on this host) run again on
+    guests of their own: every command gives the lines the README shows, up to names, numbers and
+    column widths."""
+    from .live_support import readme_guests
+
+    examples = _readme_text_examples()
+    assert len([c for c, _ in examples if c.startswith("topo-solve")]) >= 5
+    names = {n: unique(n) for n in ("web-02", "db-01", "numa-01")}
+    env = dict(os.environ, LIBVIRT_DEFAULT_URI=virsh.uri)
+    with readme_guests(virsh, names, tmp_path):
+        for command, shown in examples:
+            words = shlex.split(command)
+            words = [names.get(w, w).replace("qemu:///system", virsh.uri) for w in words]
+            if words[0] == "virsh":  # virsh destroy NAME && virsh start NAME
+                for part in " ".join(words).split("&&"):
+                    virsh.run(*shlex.split(part)[1:])
+                continue
+            assert words[0] == "topo-solve", command
+            r = topo(*words[1:], check=False, env=env)
+            got = r.stdout + r.stderr
+            for readme_name, mine in names.items():
+                got = got.replace(mine, readme_name)
+            assert [_shape(x) for x in got.splitlines()] == [_shape(x) for x in shown], (command, got)
