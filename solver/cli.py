@@ -539,6 +539,8 @@ def attach(guest: str, model: str | None, device_file: str | None, node: int | N
     Exit codes: 0 attached (or printed), 1 no free position left, 2 bad input or libvirt refused."""
     from lxml import etree
 
+    import re
+
     from . import attach as at
     from .domain.parse import parse_xml
     from .domain.read import read_layout
@@ -569,10 +571,21 @@ def attach(guest: str, model: str | None, device_file: str | None, node: int | N
         label = g.name
     layout, rules = read_layout(target, label)
     also = read_layout(g.definition.encode("utf-8"), label)[0] if live and config else None
+    if name is not None and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]{0,63}", name):
+        raise _usage(f"--name {name!r}: an alias is a letter, then letters, digits, '_', '.' or '-' (QEMU's device ids)")
     if model is not None:
         kind = at.device_kind(model)
         if kind.element == "hostdev" and not host_address:
             raise _usage("--model hostdev needs --host ADDRESS: the host PCI device to assign (e.g. 0000:41:00.0)")
+        if host_address is not None:
+            if kind.element != "hostdev":
+                raise _usage(f"--host names the host device of a hostdev; {kind.name} devices have none")
+            from .model import Address
+
+            try:
+                Address.parse(host_address)
+            except ValueError as exc:
+                raise _usage(f"--host: {exc}") from None
         user_el = None
     else:
         user_el, kind = at.user_device(_read_bytes(device_file), device_file, rules)
@@ -912,8 +925,11 @@ def _live_audit(names: tuple[str, ...], uri: str | None, every: bool, emit: str)
     host = Host(uri)
     present = host.names()  # a connection that fails, fails here, once
     listed = present if every else list(names)
-    if emit in ("svg", "dot") and len(listed) != 1:
-        raise _usage(f"--emit {emit} draws one guest; name exactly one")
+    if emit in ("svg", "dot"):
+        if len(listed) != 1:
+            raise _usage(f"--emit {emit} draws one guest; name exactly one")
+        if listed[0] not in present:
+            raise EnvironmentFault(f"{host.uri}: no guest named '{listed[0]}' (virsh list --all names them)")
     records, failed = [], False
     for name in listed:
         if name not in present:

@@ -105,7 +105,7 @@ def readme_guests(virsh, names: dict[str, str], tmp: Path):
 
     web = (ROOT / "specs" / "domains" / "web-02.xml").read_text().replace("<domain type='kvm'>",
                                                                           "<domain type='qemu'>")
-    db = (ROOT / "specs" / "domains" / "web-03.xml").read_text()
+    db = (ROOT / "specs" / "domains" / "web-03.xml").read_text().replace('<domain type="kvm">', '<domain type="qemu">')
     spec = tmp / "numa-01.yaml"
     spec.write_text(README_NUMA)
     numa = topo(spec, "--virt-type", "qemu", "-q").stdout

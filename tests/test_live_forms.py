@@ -382,3 +382,27 @@ def test_nova_file_errors_name_the_line(tmp_path, capsys):
     f.write_text("machine: pc\nflavors: {a: {devices: {virtio-net: 1}}}\n")
     code, _, err = run(["nova", f], capsys)
     assert code == 2 and "num_pcie_ports applies to q35 and virt" in err
+
+
+def test_a_pseries_host_device_takes_an_empty_phb_of_its_own(tmp_path, capsys):
+    code, out, _ = run([ROOT / "specs" / "pseries-hpc.yaml", "-q"], capsys)
+    guest = tmp_path / "ppc.xml"
+    guest.write_text(out)
+    layout, rules = read_layout(out.encode())
+    report = verify(layout, rules, strict_auto=False)
+    code, out, err = run(["attach", guest, "--model", "hostdev", "--host", "0000:41:00.0"], capsys)
+    assert code == 0, err
+    a = _xml_of(out).find("address")
+    bus = int(a.get("bus"), 16)
+    assert bus == min(report.empty_isolated) and int(a.get("slot"), 16) == 1  # slot 0 of a PHB is never used
+    code, out, _ = run(["attach", guest, "--model", "virtio-net"], capsys)
+    assert int(_xml_of(out).find("address").get("bus"), 16) == 0  # emulated devices: the default PHB first
+
+
+def test_attach_checks_what_it_is_given(capsys):
+    for argv, words in (
+            (["attach", WEB02, "--model", "hostdev", "--host", "0000:zz:00.0"], "is not a PCI address"),
+            (["attach", WEB02, "--model", "e1000", "--host", "0000:01:00.0"], "e1000 devices have none"),
+            (["attach", WEB02, "--model", "e1000", "--name", "9lives"], "an alias is a letter")):
+        code, _, err = run(argv, capsys)
+        assert code == 2 and words in err, (argv, err)
