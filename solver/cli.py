@@ -594,10 +594,10 @@ def attach(guest: str, model: str | None, device_file: str | None, node: int | N
     try:
         position = at.choose(label, layout, rules, kind, node, also=also)
     except NoRoom as exc:
-        if not live or at.free_anywhere(layout, rules, kind.cls):
+        if not live or node is not None or at.free_anywhere(layout, rules, kind.cls):
             raise
-        # topo-solve sees no free position of this class anywhere (no NUMA node's either): ask libvirt
-        # itself, without an address; its answer is the truth of the running guest
+        # a device of no NUMA node, and topo-solve sees no free position of its class anywhere (no
+        # node's either): ask libvirt itself, without an address; its answer is the running guest's truth
         el = at.model_device(kind, alias, None, host=host_address, guest=g.name, acpi_index=acpi) \
             if user_el is None else at.with_address(user_el, None, acpi)
         try:

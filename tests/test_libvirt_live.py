@@ -200,36 +200,53 @@ def test_apply_never_overwrites_a_definition_changed_meanwhile(virsh):
 
 # -- attach: a NUMA guest, filled node by node ----------------------------------------------------
 
+# 28 conventional devices at boot fill node 1's pcie-to-pci-bridge but for the 3 slots asked, so the
+# conventional class is hotplugged to its end too without 31 hotplugs
+NUMA_FULL = NUMA.replace("""      - {name: nic1, model: virtio-net, numa_node: 1}
+""", """      - {name: nic1, model: virtio-net, numa_node: 1}
+      - {name: old, model: virtio-rng-transitional, count: 28, numa_node: 1}
+""") + "      - {class: pci, count: 3, numa_node: 1}\n"
+
+
 def test_attach_fills_each_numa_node_with_its_own_devices(virsh, tmp_path):
+    """Per class, per node: each attach at the position it printed, on its node's subtree (or on no
+    node's), exactly as many as promised; a node that is full says where room is left, and when no
+    position of the class is left anywhere libvirt itself refuses, in one line."""
     name = unique("numa")
-    xml, plan = _spec_xml(tmp_path, name, NUMA)
+    xml, plan = _spec_xml(tmp_path, name, NUMA_FULL)
     layout, rules = read_layout(xml)
     node_of = verify(layout, rules, strict_auto=False).node_of
-    promised = {None: plan["capacity"]["pcie"], **{int(n): c["capacity"]["pcie"] for n, c in plan["nodes"].items()}}
-    assert promised == {None: 2, 0: 2, 1: 1}
+    promised = {(c, None): n for c, n in plan["capacity"].items() if c != "hostdev"}
+    promised.update({(c, int(node)): n for node, cap in plan["nodes"].items() for c, n in cap["capacity"].items()
+                     if c != "hostdev"})
+    assert promised == {("pcie", None): 2, ("pci", None): 0, ("pcie", 0): 2, ("pci", 0): 0, ("pcie", 1): 1,
+                        ("pci", 1): 3}
     with defined(virsh, xml, start=True):
         placed: dict = {}
-        for node in (0, 1, None):
+        for cls, model, node in (("pcie", "virtio-net", 0), ("pcie", "virtio-net", 1), ("pcie", "virtio-net", None),
+                                 ("pci", "e1000", 1), ("pci", "e1000", None)):
             where = ["--node", str(node)] if node is not None else []
+            placed[(cls, node)] = []
             while True:
-                r = topo("attach", name, "-c", virsh.uri, "--model", "virtio-net", *where, "--live", check=False)
+                r = topo("attach", name, "-c", virsh.uri, "--model", model, *where, "--live", check=False)
                 if r.returncode != 0:
                     break
                 addr = etree.fromstring(r.stdout.encode()).find("address")
                 bus = int(addr.get("bus"), 16)
-                assert node_of.get(bus) == node, (node, bus)
+                assert node_of.get(bus) == node, (model, node, bus)
                 assert r.stderr.strip().endswith("attached live"), r.stderr
-                placed.setdefault(node, []).append((bus, int(addr.get("slot"), 16)))
+                placed[(cls, node)].append((bus, int(addr.get("slot"), 16)))
             assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
             if node is not None:
                 assert "NUMA node" in r.stderr and "libvirt" not in r.stderr, r.stderr  # room left elsewhere
-        assert {n: len(v) for n, v in placed.items()} == promised
-        assert REFUSAL in r.stderr  # nothing free anywhere: libvirt itself refuses, in one line
+            else:  # nothing of the class free anywhere: libvirt itself refuses
+                assert "libvirt refuses it too" in r.stderr and REFUSAL in r.stderr, r.stderr
+        assert {k: len(v) for k, v in placed.items() if v or promised.get(k)} == \
+            {k: n for k, n in promised.items() if n}
         # the live XML has each device where its attach said
         live = etree.fromstring(virsh.dumpxml(name).encode())
         got = sorted((int(a.get("bus"), 16), int(a.get("slot"), 16)) for nic in live.iterfind("devices/interface")
-                     if (nic.findtext("alias[@name]") is not None or True)
-                     and nic.find("alias").get("name", "").startswith("ua-virtio-net-")
+                     if nic.find("alias").get("name", "").startswith(("ua-virtio-net-", "ua-e1000-"))
                      for a in [nic.find("address")])
         assert got == sorted(p for v in placed.values() for p in v)
 
