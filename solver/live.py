@@ -102,5 +102,4 @@ class Host:
 
     def attach(self, name: str, device_xml: str, *, live: bool, config: bool) -> None:
         """``virsh attach-device NAME FILE --live/--config``; VirshError (libvirt's reason) on refusal."""
-        flags = [f for f, on in (("--live", live), ("--config", config)) if on]
-        self.virsh._with_file(device_xml, "attach-device", name, args_after=tuple(flags))
+        self.virsh.attach_device(name, device_xml, live=live, config=config)

@@ -251,7 +251,13 @@ def test_attach_fills_each_numa_node_with_its_own_devices(virsh, tmp_path):
         assert got == sorted(p for v in placed.values() for p in v)
 
 
-def test_attach_gives_a_nic_the_next_acpi_index_of_live_and_definition(virsh):
+def _file(folder: Path, text: str) -> str:
+    path = folder / "device.xml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_attach_gives_a_nic_the_next_acpi_index_of_live_and_definition(virsh, tmp_path):
     name = unique("acpi")
     nics = "".join(f"<interface type='user'><model type='virtio'/><acpi index='{i}'/><alias name='ua-n{i}'/>"
                    "</interface>" for i in (1, 2))
@@ -259,12 +265,12 @@ def test_attach_gives_a_nic_the_next_acpi_index_of_live_and_definition(virsh):
     with defined(virsh, _plain(name, devices=(ports, nics)), start=True):
         # a NIC removed from the definition only: the running guest still has its index 2
         n2 = "<interface type='user'><model type='virtio'/><acpi index='2'/><alias name='ua-n2'/></interface>"
-        virsh._with_file(n2, "detach-device", name, args_after=("--config",))
+        virsh.run("detach-device", name, _file(tmp_path, n2), "--config")
         r = topo("attach", name, "-c", virsh.uri, "--model", "virtio-net", "--live", "--config")
         assert etree.fromstring(r.stdout.encode()).find("acpi").get("index") == "3"
         # a NIC in the definition only, with a high index: the next one goes above it
         n9 = "<interface type='user'><model type='virtio'/><acpi index='9'/><alias name='ua-n9'/></interface>"
-        virsh._with_file(n9, "attach-device", name, args_after=("--config",))
+        virsh.attach_device(name, n9, live=False, config=True)
         r = topo("attach", name, "-c", virsh.uri, "--model", "e1000e", "--live")
         assert etree.fromstring(r.stdout.encode()).find("acpi").get("index") == "10"
         live = etree.fromstring(virsh.dumpxml(name).encode())
