@@ -387,20 +387,32 @@ def schema() -> None:
               help="Stop hotplugging a class after this many more than promised.")
 def check(domain: str, uri: str, max_per_class: int) -> None:
     """Prove DOMAIN.xml in a real libvirt: define it under a temporary name, hotplug
-    each class to capacity, compare with the promise, clean up."""
-    from .domain.read import read_layout
+    each class to capacity, compare with the promise, clean up.  A guest never defined
+    promises its predicted capacity, and libvirt must add exactly the predicted controllers."""
     from .hypervisor import Virsh, measure
     from .model import EndpointClass
     from .verify import verify
 
     data = _read_bytes(domain)
     text = data.decode("utf-8", errors="replace")
-    layout, rules = read_layout(data, domain)
+    layout, rules, predicted = _audited(domain, data)
     report = verify(layout, rules, strict_auto=False)
     classes = [str(c) for c in report.capacity if str(c) != "hostdev"]
     m = measure(text, classes, virsh=Virsh(uri), max_per_class=max_per_class)
     rows = []
-    bad = bool(m.added_controllers or m.moved or m.errors)
+    if predicted is None:
+        bad = bool(m.added_controllers or m.moved or m.errors)
+    else:
+        # a guest never defined: libvirt adds controllers and gives addresses; they must be the predicted ones
+        expected = {str(c) for c in predicted.controllers if c.element is None}
+        surprise = sorted(set(m.added_controllers) - expected)
+        missing = sorted(expected - set(m.added_controllers))
+        changed = [x for x in m.moved if ": unaddressed -> " not in x]
+        bad = bool(surprise or missing or changed or m.errors)
+        m.added_controllers, m.moved = surprise, changed
+        click.echo(f"not defined yet: the promise is the prediction (at define libvirt {_define_summary(predicted)})")
+        for item in missing:
+            click.echo(f"predicted, not added by libvirt: {item}")
     for c in classes:
         # A hotplug without an address may land on any NUMA node's ports too: count them all.
         promised = report.capacity[EndpointClass(c)] + sum(cap[EndpointClass(c)]
@@ -411,11 +423,43 @@ def check(domain: str, uri: str, max_per_class: int) -> None:
     click.echo(f"{'class':8} {'promised':>8} {'measured':>8}  verdict")
     for c, p, meas, v in rows:
         click.echo(f"{c:8} {p:8} {meas:8}  {v}")
-    for what, items in (("added by libvirt", m.added_controllers), ("moved by libvirt", m.moved),
+    unpredicted = ", not predicted" if predicted is not None else ""
+    for what, items in ((f"added by libvirt{unpredicted}", m.added_controllers), ("moved by libvirt", m.moved),
                         ("errors", m.errors)):
         for item in items:
             click.echo(f"{what}: {item}")
     sys.exit(1 if bad else 0)
+
+
+def _audited(path: str, data: bytes):
+    """(layout, rules, prediction or None) of a domain XML: a defined guest as it is; one libvirt would
+    still change at define (addresses to give, devices or controllers to add) as libvirt will store it."""
+    from .domain.read import read_domain
+
+    domain = read_domain(data, path)
+    if domain.defined and not domain.added_by_libvirt:
+        return domain.layout(), domain.rules, None
+    from .domain.host import host_facts
+    from .domain.predict import prediction
+
+    p = prediction(domain, host_facts(domain))
+    return p.layout, domain.rules, p
+
+
+def _define_summary(p) -> str:
+    """What libvirt does at define, as the prediction has it: 'adds 3 pcie-root-port (index 1-3) and a
+    memballoon, and gives 6 devices their addresses'."""
+    by_model: dict[str, list[int]] = {}
+    for c in p.added:
+        by_model.setdefault(c.model, []).append(c.index)
+    chipset = {f.address for f in p.domain.rules.fixed.values() if f.insist}  # q35 SATA, PIIX3's: no slot
+    parts = [f"{len(ix)} {m} (index {_ranges(ix)})" for m, ix in by_model.items()]
+    parts += [f"a {d}" for d in sorted({d.tag if d.ctype is None else f"{d.ctype} controller" for d in p.filled
+                                        if d.implicit is not None and d.address not in chipset})]
+    own = len([d for d in p.filled if d.implicit is None])
+    added = (", ".join(parts[:-1]) + " and " + parts[-1]) if len(parts) > 1 else "".join(parts)
+    given = f"gives {own} device{'s' if own != 1 else ''} {'their addresses' if own != 1 else 'its address'}"
+    return (f"adds {added}, and {given}" if added else given)
 
 
 @cli.command()
@@ -429,9 +473,12 @@ def check(domain: str, uri: str, max_per_class: int) -> None:
 def audit(domains: tuple[str, ...], emit: str, uri: str | None, every: bool) -> None:
     """Report the live hotplug capacity of libvirt domain XMLs (as virsh dumpxml prints them).
 
-    DOMAINS are files, or - for standard input.  With --connect URI they are guests of that libvirt,
-    and --all audits every guest of the host: one row per guest, with the empty ports and what they
-    cost, and what a changed definition gives at the guest's next start."""
+    A domain XML that was never defined (devices or controllers without an address, devices
+    libvirt adds by itself) is audited as libvirt will store it after `virsh define`: the
+    numbers are then predicted, and say so.  DOMAINS are files, or - for standard input.  With
+    --connect URI they are guests of that libvirt, and --all audits every guest of the host: one
+    row per guest, with the empty ports and what they cost, and what a changed definition gives at
+    the guest's next start."""
     import json
 
     if every and domains:
@@ -447,10 +494,9 @@ def audit(domains: tuple[str, ...], emit: str, uri: str | None, every: bool) -> 
     if emit in ("svg", "dot"):
         if len(domains) != 1:
             raise _usage(f"--emit {emit} draws one guest; give exactly one domain XML")
-        from .domain.read import read_layout
         from .emit import picture
 
-        layout, rules = read_layout(_read_bytes(domains[0]), domains[0])
+        layout, rules, _ = _audited(domains[0], _read_bytes(domains[0]))
         draw = picture.svg if emit == "svg" else picture.dot
         _write(draw(layout, rules, f"{domains[0]} ({rules.family})"), None, False)
         return
@@ -460,8 +506,11 @@ def audit(domains: tuple[str, ...], emit: str, uri: str | None, every: bool) -> 
     else:
         for r in results:
             cap = "  ".join(f"{k} {v}" for k, v in r["capacity"].items())
-            click.echo(f"{r['file']} ({r['machine']}): hotplug capacity {cap}"
+            when = "predicted after virsh define: " if r["predicted"] else ""
+            click.echo(f"{r['file']} ({r['machine']}): {when}hotplug capacity {cap}"
                        + (" (devices without a NUMA node)" if r.get("nodes") else ""))
+            if r["predicted"]:
+                click.echo(f"  at define libvirt {r['define']['summary']}")
             for n, node in r.get("nodes", {}).items():
                 click.echo(f"  NUMA node {n}: hotplug capacity "
                            + "  ".join(f"{k} {v}" for k, v in node["capacity"].items()))
@@ -874,11 +923,10 @@ def _apply(planned, live: _Live, output: str | None, force: bool) -> None:
 def _audit_record(label: str, data: bytes) -> dict:
     """What audit says of one domain XML (as virsh dumpxml prints it)."""
     from .domain.plan import PORT_MEMORY_KB
-    from .domain.read import read_layout
     from .model import HOTPLUG_CLASSES
     from .verify import verify
 
-    layout, rules = read_layout(data, label)
+    layout, rules, predicted = _audited(label, data)
     report = verify(layout, rules, strict_auto=False)
     warnings = list(report.warnings)
     if rules.hotplug_needs_acpi and not layout.acpi:
@@ -898,12 +946,19 @@ def _audit_record(label: str, data: bytes) -> dict:
     used |= {p.address.bus for p in layout.placed if p.address is not None}
     empty = sorted(ports - used)
     return {
-        "file": label, "machine": rules.family,
+        "file": label, "machine": rules.family, "predicted": predicted is not None,
         "capacity": {str(k): v for k, v in report.capacity.items()},
         **({"nodes": {str(n): {"capacity": {str(k): v for k, v in cap.items()}}
                       for n, cap in sorted(report.node_capacity.items())}} if report.node_capacity else {}),
         "giving": {str(k): report.giving[k] for k in HOTPLUG_CLASSES if k in report.giving},
         "budgets": {k: {"used": b.used, "limit": b.limit} for k, b in report.budgets.items()},
+        **({"define": {
+            "summary": _define_summary(predicted),
+            "added": [{"index": c.index, "model": c.model,
+                       "address": None if c.address is None else str(c.address)} for c in predicted.added],
+            "addresses": [{"element": d.tag if d.ctype is None else f"controller type={d.ctype}",
+                           "model": d.kind, "address": str(d.address), "added_by_libvirt": d.implicit is not None}
+                          for d in predicted.filled]}} if predicted is not None else {}),
         # an empty port costs QEMU memory whether or not anything is ever hotplugged into it
         "empty_ports": len(empty), "empty_port_memory_kb": len(empty) * PORT_MEMORY_KB,
         "errors": report.errors, "warnings": warnings,

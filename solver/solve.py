@@ -132,12 +132,36 @@ def _largest(problem: Problem) -> dict[str, int]:
 
         if not fits(with_(0)):
             continue
+        # The bounds alone (no search, a few microseconds each) put a ceiling under ``total``; the
+        # answer is usually just below it (a budget binds), so search down from the ceiling by
+        # doubling steps, then halve the last step: a handful of searches instead of log2(total).
         lo, hi = 0, total  # lo fits, hi does not
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if fits(with_(mid)) else (lo, mid)
+            lo, hi = (mid, hi) if _may_fit(with_(mid)) else (lo, mid)
+        ceiling = lo
+        if fits(with_(ceiling)):
+            lo = ceiling
+        else:
+            hi, step = ceiling, 1
+            lo = max(ceiling - step, 0)
+            while lo > 0 and not fits(with_(lo)):
+                hi, step = lo, step * 2
+                lo = max(ceiling - step, 0)
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (mid, hi) if fits(with_(mid)) else (lo, mid)
         out[str(cls) if node is None else f"{cls} on NUMA node {node}"] = lo
     return out
+
+
+def _may_fit(problem: Problem) -> bool:
+    """The bounds' necessary condition (counts._may_fit) for ``problem``: cheap, and never False for a
+    problem that fits."""
+    from .counts import may_fit
+
+    rules = FAMILIES[problem.family]
+    return may_fit(build_model(problem, rules, given_addresses(problem, rules), _existing(problem, rules)))
 
 
 def _hints(problem: Problem, rules: RuleSet) -> list[str]:

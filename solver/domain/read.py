@@ -548,29 +548,42 @@ def _role(kind: DeviceKind, rules: RuleSet, taken: set[str], address: Address | 
     return None
 
 
-def _present(children: list[etree._Element], tag: str, path: str, value: str) -> bool:
-    from .classify import _value, pseudo_tag
+def _present(by_tag: dict[str, list[etree._Element]], tag: str, path: str, value: str) -> bool:
+    from .classify import _value
 
-    for el in children:
-        if pseudo_tag(el) == tag or el.tag == tag:
-            if not path:
-                return True
-            v = _value(el, path)
-            if v is not None and (value == "*" or v == value):
-                return True
+    for el in by_tag.get(tag, ()):
+        if not path:
+            return True
+        v = _value(el, path)
+        if v is not None and (value == "*" or v == value):
+            return True
     return False
+
+
+def _by_tag(children: list[etree._Element]) -> dict[str, list[etree._Element]]:
+    """The children by tag and by pseudo tag (a <controller> by its type as well)."""
+    from .classify import pseudo_tag
+
+    out: dict[str, list[etree._Element]] = {}
+    for el in children:
+        out.setdefault(str(el.tag), []).append(el)
+        tag = pseudo_tag(el)
+        if tag != el.tag:
+            out.setdefault(tag, []).append(el)
+    return out
 
 
 def _added_at_define(children: list[etree._Element], rules: RuleSet, roles_taken: set[str],
                      arch: str) -> list[DomainDevice]:
     """The devices libvirt adds at define (``RuleSet.added_at_define``), as devices without an element."""
     out = []
+    by_tag = _by_tag(children)
     for imp in rules.added_at_define:
         if imp.arches is not None and arch not in imp.arches:
             continue
-        if _present(children, imp.unless, "", ""):
+        if _present(by_tag, imp.unless, "", ""):
             continue
-        if imp.needs and not any(_present(children, tag, path, value) for tag, path, value in imp.needs):
+        if imp.needs and not any(_present(by_tag, tag, path, value) for tag, path, value in imp.needs):
             continue
         kind = KINDS[imp.kind]
         role = _role(kind, rules, roles_taken, None)

@@ -114,6 +114,10 @@ class DeviceKind:
     role: str | None = None  # the chipset role whose fixed address it takes (RuleSet.fixed)
     companions: str | None = None  # key of the multifunction set it belongs to (USB2 companions)
     function: int | None = None  # its function inside that set
+    # libvirt gives it a virtio-mmio address instead of a PCI one on an ARM or RISC-V virt guest
+    # whose XML already has a virtio-mmio device and gives this one no address
+    # (qemu_domain_address.c qemuDomainAssignVirtioMMIOAddresses, qemuDomainPrimeVirtioDeviceAddresses)
+    mmio: bool = False
 
     @property
     def detach(self) -> bool:
@@ -184,6 +188,10 @@ class RuleSet:
     # The controller libvirt adds for an index nobody uses below the highest one in use
     # (qemuDomainPCIAddressSetCreate fills the gaps: "PCI controller index N is missing")
     gap_model: str = "pci-bridge"
+    # libvirt gives unaddressed virtio devices (DeviceKind.mmio) virtio-mmio addresses instead of PCI ones
+    # when the XML already has a device at a virtio-mmio address (qemuDomainAssignVirtioMMIOAddresses:
+    # ARM and RISC-V virt machines)
+    virtio_mmio: bool = False
 
     def bus(self, model: str) -> BusRule:
         return self.buses[model]

@@ -9,7 +9,7 @@ libvirt 9.0 + QEMU 7.2 (shared docs, real-libvirt.md section 4).
 
 from ..model import Address, Connect as C, EndpointClass as K
 from . import BusRule, Fixed, Implicit, RuleSet, _freeze
-from .implicit import BALLOON, VIRTIO_SERIAL, usb, video
+from .implicit import BALLOON, VIRTIO_SERIAL, disk_controller, usb, video
 
 _BAS = "domain_addr.c virDomainPCIAddressBusSetModel"
 
@@ -121,6 +121,10 @@ _fixed = {
     # The first ich9 sound card prefers 00:1b.0.
     "ich9-sound": Fixed("ich9-sound", Address(0, 0x1B, 0), False,
                         "qemuDomainValidateDevicePCISlotsQ35: ich9 sound 00:1b.0"),
+    # A dmi-to-pci-bridge without an address prefers 00:1e.0 (the planner never adds one; libvirt's
+    # define does place one a user wrote without an address there)
+    "dmi-to-pci-bridge": Fixed("dmi-to-pci-bridge", Address(0, 0x1E, 0), False,
+                               "qemuDomainValidateDevicePCISlotsQ35: dmi-to-pci-bridge 00:1e.0"),
 }
 
 RULES = RuleSet(
@@ -158,5 +162,5 @@ RULES = RuleSet(
                               "panic address/@type": "isa"}),
     added_at_define=(usb("qemu-xhci"), BALLOON,
                      Implicit("ich9-ahci", unless="sata", source="qemuDomainDefAddDefaultDevices: SATA 0 on q35"),
-                     VIRTIO_SERIAL, video("cirrus")),
+                     disk_controller("lsilogic", "scsi", "scsi"), VIRTIO_SERIAL, video("cirrus")),
 )
