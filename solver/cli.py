@@ -621,7 +621,8 @@ def attach(guest: str, model: str | None, device_file: str | None, node: int | N
     layout, rules = read_layout(target, label)
     also = read_layout(g.definition.encode("utf-8"), label)[0] if live and config else None
     if name is not None and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]{0,63}", name):
-        raise _usage(f"--name {name!r}: an alias is a letter, then letters, digits, '_', '.' or '-' (QEMU's device ids)")
+        raise _usage(f"--name {name!r}: an alias is a letter, then letters, digits, '_', '.' or '-' "
+                     "(QEMU's device ids)")
     if model is not None:
         kind = at.device_kind(model)
         if kind.element == "hostdev" and not host_address:

@@ -208,8 +208,8 @@ def solve_flavors(machine: str, flavors: list[Flavor], file: str = "flavors") ->
         ports = max(1, on_ports + port_headroom)  # 0 would mean libvirt's default, not "none"
         problem = None
         if pci_headroom > room:
-            problem = (f"{pci_headroom} conventional PCI hotplug(s) need free slots of a pcie-to-pci-bridge, which Nova "
-                       "never adds and libvirt adds only for conventional devices at boot"
+            problem = (f"{pci_headroom} conventional PCI hotplug(s) need free slots of a pcie-to-pci-bridge, which "
+                       "Nova never adds and libvirt adds only for conventional devices at boot"
                        + (f" ({room} free)" if bridges else "") + ": hotplug PCI Express (virtio) models instead")
         elif ports > NOVA_MAX_PORTS:
             problem = f"needs {ports} ports, more than Nova's limit of {NOVA_MAX_PORTS}"

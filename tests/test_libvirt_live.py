@@ -37,13 +37,12 @@ from lxml import etree
 
 from topo_solve.domain.read import read_layout
 from topo_solve.model import EndpointClass
-from topo_solve.rules import FAMILIES
 from topo_solve.spec import load_request
 from topo_solve.solve import solve
 from topo_solve.verify import verify
 
 from .libvirt_fixtures import BOTH, HOST, hv
-from .live_support import PREFIX, ROOT, command_words, defined, pci_key, pci_layout, renamed, topo, unique
+from .live_support import PREFIX, ROOT, command_words, defined, pci_key, pci_layout, topo, unique
 
 pytestmark = [pytest.mark.libvirt, BOTH]
 
@@ -64,7 +63,8 @@ def _require(tool: str) -> None:
 def _plain(name: str, family: str = "q35", devices: tuple[str, ...] = (_NIC.format(m="virtio"), _RNG),
            extra: str = "") -> str:
     """A guest as a user writes it, without addresses: libvirt lays it out at define."""
-    os_type = {"q35": "<type arch='x86_64' machine='q35'>hvm</type>", "pc": "<type arch='x86_64' machine='pc'>hvm</type>",
+    os_type = {"q35": "<type arch='x86_64' machine='q35'>hvm</type>",
+               "pc": "<type arch='x86_64' machine='pc'>hvm</type>",
                "pseries": "<type arch='ppc64' machine='pseries'>hvm</type>"}[family]
     features = "<features><acpi/></features>" if family in ("q35", "pc") else ""
     return (f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>256</memory><vcpu>1</vcpu>{extra}"
@@ -384,7 +384,8 @@ def _nova_guest(name: str, flavor: dict, ports: int, host: str) -> str:
     an address (libvirt places them at define); a device libvirt would add by itself only as asked."""
     from topo_solve.domain.write import device_element
 
-    devices = ["<controller type='pci' model='pcie-root'/>"] + ["<controller type='pci' model='pcie-root-port'/>"] * ports
+    devices = ["<controller type='pci' model='pcie-root'/>"]
+    devices += ["<controller type='pci' model='pcie-root-port'/>"] * ports
     for model, n in flavor["devices"].items():
         for i in range(n):
             el = device_element(f"{model}-{i}", model, None, index=i, host=host, guest=name)

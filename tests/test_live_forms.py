@@ -210,7 +210,8 @@ def test_svg_draws_every_controller_device_and_free_position(spec, tmp_path):
     drawn = 0  # every free position: a port's as "free: CLASSES", a bus's as "N free slots: CLASSES"
     for g in root.iterfind(".//s:g", ns):
         if g.get("class", "").startswith("free"):
-            m = re.fullmatch(r"(?:(\d+) free slots?|free|empty bus): [a-z, ]+", "".join(g.find("s:text", ns).itertext()))
+            label = "".join(g.find("s:text", ns).itertext())
+            m = re.fullmatch(r"(?:(\d+) free slots?|free|empty bus): [a-z, ]+", label)
             drawn += (int(m.group(1)) if m.group(1) else 0 if "empty bus" in m.group(0) else 1)
     assert drawn == len(report.positions)
     assert sum(t.startswith("empty bus: ") for t in texts) == len(report.empty_isolated)

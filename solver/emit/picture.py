@@ -227,7 +227,8 @@ def dot(layout: Layout, rules: RuleSet, title: str, *, report: Report | None = N
         return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
     out = [f"digraph {q(title)} {{",
-           f"  graph [rankdir=LR, labelloc=t, fontname=\"DejaVu Sans Mono\", label={q(title + chr(10) + _capacity_line(report))}];",
+           '  graph [rankdir=LR, labelloc=t, fontname="DejaVu Sans Mono", '
+           f"label={q(title + chr(10) + _capacity_line(report))}];",
            '  node [shape=box, style="rounded,filled", fontname="DejaVu Sans Mono", fontsize=10];',
            '  edge [color="#9e9e9e", arrowhead=none];']
     by_node: dict[int, list[str]] = {}
@@ -245,7 +246,8 @@ def dot(layout: Layout, rules: RuleSet, title: str, *, report: Report | None = N
             out.append(f"  {q(r.parent)} -> {q(r.key)};")
     for node, keys in sorted(by_node.items()):
         out.append(f"  subgraph cluster_numa{node} {{")
-        out.append(f'    label="{_node_label(report, node)}"; style="dashed,filled"; fillcolor="{_NUMA_FILL[node % len(_NUMA_FILL)]}";')
+        fill = _NUMA_FILL[node % len(_NUMA_FILL)]
+        out.append(f'    label="{_node_label(report, node)}"; style="dashed,filled"; fillcolor="{fill}";')
         out.append("    " + " ".join(q(k) + ";" for k in keys))
         out.append("  }")
     out.append("}")

@@ -6,8 +6,9 @@
   off (``Guest.set_defaults`` in virtinst adds a USB controller, a qemu-ga channel, whose
   virtio-serial controller takes a PCIe slot, an rng, a balloon and, with graphics, a video card;
   ``--controller type=usb,model=none``, ``--channel none``, ``--rng none``, ``--memballoon none`` and
-  ``--graphics none`` stop that; without a disk of the plan's, ``--disk none``, or it adds a virtio disk).  virt-install adds no root ports of its own once any PCI
-  controller is given (``Guest._add_q35_pcie_controllers``).
+  ``--graphics none`` stop that; without a disk of the plan's, ``--disk none``, or it adds a virtio
+  disk).  virt-install adds no root ports of its own once any PCI controller is given
+  (``Guest._add_q35_pcie_controllers``).
 * ``virt_xml``: one ``virt-xml NAME --add-device --controller ...`` line per controller an
   extension adds, for a defined guest (virt-xml changes the persistent definition).
 * ``attach_files``: one ``<controller>`` document per added controller, for
@@ -78,7 +79,9 @@ def device_options(kind_name: str, name: str, address: Address | None, *, index:
     elif k.element == "video":
         opt, parts = "--video", [f"model.type={k.xml_model}"]
     elif k.element == "input":
-        opt, parts = "--input", ["type=keyboard", "bus=virtio"] + (["model=virtio-transitional"] if transitional else [])
+        opt, parts = "--input", ["type=keyboard", "bus=virtio"]
+        if transitional:
+            parts.append("model=virtio-transitional")
     elif k.element == "memballoon":
         opt, parts = "--memballoon", [f"model={k.xml_model}"]
     elif k.element == "sound":
