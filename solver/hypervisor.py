@@ -312,6 +312,11 @@ class Virsh:
         """
         self._with_file(device_xml, "attach-device", name, args_after=("--live",))
 
+    def attach_device(self, name: str, device_xml: str, *, live: bool = True, config: bool = False) -> None:
+        """``attach-device`` with ``--live`` and/or ``--config``; :class:`VirshError` on refusal."""
+        flags = tuple(f for f, on in (("--live", live), ("--config", config)) if on)
+        self._with_file(device_xml, "attach-device", name, args_after=flags)
+
     def list_all(self) -> list[str]:
         """Names of all domains, running or not."""
         return [ln.strip() for ln in self.run("list", "--all", "--name").splitlines() if ln.strip()]
