@@ -110,6 +110,32 @@ def _usage(msg: str):
     return SpecError([Finding("topo-solve", None, "", msg)])
 
 
+def _target_option(f):
+    return click.option(
+        "--target", "target_text", metavar="ALIAS|libvirt=X.Y,qemu=X.Y", default=None,
+        help="The libvirt and QEMU to plan for: an alias (debian-12, debian-13, ubuntu-24.04, ubuntu-25.10, "
+             "fedora-42, fedora-43) or libvirt=X.Y,qemu=X.Y.  Default: the spec's target, else the newest the "
+             "tables know.")(f)
+
+
+def _target(text: str | None):
+    """``--target`` as a Target (None when not given); a bad one is a usage error."""
+    if text is None:
+        return None
+    from .rules.versions import parse_target
+
+    try:
+        return parse_target(text)
+    except ValueError as exc:
+        raise _usage(f"--target {text}: {exc}") from None
+
+
+def _default_target(target):
+    from .rules.versions import NEWEST
+
+    return target if target is not None else NEWEST
+
+
 def _plan_json(plan) -> dict:
     def addr(a):
         return None if a is None else str(a)
@@ -127,6 +153,7 @@ def _plan_json(plan) -> dict:
         "requested": {str(k): v for k, v in plan.requested.items()},
         "budgets": {k: {"used": u, "limit": lim} for k, (u, lim) in plan.budgets.items()},
         "warnings": list(plan.warnings),
+        "target": _default_target(plan.problem.target).as_json(),
         **({"nodes": {str(n): {"capacity": {str(k): v for k, v in cap.items()},
                                "requested": {str(k): v for k, v in plan.problem.requested_by_node().get(
                                    n, dict.fromkeys(cap, 0)).items()}}
@@ -138,6 +165,7 @@ def _summary(plan) -> str:
     added = ", ".join(f"{n} {m}" for m, n in sorted(plan.added.items())) or "nothing"
     cap = "  ".join(f"{c} {plan.capacity[c]}/{plan.requested[c]}" for c in plan.capacity)
     lines = [f"{plan.problem.name} ({plan.problem.machine}): added {added}",
+             f"  target: {_default_target(plan.problem.target).describe()}",
              f"  hotplug capacity/requested: {cap}"]
     for node, ncap in sorted(plan.node_capacity.items()):
         wanted = plan.problem.requested_by_node().get(node, {})
@@ -199,9 +227,10 @@ def _tree(plan) -> str:
               help="For a domain XML: keep only as many of its unaddressed controllers as the plan needs.")
 @click.option("--in-place", is_flag=True, help="For a domain XML: replace it, keeping the original as FILE.bak.")
 @click.option("--allow-moves", is_flag=True, help="For a domain XML: move devices when no addition is enough.")
+@_target_option
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str | None, hotplugs: tuple[str, ...],
-         right_size: bool, in_place: bool, allow_moves: bool, quiet: bool) -> None:
+         right_size: bool, in_place: bool, allow_moves: bool, target_text: str | None, quiet: bool) -> None:
     """Plan SPEC.yaml, or a libvirt domain XML (defined or not): the fewest controllers that give
     it its hotplug headroom, every device and controller with its address.
 
@@ -209,12 +238,14 @@ def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str |
     controllers and addresses filled in; everything else stays byte for byte."""
     from dataclasses import replace
 
+    target = _target(target_text)
     data = _read_bytes(spec)
     if _is_xml(data):
         if emit not in ("domain", "json"):
             raise _usage(f"--emit {emit} is for specs; a domain XML is planned as domain or json")
         _domain_run(spec, data, _headroom(hotplugs), output=output, in_place=in_place, force=force,
-                    allow_moves=allow_moves, right_size=right_size, emit=emit, quiet=quiet, verb="plan")
+                    allow_moves=allow_moves, right_size=right_size, emit=emit, quiet=quiet, verb="plan",
+                    target=_default_target(target))
         return
     for flag, given in (("--hotplug", hotplugs), ("--right-size", right_size), ("--in-place", in_place),
                         ("--allow-moves", allow_moves)):
@@ -223,7 +254,7 @@ def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str |
     from .solve import solve
     from .spec import DomainRequest, load_request
 
-    problem = load_request(spec)
+    problem = load_request(spec, target)
     if isinstance(problem, DomainRequest):  # a spec with 'domain': plan that guest
         if emit not in ("domain", "json"):
             raise _usage(f"{spec} plans an existing guest; --emit {emit} is for new guests (use domain or json)")
@@ -237,7 +268,8 @@ def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str |
             raise SpecError([Finding(spec, problem.line, "domain",
                                      f"cannot read {domain}: {exc.strerror or exc}")]) from None
         _domain_run(domain, xml, problem.headroom, output=output, in_place=False, force=force, allow_moves=False,
-                    right_size=False, emit=emit, quiet=quiet, machine=problem.machine, spec=spec, verb="plan")
+                    right_size=False, emit=emit, quiet=quiet, machine=problem.machine, spec=spec, verb="plan",
+                    target=_default_target(problem.target))
         return
     if virt_type:
         problem = replace(problem, virt_type=virt_type)
@@ -288,9 +320,11 @@ def _headroom(hotplugs: tuple[str, ...]):
               help="Headroom for every domain XML template (*.xml); repeat it.")
 @click.option("--right-size", is_flag=True,
               help="Domain XML templates: keep only the unaddressed controllers the plan needs.")
+@_target_option
 @click.option("-q", "--quiet", is_flag=True, help="No summary table on stdout (errors still go to stderr).")
 def batch(specs: tuple[str, ...], outdir: str, jobs: int | None, force: bool, report: str | None,
-          virt_type: str | None, hotplugs: tuple[str, ...], right_size: bool, quiet: bool) -> None:
+          virt_type: str | None, hotplugs: tuple[str, ...], right_size: bool, target_text: str | None,
+          quiet: bool) -> None:
     """Plan many specs and domain XML templates in parallel, each to OUTDIR/<stem>.xml.
 
     SPECS are folders (their *.yaml, *.yml and *.xml files), glob patterns or files; a domain
@@ -302,12 +336,13 @@ def batch(specs: tuple[str, ...], outdir: str, jobs: int | None, force: bool, re
 
     from . import batch as b
 
+    target = _target(target_text)
     if report and report != "-" and Path(report).exists() and not force:
         raise _usage(f"{report} exists; pass --force to replace it")
     start = time.perf_counter()
     paths, results = b.collect_specs(specs)
     stream = b.plan_many(paths, workers=jobs, outdir=outdir, force=force, virt_type=virt_type,
-                         hotplug=_headroom(hotplugs), right_size=right_size)
+                         hotplug=_headroom(hotplugs), right_size=right_size, target=target)
     if sys.stderr.isatty():
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
@@ -327,7 +362,7 @@ def batch(specs: tuple[str, ...], outdir: str, jobs: int | None, force: bool, re
         for line in r.message.splitlines():
             click.echo(line if line[:1].isspace() or r.status == "ok" else f"error: {line}", err=True)
     if not quiet and report != "-":
-        click.echo(b.summary_table(results) + b.totals_line(b.totals(results, seconds)))
+        click.echo(b.summary_table(results) + b.targets_line(results) + b.totals_line(b.totals(results, seconds)))
     if report:
         _write(b.report_json(results, seconds), report, force)
     sys.exit(b.exit_code(results))
@@ -348,20 +383,36 @@ def schema() -> None:
 @click.option("--uri", default="qemu:///system", show_default=True, help="libvirt connection URI.")
 @click.option("--max", "max_per_class", type=int, default=300, show_default=True,
               help="Stop hotplugging a class after this many more than promised.")
-def check(domain: str, uri: str, max_per_class: int) -> None:
+@_target_option
+def check(domain: str, uri: str, max_per_class: int, target_text: str | None) -> None:
     """Prove DOMAIN.xml in a real libvirt: define it under a temporary name, hotplug
-    each class to capacity, compare with the promise, clean up."""
+    each class to capacity, compare with the promise, clean up.  The promise is made for
+    the versions of that libvirt (--target to name others)."""
     from .domain.read import read_layout
-    from .hypervisor import Virsh, measure
-    from .model import EndpointClass
+    from .hypervisor import Virsh, VirshError, measure
+    from .model import EndpointClass, Target
+    from .rules.versions import check_floor
     from .verify import verify
 
+    target = _target(target_text)
+    virsh = Virsh(uri)
     data = _read_bytes(domain)
+    if target is None:
+        try:
+            v = virsh.versions()
+        except VirshError as exc:
+            raise _usage(f"cannot read the versions of the libvirt at {uri}: {exc.message}") from None
+        target = Target(tuple(v.libvirt[:2]), tuple(v.qemu[:2]), origin=f"default: the libvirt at {uri}")
+        try:
+            check_floor(target)
+        except ValueError as exc:
+            raise _usage(f"{uri}: {exc}") from None
     text = data.decode("utf-8", errors="replace")
-    layout, rules = read_layout(data, domain)
+    layout, rules = read_layout(data, domain, target)
     report = verify(layout, rules, strict_auto=False)
     classes = [str(c) for c in report.capacity if str(c) != "hostdev"]
-    m = measure(text, classes, virsh=Virsh(uri), max_per_class=max_per_class)
+    click.echo(f"target: {target.describe()}")
+    m = measure(text, classes, virsh=virsh, max_per_class=max_per_class)
     rows = []
     bad = bool(m.added_controllers or m.moved or m.errors)
     for c in classes:
@@ -384,7 +435,8 @@ def check(domain: str, uri: str, max_per_class: int) -> None:
 @cli.command()
 @click.argument("domains", nargs=-1, required=True)
 @click.option("--emit", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def audit(domains: tuple[str, ...], emit: str) -> None:
+@_target_option
+def audit(domains: tuple[str, ...], emit: str, target_text: str | None) -> None:
     """Report the live hotplug capacity of libvirt domain XMLs (as virsh dumpxml prints them).
 
     DOMAINS are files, or - for standard input."""
@@ -394,9 +446,10 @@ def audit(domains: tuple[str, ...], emit: str) -> None:
     from .model import HOTPLUG_CLASSES
     from .verify import verify
 
+    target = _default_target(_target(target_text))
     results = []
     for path in domains:
-        layout, rules = read_layout(_read_bytes(path), path)
+        layout, rules = read_layout(_read_bytes(path), path, target)
         report = verify(layout, rules, strict_auto=False)
         warnings = list(report.warnings)
         if rules.hotplug_needs_acpi and not layout.acpi:
@@ -419,7 +472,7 @@ def audit(domains: tuple[str, ...], emit: str) -> None:
                           for n, cap in sorted(report.node_capacity.items())}} if report.node_capacity else {}),
             "giving": {str(k): report.giving[k] for k in HOTPLUG_CLASSES if k in report.giving},
             "budgets": {k: {"used": b.used, "limit": b.limit} for k, b in report.budgets.items()},
-            "errors": report.errors, "warnings": warnings,
+            "errors": report.errors, "warnings": warnings, "target": target.as_json(),
         })
     if emit == "json":
         click.echo(json.dumps(results if len(results) > 1 else results[0], indent=2))
@@ -428,6 +481,7 @@ def audit(domains: tuple[str, ...], emit: str) -> None:
             cap = "  ".join(f"{k} {v}" for k, v in r["capacity"].items())
             click.echo(f"{r['file']} ({r['machine']}): hotplug capacity {cap}"
                        + (" (devices without a NUMA node)" if r.get("nodes") else ""))
+            click.echo(f"  target: {target.describe()}")
             for n, node in r.get("nodes", {}).items():
                 click.echo(f"  NUMA node {n}: hotplug capacity "
                            + "  ".join(f"{k} {v}" for k, v in node["capacity"].items()))
@@ -453,21 +507,23 @@ def audit(domains: tuple[str, ...], emit: str) -> None:
               help="Move devices when no addition alone is enough (every move is listed).")
 @click.option("--emit", type=click.Choice(["domain", "json"]), default="domain", show_default=True,
               help="The extended domain XML, or a JSON report of what was added and moved.")
+@_target_option
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 def extend(domain: str, hotplugs: tuple[str, ...], output: str | None, in_place: bool, force: bool,
-           allow_moves: bool, emit: str, quiet: bool) -> None:
+           allow_moves: bool, emit: str, target_text: str | None, quiet: bool) -> None:
     """Add the fewest controllers to an existing guest so it can hotplug what --hotplug asks,
     without moving a device; every index, address, alias, attribute and comment stays as it was.
 
     DOMAIN is a libvirt domain XML as `virsh dumpxml` prints it, or - for standard input."""
     if not hotplugs:
         raise _usage("extend needs at least one --hotplug MODEL=N (e.g. --hotplug virtio-net=4)")
+    target = _default_target(_target(target_text))
     _domain_run(domain, _read_bytes(domain), _headroom(hotplugs), output=output, in_place=in_place, force=force,
-                allow_moves=allow_moves, right_size=False, emit=emit, quiet=quiet, verb="extend")
+                allow_moves=allow_moves, right_size=False, emit=emit, quiet=quiet, verb="extend", target=target)
 
 
 def _domain_run(domain: str, data: bytes, headroom, *, output, in_place, force, allow_moves, right_size, emit,
-                quiet, verb: str, machine: str | None = None, spec: str | None = None) -> None:
+                quiet, verb: str, machine: str | None = None, spec: str | None = None, target=None) -> None:
     """Plan a domain XML and write the result (plan, extend, and specs with 'domain')."""
     import json
 
@@ -475,8 +531,9 @@ def _domain_run(domain: str, data: bytes, headroom, *, output, in_place, force, 
 
     if in_place and (output or domain == "-"):
         raise _usage("--in-place replaces the file itself; it cannot be combined with -o or standard input")
+    target = _default_target(target)
     planned = plan_document(data, domain, tuple(headroom), allow_moves=allow_moves, right_size=right_size,
-                            machine=machine, spec=spec)
+                            machine=machine, spec=spec, target=target)
     name, rules, ext, edit = planned.name, planned.rules, planned.extension, planned.edit
     defined = planned.domain.defined
     if emit == "json":
@@ -497,6 +554,7 @@ def _domain_run(domain: str, data: bytes, headroom, *, output, in_place, force, 
             "requested": {str(k): v for k, v in ext.requested.items()},
             "budgets": {k: {"used": u, "limit": lim} for k, (u, lim) in (ext.budgets or {}).items()},
             "warnings": list(ext.warnings),
+            "target": target.as_json(),
         }
         click.echo(json.dumps(report, indent=2))
     if in_place:
@@ -509,6 +567,7 @@ def _domain_run(domain: str, data: bytes, headroom, *, output, in_place, force, 
         return
     if planned.unchanged:
         click.echo(f"{name} ({rules.family}): already meets the request; nothing changed", err=True)
+        click.echo(f"  target: {target.describe()}", err=True)
         click.echo("  hotplug capacity/requested: " + "  ".join(
             f"{c} {ext.capacity[c]}/{ext.requested[c]}" for c in ext.capacity), err=True)
         return
@@ -519,6 +578,7 @@ def _domain_run(domain: str, data: bytes, headroom, *, output, in_place, force, 
             by_model.setdefault(c.model, []).append(c.index)
     added = ", ".join(f"{len(ix)} {m} (index {_ranges(ix)})" for m, ix in by_model.items()) or "nothing"
     click.echo(f"{name} ({rules.family}): added {added}", err=True)
+    click.echo(f"  target: {target.describe()}", err=True)
     if defined and not edit.filled_controllers and not edit.added_by_libvirt and not edit.gap_controllers:
         cap = "  ".join(f"{c} {ext.before[c]} -> {ext.capacity[c]}/{ext.requested[c]}" for c in ext.capacity)
         click.echo(f"  hotplug capacity before -> after/requested: {cap}", err=True)

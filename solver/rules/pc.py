@@ -8,7 +8,7 @@ pci-bridge, none at all without ACPI).
 
 from ..model import Address, Connect as C, EndpointClass as K
 from . import BusRule, Fixed, Implicit, RuleSet, _freeze
-from .implicit import BALLOON, VIRTIO_SERIAL, usb, video
+from .implicit import BALLOON, VIRTIO_SERIAL, usb, usb_default, video
 from .q35 import PCI_BRIDGE
 
 _BAS = "domain_addr.c virDomainPCIAddressBusSetModel"
@@ -69,9 +69,9 @@ RULES = RuleSet(
     hotplug_needs_acpi=True,
     sources=("real-libvirt.md rows 15-20",),
     numa_root="pci-expander-bus",
-    element_defaults=_freeze({"interface model/@type": "rtl8139", "usb @model": "piix3-uhci",
-                              "scsi @model": "lsilogic", "video model/@type": "cirrus", "panic @model": "pvpanic",
-                              "panic address/@type": "isa"}),
+    element_defaults=_freeze({"interface model/@type": "rtl8139", "scsi @model": "lsilogic",
+                              "video model/@type": "cirrus", "panic @model": "isa"}),
+    versioned_defaults=usb_default("piix3-uhci"),
     added_at_define=(usb("piix3-uhci"), BALLOON,
                      Implicit("piix3-ide", unless="ide", source="qemuDomainDefAddDefaultDevices: IDE on i440fx"),
                      VIRTIO_SERIAL, video("cirrus")),

@@ -10,7 +10,7 @@ real-libvirt.md rows 21-23 (31 hotplugs per PHB, 29 with the defaults).
 
 from ..model import Connect as C, EndpointClass as K
 from . import BusRule, RuleSet, _freeze
-from .implicit import BALLOON, VIRTIO_SERIAL, usb, video
+from .implicit import BALLOON, VIRTIO_SERIAL, usb, usb_default, video
 
 _phb = dict(
     accepts=frozenset({C.PCI_DEVICE, C.PCI_BRIDGE}),
@@ -58,7 +58,8 @@ RULES = RuleSet(
     numa_memory_align=256,
     # measured, libvirt 9.0: <interface/> is rtl8139, <controller type='scsi'/> ibmvscsi (spapr-vio),
     # <video/> vga
-    element_defaults=_freeze({"interface model/@type": "rtl8139", "usb @model": "qemu-xhci",
-                              "scsi @model": "ibmvscsi", "video model/@type": "vga", "panic @model": "pseries"}),
+    element_defaults=_freeze({"interface model/@type": "rtl8139", "scsi @model": "ibmvscsi",
+                              "video model/@type": "vga", "panic @model": "pseries"}),
+    versioned_defaults=usb_default("qemu-xhci"),
     added_at_define=(usb("qemu-xhci"), BALLOON, VIRTIO_SERIAL, video("vga")),
 )

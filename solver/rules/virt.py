@@ -9,9 +9,25 @@ PCI when the domain has pcie-root), real-libvirt.md rows 24-26 and pitfall 11
 from dataclasses import replace
 
 from ..model import Connect as C, EndpointClass as K
-from . import RuleSet, _freeze
-from .implicit import BALLOON, VIRTIO_SERIAL, video
+from . import Default, RuleSet, _freeze
+from .implicit import BALLOON, VIRTIO_SERIAL, usb_default, video
 from .q35 import PCIE_BUSES
+from .versions import Bound, Range
+
+# <controller type='scsi'/> without a model (and the controller libvirt adds for a SCSI disk): lsilogic, a
+# conventional PCI HBA (a root port and a pcie-to-pci-bridge), up to libvirt 11.5; virtio-scsi from 11.6 on
+# (libvirt NEWS.rst v11.6.0).  Measured: lsilogic on 9.0 and 11.3 (aarch64).
+_SCSI_11_6 = Bound("libvirt", (11, 6), "libvirt NEWS.rst v11.6.0: virtio-scsi is the default SCSI controller on "
+                   "ARM and RISC-V virt; measured lsilogic on 9.0 and 11.3")
+# <panic/> without a model: 9.0 falls back to an ISA pvpanic (which aarch64 QEMU lacks; qemuDomainDevicePanic-
+# DefPostParse), 11.3 gives pvpanic, the PCI one on the root bus (qemuDomainDefaultPanicModel).  When it
+# changed is not known.
+_PANIC = Bound("libvirt", None, "qemu_domain.c qemuDomainDefaultPanicModel (11.3: pvpanic on ARM virt); 9.0: isa",
+               old=(9, 0), new=(11, 3))
+# riscv64 virt guests get a balloon in 9.0 and 11.3 (qemuDomainDefAddDefaultDevices); a later libvirt (a copy of
+# qemu_postparse.c after 11.9) adds none; the version that stopped is not known.
+_RISCV_BALLOON = Range(until=(Bound("libvirt", None, "qemu_postparse.c: riscv virt gets a memballoon in 9.0 and "
+                                   "11.3, none in a copy after 11.9", old=(11, 3)),))
 
 RULES = RuleSet(
     family="virt",
@@ -38,9 +54,14 @@ RULES = RuleSet(
     gap_model="pcie-root-port",
     # measured, libvirt 9.0 (aarch64): <interface/> is virtio, <controller type='scsi'/> lsilogic, <video/>
     # virtio; libvirt adds no USB and no balloon on virt
-    element_defaults=_freeze({"interface model/@type": "virtio", "usb @model": "qemu-xhci",
-                              "scsi @model": "lsilogic", "video model/@type": "virtio", "panic @model": "pvpanic",
-                              "panic address/@type": "pci"}),
+    element_defaults=_freeze({"interface model/@type": "virtio", "video model/@type": "virtio"}),
+    versioned_defaults=usb_default("qemu-xhci") + (
+        Default("scsi @model", "lsilogic", Range(until=(_SCSI_11_6,)), "qemuDomainGetSCSIControllerModel"),
+        Default("scsi @model", "virtio-scsi", Range(since=(_SCSI_11_6,)), "qemuDomainGetSCSIControllerModel"),
+        Default("panic @model", "isa", Range(until=(_PANIC,)), "qemuDomainDevicePanicDefPostParse (9.0)"),
+        Default("panic @model", "pvpanic", Range(since=(_PANIC,)), "qemuDomainDefaultPanicModel (11.3)"),
+    ),
     # riscv64 gets a balloon, aarch64 none (qemuDomainDefAddDefaultDevices in 9.0 and 11.3)
-    added_at_define=(replace(BALLOON, arches=("riscv64",)), VIRTIO_SERIAL, video("virtio-gpu")),
+    added_at_define=(replace(BALLOON, arches=("riscv64",), versions=_RISCV_BALLOON), VIRTIO_SERIAL,
+                     video("virtio-gpu")),
 )
