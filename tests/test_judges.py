@@ -396,7 +396,8 @@ def _default(fact, judge, virsh, holds: bool) -> None:
     expected = view.element_defaults.get(fact.name)
     assert expected is not None, view.undecided.get(fact.name)
     assert (expected == fact.value) == holds
-    xml = _guest_xml(fact.family, "".join(_NOT_PCI.values()) + element)
+    tag = fact.name.split()[0]
+    xml = _guest_xml(fact.family, "".join(x for k, x in _NOT_PCI.items() if k != tag) + element)
     if fact.name == "panic @model" and expected == "isa" and fact.family == "virt":
         # the ISA pvpanic libvirt 9.0 falls back to is not in aarch64 QEMU: it refuses the guest
         _refused(virsh, xml, "does not support the ISA panic device")
