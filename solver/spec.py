@@ -128,9 +128,9 @@ class Spec(_Model):
                                     "(the default), or a hard limit: 'limit N' or {limit: N}")
     numa: NumaSpec | None = Field(None, description="guest NUMA nodes; devices and hotplug entries name one with "
                                   "'numa_node'")
-    target: Annotated[str | TargetSpec | None, BeforeValidator(_target_shape)] = Field(None, description="what the guest will run on: a distribution alias "
-                                            "(debian-12, debian-13, ubuntu-24.04, ...) or {libvirt: \"X.Y\", qemu: "
-                                            "\"X.Y\"}; default: the newest versions topo-solve knows")
+    target: Annotated[str | TargetSpec | None, BeforeValidator(_target_shape)] = Field(
+        None, description="what the guest will run on: a distribution alias (debian-12, debian-13, ubuntu-24.04, "
+        "...) or {libvirt: \"X.Y\", qemu: \"X.Y\"}; default: the newest versions topo-solve knows")
 
     @field_validator("name")
     @classmethod
