@@ -732,6 +732,11 @@ def spec_target(spec: Spec, file: str, bad, override: Target | None = None) -> T
 def check_versions(spec: Spec, rules, bad) -> None:
     """What the target's libvirt and QEMU cannot do: a model they lack, a hotplug they refuse
     (``rules``: the family's rules for the target, from rules_for)."""
+    from .rules import machine_missing
+
+    why = machine_missing(rules, spec.machine) if spec.machine else ""
+    if why:
+        bad(("machine",), why)
     for section in ("devices", "hotplug"):
         for i, entry in enumerate(getattr(spec, section)):
             row = rules.devices.get(entry.model) if entry.model is not None else None

@@ -476,3 +476,30 @@ def test_itco_watchdog_is_no_change_to_a_plan(judge, virsh, daemon_files):
         assert [a for a in added if a.startswith("watchdog")] == expected, (spec.name, added)
         layout, rules = read_layout(dump, "dump.xml", judge.target)
         assert verify(layout, rules, strict_auto=False).capacity == plan.capacity, spec.name
+
+
+# -- versioned machine types: QEMU X.Y brings the ones named X.Y ---------------------------------
+
+@pytest.mark.parametrize("family", sorted(_GUEST))
+def test_a_machine_type_newer_than_the_judges_qemu(family, judge, virsh):
+    """The machine types of the newest QEMU the tables know (10.0): the judge that has that QEMU
+    defines them; an older one refuses, and topo-solve refuses to plan them for its versions."""
+    from topo_solve.rules import machine_missing
+    from topo_solve.rules.versions import NEWEST
+
+    view = rules_for(family, judge.target)
+    prefix = view.machine_versions.split("(")[0]
+    machine = f"{prefix}{NEWEST.qemu[0]}.{NEWEST.qemu[1]}"
+    xml = _guest_xml(family, "".join(_NOT_PCI.values())).replace(f"machine='{_GUEST[family][1]}'",
+                                                                  f"machine='{machine}'")
+    why = machine_missing(view, machine)
+    assert (why == "") == (tuple(judge.qemu[:2]) >= NEWEST.qemu)
+    if why:
+        assert why == (f"machine type {machine} needs QEMU {NEWEST.qemu[0]}.{NEWEST.qemu[1]} or later; the target is "
+                       f"QEMU {judge.qemu[0]}.{judge.qemu[1]}")
+        with pytest.raises(SpecError, match=re.escape(why)):
+            read_domain(xml, "m.xml", judge.target)
+        _refused(virsh, xml, f"does not support machine type '{machine}'")
+    else:
+        read_domain(xml, "m.xml", judge.target)
+        assert _defined(virsh, xml).find("os/type").get("machine") == machine

@@ -299,3 +299,15 @@ def test_the_examples_plan_the_same_for_both_judges():
             continue
         a, b = solve(load_spec(path, D12)), solve(load_spec(path, D13))
         assert a.layout == b.layout and a.capacity == b.capacity, path
+
+
+def test_a_versioned_machine_type_needs_its_qemu():
+    with pytest.raises(SpecError) as info:
+        _problem("name: a\nmachine: pc-q35-10.0\ntarget: debian-12\n")
+    assert [str(p) for p in info.value.problems] == [
+        "t.yaml:2: machine: machine type pc-q35-10.0 needs QEMU 10.0 or later; the target is QEMU 7.2"]
+    assert _problem("name: a\nmachine: pc-q35-7.2\ntarget: debian-12\n").machine == "pc-q35-7.2"
+    assert _problem("name: a\nmachine: pc-q35-10.0\ntarget: debian-13\n").machine == "pc-q35-10.0"
+    # names that carry no upstream version (RHEL's, Ubuntu's, the aliases) are not checked
+    for machine in ("pc-q35-rhel9.6.0", "pc-q35-noble", "q35", "ubuntu"):
+        _problem(f"name: a\nmachine: {machine}\ntarget: debian-12\n")

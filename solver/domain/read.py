@@ -24,7 +24,7 @@ from lxml import etree
 
 from ..errors import Finding, SpecError
 from ..model import Address, Controller, Endpoint, EndpointClass, Layout, Placed, Problem, Target
-from ..rules import DeviceKind, Implicit, RuleSet, family_for, machine_suggestions
+from ..rules import DeviceKind, Implicit, RuleSet, family_for, machine_missing, machine_suggestions
 from ..rules.devices import KINDS
 from .classify import classify
 from .parse import Document, number, parse_document, read_address, shown
@@ -153,6 +153,10 @@ def _machine(root: etree._Element, file: str, problems: list[Finding],
                                 + " topo-solve plans the PCI topology of the q35, pc (i440fx), pseries and "
                                 "virt families (s390x, microvm and other machines have none to plan)"))
         return None, machine
+    why = machine_missing(rules, machine)
+    if why:  # a machine type newer than the target's QEMU (a dump of a newer libvirt, say)
+        problems.append(Finding(file, t.sourceline, "os/type@machine", f"{why}; write the family's alias "
+                                f"('{rules.default_machine}') or a machine type of that QEMU"))
     arch = t.get("arch")
     if arch is not None and arch not in rules.arches:
         problems.append(Finding(file, t.sourceline, "os/type@arch",

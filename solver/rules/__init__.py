@@ -27,7 +27,7 @@ from types import MappingProxyType
 from typing import Mapping
 
 from ..model import Address, Connect, EndpointClass, Target
-from .versions import ALWAYS, NEWEST, Range
+from .versions import ALWAYS, NEWEST, Bound, Range
 
 __all__ = [
     "BusRule",
@@ -37,6 +37,7 @@ __all__ = [
     "RuleSet",
     "family_for",
     "rules_for",
+    "machine_missing",
     "version_facts",
     "VersionFact",
     "Default",
@@ -227,6 +228,9 @@ class RuleSet:
     gap_model: str = "pci-bridge"
     # Defaults that depend on the version; in a target's view they are merged into element_defaults.
     versioned_defaults: tuple[Default, ...] = ()
+    # Upstream's versioned machine names, major and minor as groups: QEMU X.Y brings the machine types
+    # named X.Y (and keeps the older ones for years: QEMU 10.0 runs pc-q35-7.2, measured).
+    machine_versions: str = ""
     # -- set by rules_for, never in the tables --
     target: Target | None = None  # the versions this view is for (None: the raw table)
     devices: Mapping[str, DeviceKind] = field(default_factory=dict)  # every device row, in match order
@@ -382,6 +386,19 @@ def version_facts() -> list[VersionFact]:
         for d in base.versioned_defaults:
             out.append(VersionFact("default", family, d.key, d.versions, value=d.value))
     return out
+
+
+MACHINE_SOURCE = ("QEMU X.Y adds the machine types named X.Y (hw/i386/pc_q35.c, pc_piix.c, hw/ppc/spapr.c, "
+                  "hw/arm/virt.c); measured: libvirt 9.0 + QEMU 7.2 refuses pc-q35-10.0")
+
+
+def machine_missing(rules: RuleSet, machine: str) -> str:
+    """Why the target's QEMU has no such machine type ("" when it has it, or the name is not versioned)."""
+    m = re.fullmatch(rules.machine_versions, machine) if rules.machine_versions else None
+    if m is None or rules.target is None:
+        return ""
+    needs = Range(since=(Bound("qemu", (int(m.group(1)), int(m.group(2))), MACHINE_SOURCE),))
+    return "" if needs.holds(rules.target) else needs.explain(f"machine type {machine}", rules.target)
 
 
 class _Views(Mapping):

@@ -47,6 +47,7 @@ RULES = RuleSet(
     # libvirt's prefixes for i440fx (qemuDomainIsI440FX): pc, pc-i440fx-*, pc-0.*, pc-1.*, rhel*; Ubuntu's
     # 'ubuntu' is its alias for the newest pc-i440fx-<release>
     machine_pattern=r"pc|pc-i440fx-.+|i440fx|pc-[01]\..+|rhel.+|ubuntu",
+    machine_versions=r"pc-i440fx-([0-9]+)\.([0-9]+)",  # QEMU X.Y brings pc-i440fx-X.Y (rules.machine_missing)
     arches=("x86_64", "i686"),
     root="pci-root",
     buses=_freeze({b.model: b for b in _buses}),

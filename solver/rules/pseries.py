@@ -35,6 +35,7 @@ RULES = RuleSet(
     summary="ppc64 pseries (PHBs, IOMMU-group isolation)",
     default_machine="pseries",
     machine_pattern=r"pseries(-.+)?",  # libvirt: the pseries prefix (qemuDomainIsPSeries); -sxxm, -rhel8.2.0 ...
+    machine_versions=r"pseries-([0-9]+)\.([0-9]+)",  # QEMU X.Y brings pseries-X.Y (rules.machine_missing)
     arches=("ppc64le", "ppc64"),
     root="pci-root",
     # The extra PHB row is stored under its own key; both write model='pci-root'.

@@ -125,6 +125,7 @@ RULES = RuleSet(
     # libvirt tells the family by the prefix alone (qemuDomainIsQ35): upstream pc-q35-7.2, RHEL's
     # pc-q35-rhel9.6.0, Ubuntu's pc-q35-jammy, pc-q35-noble-v2, pc-q35-jammy-hpb-maxcpus ...
     machine_pattern=r"pc-q35-.+|q35|ubuntu-q35",
+    machine_versions=r"pc-q35-([0-9]+)\.([0-9]+)",  # QEMU X.Y brings pc-q35-X.Y (rules.machine_missing)
     arches=("x86_64", "i686"),
     root="pcie-root",
     buses=_freeze({b.model: b for b in PCIE_BUSES}),

@@ -34,6 +34,7 @@ RULES = RuleSet(
     summary="aarch64/riscv64 virt (PCI Express, no chipset)",
     default_machine="virt",
     machine_pattern=r"virt(-.+)?",  # libvirt: the virt prefix (qemuDomainIsARMVirt, qemuDomainIsRISCVVirt)
+    machine_versions=r"virt-([0-9]+)\.([0-9]+)",  # QEMU X.Y brings virt-X.Y (rules.machine_missing)
     arches=("aarch64", "riscv64"),
     root="pcie-root",
     buses=_freeze({b.model: b for b in PCIE_BUSES}),
