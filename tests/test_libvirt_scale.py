@@ -104,7 +104,7 @@ def test_q35_at_the_bus_limit(judge, virsh, daemon_files):
 def _per_node(plan, virsh, files, cls: str) -> tuple[dict, str]:
     """Hotplug ``cls`` with libvirt's auto-placement until refused; count the hotplugged devices by
     the NUMA node above their bus (from the plan's own layout, checked by the verifier)."""
-    report = verify(plan.layout, rules_for(plan.layout.family, judge.target))
+    report = verify(plan.layout, rules_for(plan.layout.family, plan.problem.target))
     xml = _prepare(render_domain(plan), files, swap_hostdevs=True)
     name = f"{hv.CHECK_PREFIX}{uuid.uuid4().hex[:8]}"
     _, text = hv._rename(xml, name)
