@@ -301,7 +301,8 @@ def rules_for(family: str, target: Target | None = None) -> RuleSet:
     model the target lacks stays in the view (so its elements are still recognised) with
     ``missing`` saying why; a hotplug that depends on the version is resolved; the devices
     libvirt adds at define and the defaults it fills in are those of the target's version."""
-    return _view(family, target if target is not None else NEWEST)
+    t = target if target is not None else NEWEST
+    return _view(family, Target(t.libvirt, t.qemu))  # the versions only: one view whatever the alias
 
 
 @functools.lru_cache(maxsize=128)
