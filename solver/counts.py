@@ -58,6 +58,12 @@ class Demand:
     pools: frozenset[str]
     label: str  # in the user's words, for explanations
 
+    @property
+    def text(self) -> str:
+        """The demand in the user's words, with its number once ("3 PCIe endpoints present at
+        boot", "9 pcie-root-ports (8 per slot)")."""
+        return self.label if self.label[:1].isdigit() else f"{self.amount} {self.label}"
+
 
 @dataclass
 class Counts:
@@ -123,6 +129,8 @@ class CountModel:
     nodes: dict[int, "CountModel"] = field(default_factory=dict)  # the trees of the NUMA nodes
     outside: Counter = field(default_factory=Counter)  # controllers of the other trees, for the budgets
     integrated: int = 0  # endpoints libvirt puts on the root bus only (virtio-iommu, pvpanic-pci)
+    _pools_memo: dict = field(default_factory=dict, repr=False)
+    _ctrl_memo: dict = field(default_factory=dict, repr=False)
 
     @property
     def root(self) -> BusRule:
@@ -153,17 +161,30 @@ class CountModel:
         return frozenset(b.name for b in self.pool_rules if b.is_port)
 
     # -- the pieces of the flow network ---------------------------------
-    def _bus_pools(self, connect: Connect, *, endpoint: bool, hotplug: bool) -> frozenset[str]:
-        """Pools whose bus auto-accepts ``connect`` (and hotplugs, if asked)."""
+    def _bus_pools(self, connect: Connect, *, endpoint: bool, hotplug: bool,
+                   unpluggable: bool = False) -> frozenset[str]:
+        """Pools whose bus auto-accepts ``connect`` (and hotplugs, if asked).  ``unpluggable``: a
+        boot device that must stay unpluggable, so not on a bus where QEMU refuses every hotplug
+        and unplug (``hotplug_trap``: the pc expander bus's own slots).  A function of the model
+        alone: asked thousands of times per search, answered once."""
+        key = (connect, endpoint, hotplug, unpluggable)
+        if key not in self._pools_memo:
+            self._pools_memo[key] = self._bus_pools_of(connect, endpoint, hotplug, unpluggable)
+        return self._pools_memo[key]
+
+    def _bus_pools_of(self, connect: Connect, endpoint: bool, hotplug: bool, unpluggable: bool) -> frozenset[str]:
         out = set()
         if hotplug and self.rules.hotplug_needs_acpi and not self.acpi:
             return frozenset()  # no bus takes a hotplug without ACPI (i440fx)
         root = self.root
         root_live = root.hotplug and (self.existing is None or self.existing.root_hotplug or self.node is not None)
-        if self.rules.accepts(root, connect, auto=True, endpoint=endpoint) and (root_live or not hotplug):
+        policy = self.problem.layout
+        if self.rules.accepts(root, connect, auto=True, endpoint=endpoint, policy=policy) and (
+                root_live or not hotplug) and not (unpluggable and root.hotplug_trap):
             out.add(ROOT)
         for b in self.pool_rules:
-            if self.rules.accepts(b, connect, auto=True, endpoint=endpoint) and (b.hotplug or not hotplug):
+            if self.rules.accepts(b, connect, auto=True, endpoint=endpoint, policy=policy) and (
+                    b.hotplug or not hotplug) and not (unpluggable and b.hotplug_trap):
                 out.add(b.name)
         return frozenset(out)
 
@@ -191,7 +212,8 @@ class CountModel:
             if root_ok:
                 count -= on_root.get(connect, 0)
             if count:
-                out.append(Demand(f"boot:{connect}", count, self._bus_pools(connect, endpoint=True, hotplug=False),
+                out.append(Demand(f"boot:{connect}" + (":fixed" if root_ok else ""), count,
+                                  self._bus_pools(connect, endpoint=True, hotplug=False, unpluggable=not root_ok),
                                   f"{_words(connect)} present at boot"))
         for cls, count in self.hotplug.items():
             if count and cls not in rules.isolated:
@@ -222,6 +244,11 @@ class CountModel:
         return out
 
     def _ctrl_pools(self, b: BusRule) -> frozenset[str]:
+        if b.name not in self._ctrl_memo:
+            self._ctrl_memo[b.name] = self._ctrl_pools_of(b)
+        return self._ctrl_memo[b.name]
+
+    def _ctrl_pools_of(self, b: BusRule) -> frozenset[str]:
         """Pools a controller of model ``b`` may plug into: buses that accept it and can have a lower
         index.  Controllers are numbered in table order, and libvirt wants a controller's index above
         its bus's, so a later row's pool never holds an earlier row's controller (an upstream port goes
@@ -481,7 +508,7 @@ def _tree(problem: Problem, rules: RuleSet, given: dict, existing: Existing | No
         connect = rules.connect_of(cls)
         # A device never unplugged may sit on the root bus (at an address the plan writes, where
         # libvirt's auto-placement would not put it) and share a slot there with others as functions.
-        root_ok = never_unplugged and node is None and rules.accepts(root, connect, auto=False, endpoint=True)
+        root_ok = never_unplugged and rules.accepts(root, connect, auto=False, endpoint=True)
         endpoint_demand[(connect, root_ok)] += count
     hotplug = problem.requested() if node is None else problem.requested_by_node().get(node, {})
     model = CountModel(problem=problem, rules=rules, root_free=root_free, endpoint_demand=endpoint_demand,
@@ -490,7 +517,9 @@ def _tree(problem: Problem, rules: RuleSet, given: dict, existing: Existing | No
     model.ports = [b.name for b in rules.addable if b.is_port]
     model.hubs = [b.name for b in rules.addable if not b.is_port and _is_hub(model, b)]
     model.searched = [b.name for b in rules.addable if not b.is_port and b.name not in model.hubs]
-    model.root_ok_max = {c: k for (c, ok), k in endpoint_demand.items() if ok}
+    # packed on the root bus: the machine's root bus only (a node's tree keeps whole slots, but a device
+    # never unplugged may still take a slot of its expander's own bus, where QEMU unplugs nothing)
+    model.root_ok_max = {c: k for (c, ok), k in endpoint_demand.items() if ok} if node is None else {}
     _set_bounds(model)
     return model
 
@@ -532,6 +561,8 @@ def choose_counts(model: CountModel) -> Counts | None:
 
     The NUMA nodes' trees first, each on its own; then the root bus's tree, whose
     budgets count the nodes' controllers too (``outside``)."""
+    if not may_fit(model):
+        return None
     nodes: dict[int, Counts] = {}
     for node, sub in sorted(model.nodes.items()):
         counts = _choose(sub)
@@ -544,6 +575,51 @@ def choose_counts(model: CountModel) -> Counts | None:
         counts.nodes = nodes
         counts.expanders = sum(model.fixed.values())
     return counts
+
+
+def least_controllers(model: CountModel) -> int:
+    """No layout of this tree has fewer new controllers: every unit of demand only a port may take
+    needs a port of its own (a new one, or a free one of the existing guest), with the devices never
+    unplugged on the root bus as many as can be, plus the searched controllers' lower bound."""
+    if model.nodes:
+        return sum(least_controllers(sub) for sub in model.nodes.values()) + sum(model.fixed.values()) \
+            + _least(model)
+    return _least(model)
+
+
+def _port_units(model: CountModel) -> int:
+    """Ports any layout of this tree needs beyond the existing free ones (see ``least_controllers``)."""
+    zero = {k: 0 for k in model.searched}
+    for p in model.ports + model.hubs:
+        zero[p] = 0
+    most = {c: min(k, model.root_free * FUNCTIONS) for c, k in model.root_ok_max.items()}
+    ports = model.port_pools
+    units = sum(d.amount for d in model.demands(zero, most) if d.pools and d.pools <= ports)
+    return max(units - sum(model._free(q) for q in ports), 0)
+
+
+def _least(model: CountModel) -> int:
+    zero = {k: 0 for k in model.searched}
+    for p in model.ports + model.hubs:
+        zero[p] = 0
+    most = {c: min(k, model.root_free * FUNCTIONS) for c, k in model.root_ok_max.items()}
+    ports = model.port_pools
+    units = sum(d.amount for d in model.demands(zero, most) if d.pools and d.pools <= ports)
+    units -= sum(model._free(q) for q in ports)
+    return max(units, 0) + (_searched_lower_bound(model) if model.searched else 0)
+
+
+def may_fit(model: CountModel) -> bool:
+    """A necessary condition, from bounds alone: the fewest controllers any layout needs fit the index
+    and bus-number budgets (every controller takes an index and at least... one bus number, but a PHB
+    none).  A problem past it is infeasible without a search."""
+    ex = model.existing
+    least = least_controllers(model)
+    used = (ex.max_index - sum(ex.kept.values())) if ex else 0
+    if least + used > model.rules.max_index:
+        return False
+    numbers = min((b.bus_numbers for b in model.rules.addable), default=1)
+    return (ex.bus_numbers if ex else 1) + least * numbers <= model.rules.bus_number_limit
 
 
 def _outside(model: CountModel, nodes: dict[int, Counts]) -> Counter:
@@ -577,6 +653,14 @@ def _choose(model: CountModel) -> Counts | None:
     def ok(*values: int) -> bool:
         return on_root(dict(zip(names, values))) is not None
 
+    # a cheap necessary condition first: the searched buses' slots, with what the root bus and the
+    # existing guest have free, must hold what no port may take (as _searched_lower_bound counts it)
+    need, have = _positions_needed(model)
+    slots = [model.rules.bus(k).nslots for k in names]
+
+    def roomy(*values: int) -> bool:
+        return have + sum(v * s for v, s in zip(values, slots)) >= need
+
     def layer(total: int | None) -> list[dict]:
         if not names:
             return [{}] if ok() else []
@@ -585,6 +669,7 @@ def _choose(model: CountModel) -> Counts | None:
             csp.addVariable(key, list(range(model.kept(key), model.bounds[key] + 1)))
         if total is not None:
             csp.addConstraint(ExactSumConstraint(total), list(model.searched))
+        csp.addConstraint(FunctionConstraint(roomy), names)
         csp.addConstraint(FunctionConstraint(ok), names)
         return csp.getSolutions()
 
@@ -594,9 +679,16 @@ def _choose(model: CountModel) -> Counts | None:
         layers = range(min(_searched_lower_bound(model), top), top + 1)
     else:
         layers = [None]
+    # a layer's candidates have at least its searched controllers plus the ports only ports can
+    # hold: once that passes the index budget, no later layer fits either (a necessary condition)
+    ex = model.existing
+    floor = _port_units(model) + sum(model.fixed.values()) + sum(model.outside.values()) + (
+        (ex.max_index - sum(ex.kept.values())) if ex else 0)
     for total in layers:
         if best is not None and total is not None and total > best[0][0]:
             break  # every later candidate costs at least `total`
+        if total is not None and total + floor > model.rules.max_index:
+            break
         for assignment in layer(total):
             n = {k: assignment[k] for k in model.searched}
             placed_on_root = on_root(n)
@@ -607,28 +699,34 @@ def _choose(model: CountModel) -> Counts | None:
     return best[1] if best else None
 
 
+def _positions_needed(model: CountModel) -> tuple[int, int]:
+    """(positions no port may give that the devices and headroom need, positions the root bus and
+    the existing guest give them): devices never unplugged packed on the root bus as tightly as
+    possible, an isolating bus taken whole giving none to anyone else."""
+    zero = {k: 0 for k in model.searched}
+    most = {c: min(k, model.root_free * FUNCTIONS) for c, k in model.root_ok_max.items()}
+    ports = model.port_pools
+    need = sum(d.amount for d in model.demands(zero, most)
+               if d.key.startswith(("boot:", "hotplug:", "root:packed")) and not d.pools & ports)
+    have = model.root_free + sum(model._free(b.name) for b in model.pool_rules if not b.is_port)
+    iso = model._isolating()
+    spare = model.new_whole_bus_need()[1] * iso.nslots if iso is not None else 0
+    return need, have + spare
+
+
 def _searched_lower_bound(model: CountModel) -> int:
     """No feasible candidate has fewer searched controllers than this.
 
     Endpoints and headroom that no port may take need positions on the root bus, on
     existing buses, or on searched buses; a searched controller gives at most its
     bus's slots, and an isolating bus taken whole gives none to anyone else."""
-    zero = {k: 0 for k in model.searched}
-    # devices never unplugged packed on the root bus take the least room there: 8 to a slot
-    most = {c: min(k, model.root_free * FUNCTIONS) for c, k in model.root_ok_max.items()}
-    demands = model.demands(zero, most)
-    ports = model.port_pools
-    need = sum(d.amount for d in demands if d.key.startswith(("boot:", "hotplug:", "root:packed"))
-               and not d.pools & ports)
-    have = model.root_free + sum(model._free(b.name) for b in model.pool_rules if not b.is_port)
-    iso = model._isolating()
-    spare = model.new_whole_bus_need()[1] * iso.nslots if iso is not None else 0
+    need, have = _positions_needed(model)
     room = max((model.rules.bus(k).nslots for k in model.searched), default=0)
     whole = model.new_whole_bus_need()[0]
     kept = sum(model.kept(k) for k in model.searched)
-    if need <= have + spare or room == 0:
+    if need <= have or room == 0:
         return max(whole, kept)
-    return max(whole + ceil((need - have - spare) / room), kept)
+    return max(whole + ceil((need - have) / room), kept)
 
 
 def explain(model: CountModel) -> list[Cause]:
@@ -700,7 +798,7 @@ def _flow_causes(model: CountModel, full: dict[str, int], demands: list[Demand],
             b = model.rules.bus(key)
             other = sum(x.amount for x in short if x is not d)
             limit = max(model.root_free - other, 0) * b.packs
-            users = [f"{x.amount} {x.label}" for x in model.derive({k: full[k] for k in model.searched},
+            users = [x.text for x in model.derive({k: full[k] for k in model.searched},
                                                                     {})[1] if x.pools == frozenset({key})]
             taken = f", {other} taken by devices on it" if other else ""
             return [Cause(f"{b.model}s", full[key], limit,
@@ -720,6 +818,6 @@ def _flow_causes(model: CountModel, full: dict[str, int], demands: list[Demand],
             names.append(f"the existing {model.rules.bus(p).model}s have {pools[p]} free slots")
         else:
             names.append(f"{full.get(p, 0)} {model.rules.bus(p).model}s give {pools[p]} slots")
-    what = " + ".join(f"{d.amount} {d.label}" for d in short)
+    what = " + ".join(d.text for d in short)
     return [Cause(what or "the spec", need, room, ", ".join(names) or "no bus on this machine accepts them",
                   "ask for less headroom, or use device models of a class with room")]

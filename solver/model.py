@@ -177,7 +177,9 @@ class Problem:
     vcpus: int = 1
     virt_type: str = "kvm"
     source: str = "<spec>"
-    io_ports: int | None = None  # a hard limit on ports with I/O-BAR devices; None: warn past the usual 14
+    io_ports: int | None = None  # a hard limit on ports with I/O-BAR devices; None: warn past the firmware's
+    io_ports_from: str | None = None  # why that limit, when the firmware's (None: the spec's own number)
+    firmware: str | None = None  # rules.firmware.KINDS: bios, efi; None: none (a direct kernel boot)
     numa: tuple[NumaCell, ...] = ()  # guest NUMA nodes, node i = numa[i]; () without <cpu><numa>
     # An existing guest (a domain XML): its controllers and devices that have addresses stay where
     # they are; ``endpoints`` are then the devices still to place, and ``keep`` the controllers the
@@ -188,6 +190,7 @@ class Problem:
     # The libvirt and QEMU the plan is for: rules.rules_for(family, target) selects the rows that hold
     # there.  None: the newest versions the tables know (rules.versions.NEWEST).
     target: Target | None = None
+    layout: str = "qemu-guidelines"  # the layout policy (topo_solve.rules.LAYOUTS)
 
     def requested(self) -> dict[EndpointClass, int]:
         """Total headroom per class that names no NUMA node (see :meth:`request` for all of it)."""
@@ -243,6 +246,7 @@ class Layout:
     placed: tuple[Placed, ...]
     acpi: bool = True
     numa_nodes: int = 0  # cells of <cpu><numa>: controllers may name nodes 0 .. numa_nodes - 1
+    firmware: str | None = None  # rules.firmware.KINDS (bios, efi) the guest boots; None: none or unknown
 
 
 @dataclass(frozen=True)
@@ -256,6 +260,7 @@ class Plan:
     warnings: tuple[str, ...] = field(default=())
     budgets: dict[str, tuple[int, int]] = field(default_factory=dict)  # what -> (used, limit)
     node_capacity: dict[int, dict[EndpointClass, int]] = field(default_factory=dict)  # NUMA node -> capacity
+    notes: tuple[str, ...] = field(default=())  # what the user may want to know, not a problem (another layout)
 
     @property
     def requested(self) -> dict[EndpointClass, int]:

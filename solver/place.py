@@ -193,7 +193,7 @@ def place(problem: Problem, rules: RuleSet, counts: Counts) -> Layout:
             continue
         parents = (p for i, p in sorted(all_buses.items()) if i < bus.index and p.tree == bus.home
                    and p.group is None)
-        addr = _hang(rules, b, parents)
+        addr = _hang(rules, b, parents, problem.layout)
         if addr is None:
             if own is not None:
                 raise InfeasibleError(problem.name, [Cause(
@@ -253,10 +253,11 @@ def place(problem: Problem, rules: RuleSet, counts: Counts) -> Layout:
         order.update({ep.name: len(order) + i for i, ep in enumerate(problem.endpoints)})
     placed.sort(key=lambda p: order.get(p.endpoint.name, len(order)))
     all_controllers = sorted(controllers + added, key=lambda c: c.index)
-    acpi = problem.base.acpi if problem.base is not None else rules.acpi
+    acpi = problem.base.acpi if problem.base is not None else rules.acpi_for(problem.firmware)
     numa = problem.base.numa_nodes if problem.base is not None else len(problem.numa)
+    firmware = problem.base.firmware if problem.base is not None else problem.firmware
     return Layout(family=rules.family, controllers=tuple(all_controllers), placed=tuple(placed), acpi=acpi,
-                  numa_nodes=numa)
+                  numa_nodes=numa, firmware=firmware)
 
 
 def _keep_target(c: Controller, own: Controller | None) -> Controller:
@@ -329,6 +330,8 @@ def _first_fit(rules: RuleSet, buses: list[_Bus], ep: Endpoint) -> Address | Non
                 continue
             if not rules.accepts(bus.rule, connect, auto=True, endpoint=True):
                 continue
+            if bus.rule.hotplug_trap and not ep.root_ok and not ep.integrated:
+                continue  # QEMU could never unplug it there (the pc expander bus's own slots)
             if isolated:
                 if bus.rule.isolation == "locked":
                     continue
@@ -371,10 +374,10 @@ def _target(bus: _Bus, slot: int, addr: Address | None, function: int) -> tuple[
     return tuple(out)
 
 
-def _hang(rules: RuleSet, b: BusRule, parents) -> Address | None:
+def _hang(rules: RuleSet, b: BusRule, parents, policy: str = "qemu-guidelines") -> Address | None:
     """Take the first free slot for a controller of model ``b`` on the first of ``parents`` that accepts it."""
     for parent in parents:
-        if parent.full or not rules.accepts(parent.rule, b.connect, auto=True, endpoint=False):
+        if parent.full or not rules.accepts(parent.rule, b.connect, auto=True, endpoint=False, policy=policy):
             continue  # a full bus stays full: skipping it keeps this cheap past hundreds of bridges
         spot = parent.free_slot(packing=b.name if b.packs > 1 else None, packs=b.packs)
         if spot:

@@ -71,7 +71,8 @@ def _finish(problem: Problem, rules: RuleSet, counts, moved_off: list[str]) -> P
     if problem.io_ports is not None and io is not None and io.used > problem.io_ports:
         raise InfeasibleError(problem.name, [Cause(
             "ports with I/O windows", io.used, problem.io_ports,
-            f"{io.used} ports hold devices with I/O BARs and the spec allows {problem.io_ports} (io_ports)",
+            f"{io.used} ports hold devices with I/O BARs and "
+            f"{problem.io_ports_from or f'the spec allows {problem.io_ports}'} (io_ports)",
             "use modern virtio models (no I/O BAR), mark such devices 'hotunplug: false' so they sit on the "
             "root complex, or raise the limit")])
     if report.errors or not report.fits(problem.request()):
@@ -83,6 +84,7 @@ def _finish(problem: Problem, rules: RuleSet, counts, moved_off: list[str]) -> P
         if c.index not in before:
             added[c.model] = added.get(c.model, 0) + 1
     warnings = list(report.warnings)
+    saved = _other_layout_saves(problem, sum(added.values()))
     if moved_off:
         warnings.append(f"{', '.join(moved_off)} not at the chipset's preferred address: that root slot is "
                         "needed for ports")
@@ -90,7 +92,27 @@ def _finish(problem: Problem, rules: RuleSet, counts, moved_off: list[str]) -> P
         warnings.append(f"{rules.family} hotplug needs ACPI")
     return Plan(problem=problem, layout=layout, capacity=dict(report.capacity), added=added,
                 warnings=tuple(warnings), budgets={k: (b.used, b.limit) for k, b in report.budgets.items()},
-                node_capacity=report.node_capacity)
+                node_capacity=report.node_capacity, notes=(saved,) if saved else ())
+
+
+def _other_layout_saves(problem: Problem, total: int) -> str | None:
+    """A note when layout 'libvirt-accepts' would plan fewer controllers than the default policy."""
+    from .rules import LAYOUTS
+
+    if problem.layout != LAYOUTS[0]:
+        return None
+    rules = rules_for(problem.family, problem.target)
+    if not any(b.policy_accepts for b in rules.buses.values()):
+        return None
+    other = replace(problem, layout=LAYOUTS[1])
+    model, counts = _counts(other, rules)
+    if counts is None:
+        return None
+    fewer = total - counts.total
+    if fewer <= 0:
+        return None
+    return (f"{fewer} fewer controller(s) with layout: libvirt-accepts (a pci-bridge on {rules.root}, which "
+            "libvirt takes but QEMU's docs/pcie.txt advises against)")
 
 
 def _largest(problem: Problem) -> dict[str, int]:
@@ -111,12 +133,36 @@ def _largest(problem: Problem) -> dict[str, int]:
 
         if not fits(with_(0)):
             continue
+        # The bounds alone (no search, a few microseconds each) put a ceiling under ``total``; the
+        # answer is usually just below it (a budget binds), so search down from the ceiling by
+        # doubling steps, then halve the last step: a handful of searches instead of log2(total).
         lo, hi = 0, total  # lo fits, hi does not
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if fits(with_(mid)) else (lo, mid)
+            lo, hi = (mid, hi) if _may_fit(with_(mid)) else (lo, mid)
+        ceiling = lo
+        if fits(with_(ceiling)):
+            lo = ceiling
+        else:
+            hi, step = ceiling, 1
+            lo = max(ceiling - step, 0)
+            while lo > 0 and not fits(with_(lo)):
+                hi, step = lo, step * 2
+                lo = max(ceiling - step, 0)
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (mid, hi) if fits(with_(mid)) else (lo, mid)
         out[str(cls) if node is None else f"{cls} on NUMA node {node}"] = lo
     return out
+
+
+def _may_fit(problem: Problem) -> bool:
+    """The bounds' necessary condition (counts._may_fit) for ``problem``: cheap, and never False for a
+    problem that fits."""
+    from .counts import may_fit
+
+    rules = rules_for(problem.family, problem.target)
+    return may_fit(build_model(problem, rules, given_addresses(problem, rules), _existing(problem, rules)))
 
 
 def _hints(problem: Problem, rules: RuleSet) -> list[str]:

@@ -21,6 +21,7 @@ from .errors import Finding, SpecError
 from .model import Address, EndpointClass, Endpoint, Headroom, NumaCell, Problem, Target
 from .rules import MACHINE_WORDS, family_for, machine_suggestions
 from .rules.devices import DEVICES
+from .rules.firmware import of_kind
 
 __all__ = ["Spec", "load_spec", "parse_spec", "to_problem", "json_schema"]
 
@@ -124,10 +125,17 @@ class Spec(_Model):
     defaults: Defaults = Defaults()
     devices: list[DeviceSpec] = []
     hotplug: list[HotplugSpec] = []
-    io_ports: str | IoPorts = Field("warn", description="ports whose devices have I/O BARs: 'warn' past 14 "
-                                    "(the default), or a hard limit: 'limit N' or {limit: N}")
+    firmware: Literal["bios", "efi"] | None = Field(
+        None, description="the guest firmware: bios (SeaBIOS, x86's default) or efi (UEFI: OVMF, AAVMF), "
+        "written as <os firmware='efi'>; the I/O-window limits are measured per firmware")
+    io_ports: str | IoPorts = Field("warn", description="ports whose devices have I/O BARs: 'warn' past what the "
+                                    "firmware gives I/O windows (the default), or a hard limit: 'limit' (the "
+                                    "firmware's, measured), 'limit N' or {limit: N}")
     numa: NumaSpec | None = Field(None, description="guest NUMA nodes; devices and hotplug entries name one with "
                                   "'numa_node'")
+    layout: Literal["qemu-guidelines", "libvirt-accepts"] = Field(
+        "qemu-guidelines", description="what the planner may build: QEMU's docs/pcie.txt guidelines (the default), "
+        "or also what libvirt accepts where it costs fewer controllers (a pci-bridge on pcie-root)")
     target: Annotated[str | TargetSpec | None, BeforeValidator(_target_shape)] = Field(
         None, description="what the guest will run on: a distribution alias (debian-12, debian-13, ubuntu-24.04, "
         "...) or {libvirt: \"X.Y\", qemu: \"X.Y\"}; default: the newest versions topo-solve knows")
@@ -328,7 +336,7 @@ def load_request(path: str | Path, target: Target | None = None) -> Problem | Do
 
 
 # Fields that describe a new guest; a 'domain' spec takes all of this from the XML.
-_NEW_GUEST_ONLY = ("arch", "type", "memory", "vcpus", "defaults", "devices", "io_ports", "numa")
+_NEW_GUEST_ONLY = ("arch", "type", "memory", "vcpus", "defaults", "devices", "io_ports", "numa", "firmware")
 
 
 def to_request(spec: Spec, lines: dict[tuple, int], file: str, base: Path,
@@ -506,16 +514,29 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
     for i, h in enumerate(spec.hotplug):
         if h.numa_node is not None:
             _check_node(h.numa_node, ("hotplug", i, "numa_node"), cells, spec.numa is not None, bad)
-    io_ports = None
+    firmware = spec.firmware if spec.firmware is not None else rules.firmware_default
+    if spec.firmware is not None and spec.firmware not in rules.firmware_kinds:
+        kinds = " or ".join(sorted(rules.firmware_kinds))
+        bad(("firmware",), f"a {rules.family} guest boots {kinds or 'its own firmware'}"
+            + (f", not {spec.firmware}" if kinds else "; leave 'firmware' out"))
+    io_ports, io_from = None, None
     if isinstance(spec.io_ports, IoPorts):
         io_ports = spec.io_ports.limit
+    elif spec.io_ports == "limit":
+        row = of_kind(firmware, rules.family)
+        if row is not None:
+            io_ports = row.io_ports
+            io_from = f"{row.name} gives I/O windows to {row.io_ports} (measured, {row.version})"
+        elif any(b.is_port for b in rules.buses.values()):
+            bad(("io_ports",), f"no firmware measurement for a {rules.family} guest with firmware "
+                f"{firmware or 'none'}; write 'limit N'")
     elif spec.io_ports != "warn":
         word, _, n = spec.io_ports.partition(" ")
         if word == "limit" and n.strip().isdigit() and int(n) <= 64:
             io_ports = int(n)
         else:
-            bad(("io_ports",), f"'{spec.io_ports}' is not an I/O policy; write 'warn' or 'limit N' (N up to 64, "
-                "the I/O windows a 64 KiB I/O space has room for)")
+            bad(("io_ports",), f"'{spec.io_ports}' is not an I/O policy; write 'warn', 'limit' (the firmware's) "
+                "or 'limit N' (N up to 64, the I/O windows a 64 KiB I/O space has room for)")
     check_versions(spec, family_for(spec.machine, target), bad)
 
     if problems:
@@ -523,7 +544,7 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
     return Problem(
         name=spec.name, family=rules.family, machine=machine, arch=arch, endpoints=tuple(implicit + endpoints), headroom=tuple(headroom),
         memory_mib=memory, vcpus=vcpus, virt_type=spec.type, source=file, io_ports=io_ports, numa=cells,
-        target=target,
+        layout=spec.layout, io_ports_from=io_from, firmware=firmware, target=target,
     )
 
 

@@ -560,9 +560,8 @@ def test_corpus_case_defines_as_planned(case, judge, virsh, tmp_path):
 PREDICTED = ["q35-linux", "q35-linux-3", "pc-linux", "ppc-linux", "arm-linux-3"]
 
 
-@pytest.mark.xfail(strict=True, reason="predicted audit lands with the predict branch")
 @pytest.mark.parametrize("name", PREDICTED)
-def test_audit_before_define_predicts_the_measurement(name, generated, virsh, tmp_path):
+def test_audit_before_define_predicts_the_measurement(name, generated, judge, virsh, tmp_path):
     """``topo-solve audit`` of virt-install's XML, never defined, says what the guest can hotplug
     after ``virsh define``; the real libvirt then defines it as it is and hotplugs exactly that."""
     from topo_solve.hypervisor import measure
@@ -570,11 +569,11 @@ def test_audit_before_define_predicts_the_measurement(name, generated, virsh, tm
     text = _xml(generated, name)
     path = tmp_path / f"{name}.xml"
     path.write_text(text)
-    r = _cli("audit", str(path), "--emit", "json")
-    assert r.returncode == 0, r.stderr  # until the prediction lands: "the guest was never defined" (exit 2)
+    r = _cli("audit", str(path), "--emit", "json", "--target", judge.target_option)
+    assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["predicted"] is True
-    rules = read_domain(text, path.name).rules
+    rules = read_domain(text, path.name, judge.target).rules
     classes = _classes(rules)
     m = measure(runnable(text, _unique(name), tmp_path), classes, virsh=virsh,
                 max_per_class=max(report["capacity"][c] for c in classes), deadline_s=240)

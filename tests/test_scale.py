@@ -160,9 +160,10 @@ def test_devices_without_a_node_stay_off_the_nodes():
 
 
 def test_pc_numa_uses_a_pci_expander_bus_and_a_bridge_for_hotplug():
-    """On pc the node's devices sit on the pxb itself, which takes no hotplug under QEMU 7.2; the
-    node's headroom needs a pci-bridge on the pxb.  pxb's busNr range holds 3 buses: its own, its
-    built-in bridge's and the pci-bridge's.  The pxb's free slots are a trap for libvirt's
+    """On pc the pxb's own slots take no hotplug and no unplug under QEMU 7.2, so the node's
+    headroom, and its devices that may be unplugged, sit behind a pci-bridge on the pxb (only a
+    device never unplugged may sit on the pxb itself).  pxb's busNr range holds 3 buses: its own,
+    its built-in bridge's and the pci-bridge's.  The pxb's free slots are a trap for libvirt's
     auto-placement: the plan warns."""
     plan = plan_of("""
         name: a
@@ -173,7 +174,9 @@ def test_pc_numa_uses_a_pci_expander_bus_and_a_bridge_for_hotplug():
     """)
     assert plan.added == {"pci-expander-bus": 1, "pci-bridge": 1}
     assert targets(plan, "pci-expander-bus") == [{"busNr": 253, "node": 1}]
-    assert plan.node_capacity[1][PCI] == 31
+    assert plan.node_capacity[1][PCI] == 30  # the bridge's 31 slots, one taken by the NIC
+    nic = next(p for p in plan.layout.placed if p.endpoint.kind == "virtio-net")
+    assert dict((c.index, c.model) for c in plan.layout.controllers)[nic.address.bus] == "pci-bridge"
     assert any("pci-expander-bus" in w and "explicit address" in w for w in plan.warnings)
 
 

@@ -17,6 +17,8 @@ must keep failing until the gap is closed).
 
 from __future__ import annotations
 
+import re
+
 import textwrap
 
 import pytest
@@ -638,6 +640,19 @@ def test_infeasible_names_the_binding_limit(case):
         assert w in text
     if "largest" in case:
         assert err.largest == case["largest"], case["#"]
+    assert not re.search(r"\b(\d+) \1 ", text), f"a number said twice: {text}"
+
+
+def test_a_switch_that_does_not_fit_is_counted_once():
+    """Every root slot pinned: the PCIe headroom needs root ports and switches that have no room.
+    The explanation says how many upstream ports once ("because 2 pcie-switch-upstream-ports"),
+    not "2 2 pcie-switch-upstream-ports" (found by the differential run of issue 12)."""
+    pins = "".join(f'  - {{name: p{s:02x}, model: virtio-rng, address: "0000:00:{s:02x}.0"}}\n'
+                   for s in range(1, 0x1F))
+    with pytest.raises(InfeasibleError) as info:
+        plan_of(f"name: pinned\nmachine: q35\ndevices:\n{pins}hotplug:\n  - {{class: pcie, count: 40}}\n")
+    text = info.value.render()
+    assert "pcie-switch-upstream-ports" in text and not re.search(r"\b(\d+) \1 ", text), text
 
 
 # -- spec errors ---------------------------------------------------------------------
@@ -806,3 +821,30 @@ def test_infeasible_hints_name_what_the_spec_spends():
     assert "2 conventional PCI device(s) (e1000)" in text
     assert "usb: false, memballoon: false" in text and "video: false" in text
     assert "hint: " in full.render()
+
+
+# -- layout policies -------------------------------------------------------------------------
+
+LEGACY = "name: legacy\nmachine: q35\ndevices:\n  - {name: nic, model: e1000, count: 2}\nhotplug:\n  - {model: e1000, count: 4}\n"
+
+
+def test_layout_qemu_guidelines_keeps_pcie_root_for_ports_and_notes_the_cheaper_one():
+    """QEMU's docs/pcie.txt: legacy PCI behind a pcie-to-pci-bridge in a root port (2 controllers);
+    libvirt also takes a pci-bridge on pcie-root (1): the default layout plans the first and says
+    what the other would save."""
+    plan = plan_of(LEGACY)
+    assert plan.added == {"pcie-root-port": 1, "pcie-to-pci-bridge": 1}
+    assert plan.notes == ("1 fewer controller(s) with layout: libvirt-accepts (a pci-bridge on pcie-root, which "
+                          "libvirt takes but QEMU's docs/pcie.txt advises against)",)
+
+
+def test_layout_libvirt_accepts_puts_a_pci_bridge_on_pcie_root():
+    plan = plan_of("layout: libvirt-accepts\n" + LEGACY)
+    assert plan.added == {"pci-bridge": 1} and not plan.notes
+    bridge = next(c for c in plan.layout.controllers if c.model == "pci-bridge")
+    assert bridge.address.bus == 0
+    assert plan.capacity[EndpointClass.PCI] == 31 - 2
+
+
+def test_a_layout_without_legacy_devices_has_no_note():
+    assert not plan_of("name: p\nmachine: q35\nhotplug: [{class: pcie, count: 3}]\n").notes

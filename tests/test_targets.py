@@ -148,7 +148,8 @@ def test_no_version_is_compared_outside_the_tables():
 
 # -- a spec's target ---------------------------------------------------------------------------------
 
-IGB = "name: igb\nmachine: q35\n{target}devices:\n  - {{name: nic, model: igb}}\nhotplug:\n  - {{model: igb, count: 2}}\n"
+IGB = ("name: igb\nmachine: q35\n{target}devices:\n  - {{name: nic, model: igb}}\nhotplug:\n"
+       "  - {{model: igb, count: 2}}\n")
 
 
 def _problem(text: str, target: Target | None = None):
@@ -197,6 +198,8 @@ def test_every_example_states_its_target_or_the_default():
     the default (the newest versions the tables know)."""
     for path in sorted(SPECS.rglob("*.yaml")):
         text = path.read_text()
+        if re.search(r"^flavors:", text, re.M):
+            continue  # a flavors file of `topo-solve nova` (Nova's num_pcie_ports), not a spec
         assert re.search(r"^target: ", text, re.M) or re.search(r"^# target: .*default", text, re.M), path
 
 

@@ -76,7 +76,8 @@ class Planned:
 
 def plan_document(data: str | bytes, file: str, headroom: tuple[Headroom, ...] = (), *, right_size: bool = False,
                   allow_moves: bool = False, machine: str | None = None, spec: str | None = None,
-                  surplus: bool = True, cache: dict | None = None, target: Target | None = None) -> Planned:
+                  surplus: bool = True, cache: dict | None = None, layout: str = "qemu-guidelines",
+                  target: Target | None = None) -> Planned:
     """Read a domain XML, plan it (see the module docstring) and write the plan into its text.
 
     ``machine`` (from a spec with ``domain:``) must name the guest's own family.  ``surplus``:
@@ -92,7 +93,7 @@ def plan_document(data: str | bytes, file: str, headroom: tuple[Headroom, ...] =
     _check_nodes(domain, headroom)
     _check_versions(domain.rules, headroom, spec)
     prefilled = _place_parents(domain)
-    problem = domain.problem(headroom, right_size=right_size)
+    problem = domain.problem(headroom, right_size=right_size, layout=layout)
     key = (replace(problem, name="", source=""), allow_moves) if cache is not None else None
     ext = cache.get(key) if cache is not None else None
     cached = ext is not None
@@ -111,7 +112,9 @@ def plan_document(data: str | bytes, file: str, headroom: tuple[Headroom, ...] =
 def _surplus(domain: Domain, ext: Extension) -> tuple[Surplus, ...]:
     """How many of the document's unaddressed controllers a right-sized plan would keep."""
     try:
-        lean = plan_existing(domain.problem(ext.requested_headroom, right_size=True), domain.rules)
+        lean = plan_existing(domain.problem(ext.requested_headroom, right_size=True,
+                                            layout=ext.plan.problem.layout if ext.plan else "qemu-guidelines"),
+                             domain.rules)
     except Exception:  # noqa: BLE001 - a comparison only; the plan itself stands
         return ()
     base = {c.controller.index for c in domain.controllers if c.placed} | {0}

@@ -32,6 +32,7 @@ from .versions import ALWAYS, NEWEST, Bound, Range
 __all__ = [
     "BusRule",
     "DeviceKind",
+    "LAYOUTS",
     "Implicit",
     "Fixed",
     "RuleSet",
@@ -78,6 +79,10 @@ class BusRule:
     # (a free slot of such a bus ends libvirt's search with QEMU's error, not libvirt's)
     hotplug_trap: bool = False
     versions: Range = ALWAYS  # the libvirt and QEMU that have this controller model
+    # Connect types the plan may put on this bus (at an address it writes) only under a layout
+    # policy: (policy, types).  'libvirt-accepts' allows what libvirt takes but QEMU's
+    # docs/pcie.txt advises against (a pci-bridge on pcie-root).
+    policy_accepts: tuple[tuple[str, frozenset[Connect]], ...] = ()
 
     @property
     def name(self) -> str:
@@ -133,6 +138,10 @@ class DeviceKind:
     # why it cannot hotplug it when ``hotplug_versions`` says so.
     missing: str = ""
     hotplug_why: str = ""
+    # libvirt gives it a virtio-mmio address instead of a PCI one on an ARM or RISC-V virt guest
+    # whose XML already has a virtio-mmio device and gives this one no address
+    # (qemu_domain_address.c qemuDomainAssignVirtioMMIOAddresses, qemuDomainPrimeVirtioDeviceAddresses)
+    mmio: bool = False
 
     @property
     def detach(self) -> bool:
@@ -248,6 +257,21 @@ class RuleSet:
         for row in self.devices.values():
             out.setdefault(row.element, []).append(row)
         return MappingProxyType({k: tuple(v) for k, v in out.items()})
+    # libvirt gives unaddressed virtio devices (DeviceKind.mmio) virtio-mmio addresses instead of PCI ones
+    # when the XML already has a device at a virtio-mmio address (qemuDomainAssignVirtioMMIOAddresses:
+    # ARM and RISC-V virt machines)
+    virtio_mmio: bool = False
+    # The guest firmware (rules.firmware.KINDS): the kinds a domain of this family may name, and
+    # the one it boots when it names none (libvirt: BIOS on x86; None: no firmware, e.g. a direct
+    # kernel boot).  ``acpi_needs_efi``: <acpi/> only with UEFI (aarch64: "ACPI requires UEFI on
+    # this architecture"), so the planner writes it exactly when the firmware is efi.
+    firmware_kinds: frozenset[str] = frozenset()
+    firmware_default: str | None = None
+    acpi_needs_efi: bool = False
+
+    def acpi_for(self, firmware: str | None) -> bool:
+        """Whether a planned guest with this firmware gets <acpi/>."""
+        return self.acpi or (self.acpi_needs_efi and firmware == "efi")
 
     def bus(self, model: str) -> BusRule:
         return self.buses[model]
@@ -276,11 +300,22 @@ class RuleSet:
         reserved = {s for s, _ in self.reserved_root_slots}
         return [s for s in range(lo, hi + 1) if s not in reserved and s not in taken]
 
-    def accepts(self, bus: BusRule, what: Connect, *, auto: bool, endpoint: bool) -> bool:
-        """Whether ``bus`` takes ``what``: auto-placed or at a user-written address."""
+    def accepts(self, bus: BusRule, what: Connect, *, auto: bool, endpoint: bool,
+                policy: str = "qemu-guidelines") -> bool:
+        """Whether ``bus`` takes ``what``: auto-placed or at a user-written address; ``policy``
+        (a layout policy, see ``LAYOUTS``) may allow more at an address the plan writes."""
         if what in bus.accepts and (not endpoint or bus.auto_endpoints or not auto):
             return True
+        if any(p == policy and what in types for p, types in bus.policy_accepts):
+            return True
         return not auto and what in bus.manual
+
+
+# Layout policies: what the planner may build.  'qemu-guidelines' (the default) follows QEMU's
+# docs/pcie.txt: on pcie.0 only endpoints and PCIe ports; legacy PCI behind a pcie-to-pci-bridge.
+# 'libvirt-accepts' also builds what libvirt takes at an address the plan writes where it costs
+# fewer controllers (rows say which in ``policy_accepts``).
+LAYOUTS = ("qemu-guidelines", "libvirt-accepts")
 
 
 def _freeze(d: dict) -> Mapping:

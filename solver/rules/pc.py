@@ -8,7 +8,7 @@ pci-bridge, none at all without ACPI).
 
 from ..model import Address, Connect as C, EndpointClass as K
 from . import BusRule, Fixed, Implicit, RuleSet, _freeze
-from .implicit import BALLOON, VIRTIO_SERIAL, usb, usb_default, video
+from .implicit import BALLOON, VIRTIO_SERIAL, disk_controller, usb, usb_default, video
 from .q35 import PCI_BRIDGE
 
 _BAS = "domain_addr.c virDomainPCIAddressBusSetModel"
@@ -67,6 +67,10 @@ RULES = RuleSet(
     defaults=_freeze({"usb": True, "memballoon": True, "video": False}),
     default_video="vga",
     acpi=True,  # i440fx hotplug is ACPI-based: without <acpi/> QEMU refuses every hotplug
+    # x86 boots SeaBIOS unless the domain asks for UEFI (OVMF); both measured from the guest
+    # (rules/firmware.py)
+    firmware_kinds=frozenset({"bios", "efi"}),
+    firmware_default="bios",
     hotplug_needs_acpi=True,
     sources=("real-libvirt.md rows 15-20",),
     numa_root="pci-expander-bus",
@@ -74,6 +78,9 @@ RULES = RuleSet(
                               "video model/@type": "cirrus", "panic @model": "isa"}),
     versioned_defaults=usb_default("piix3-uhci"),
     added_at_define=(usb("piix3-uhci"), BALLOON,
-                     Implicit("piix3-ide", unless="ide", source="qemuDomainDefAddDefaultDevices: IDE on i440fx"),
+                     # the chipset's IDE function, as a controller element only when an IDE disk needs it
+                     Implicit("piix3-ide", unless="ide", needs=(("disk", "target/@bus", "ide"),),
+                              source="virDomainDefAddImplicitControllers: IDE 0 for IDE disks, at 00:01.1"),
+                     disk_controller("lsilogic", "scsi", "scsi"), disk_controller("ich9-ahci", "sata", "sata"),
                      VIRTIO_SERIAL, video("cirrus")),
 )

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from ..model import Connect as C, EndpointClass as K
 from . import Default, RuleSet, _freeze
-from .implicit import BALLOON, VIRTIO_SERIAL, usb_default, video
+from .implicit import BALLOON, VIRTIO_SERIAL, disk_controller, usb_default, video
 from .q35 import PCIE_BUSES
 from .versions import Bound, Range
 
@@ -47,6 +47,11 @@ RULES = RuleSet(
     default_video="virtio-gpu",
     acpi=False,  # "ACPI requires UEFI on this architecture" without a UEFI loader
     hotplug_needs_acpi=False,
+    # aarch64 boots UEFI (AAVMF) or, without a loader, a kernel directly; measured (tests/test_guest_measure.py,
+    # test_aarch64_expander_seen): a pcie-expander-bus's devices are seen only with UEFI and
+    # <acpi/> both
+    firmware_kinds=frozenset({"efi"}),
+    acpi_needs_efi=True,
     sources=("real-libvirt.md rows 24-26",),
     # pcie-expander-bus is allowed on aarch64 virt (libvirt test pcie-expander-bus-aarch64); measured:
     # virt-7.2 defines and hotplugs into a root port behind one.  The guest sees that root bus only
@@ -63,6 +68,13 @@ RULES = RuleSet(
         Default("panic @model", "pvpanic", Range(since=(_PANIC,)), "qemuDomainDefaultPanicModel (11.3)"),
     ),
     # riscv64 gets a balloon, aarch64 none (qemuDomainDefAddDefaultDevices in 9.0 and 11.3)
-    added_at_define=(replace(BALLOON, arches=("riscv64",), versions=_RISCV_BALLOON), VIRTIO_SERIAL,
-                     video("virtio-gpu")),
+    # measured 9.0 (aarch64): with one rng at a virtio-mmio address, an unaddressed virtio NIC got one too,
+    # while a twin rng written <address type='pci'/> and a 9p filesystem got root ports
+    virtio_mmio=True,
+    # the SCSI controller libvirt adds for a bus='scsi' disk is the default SCSI model: lsilogic, then
+    # virtio-scsi from libvirt 11.6 (as the 'scsi @model' default above)
+    added_at_define=(replace(BALLOON, arches=("riscv64",), versions=_RISCV_BALLOON),
+                     replace(disk_controller("lsilogic", "scsi", "scsi"), versions=Range(until=(_SCSI_11_6,))),
+                     replace(disk_controller("virtio-scsi", "scsi", "scsi"), versions=Range(since=(_SCSI_11_6,))),
+                     disk_controller("ich9-ahci", "sata", "sata"), VIRTIO_SERIAL, video("virtio-gpu")),
 )
