@@ -314,3 +314,11 @@ def test_a_versioned_machine_type_needs_its_qemu():
     # names that carry no upstream version (RHEL's, Ubuntu's, the aliases) are not checked
     for machine in ("pc-q35-rhel9.6.0", "pc-q35-noble", "q35", "ubuntu"):
         _problem(f"name: a\nmachine: {machine}\ntarget: debian-12\n")
+
+
+def test_attach_takes_target_and_refuses_a_model_the_target_lacks():
+    r = cli("attach", "specs/domains/web-02.xml", "--model", "igb", "--target", "debian-12")
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr == "error: topo-solve: --model igb: igb needs QEMU 8.0 or later; the target is QEMU 7.2\n"
+    r = cli("attach", "specs/domains/web-02.xml", "--model", "igb", "-q", "--target", "debian-13")
+    assert r.returncode == 0 and "<model type=\"igb\"/>" in r.stdout, r.stderr
