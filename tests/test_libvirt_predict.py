@@ -419,10 +419,24 @@ def _stored(virsh, name: str, xml: str) -> str:
 
 
 def _compare(virsh, case: str, xml: str, target) -> None:
-    """The prediction for ``target`` (the judge's versions) against what the judge stored."""
+    """The prediction for ``target`` (the judge's versions) against what the judge stored.
+
+    A model the judge's QEMU lacks (igb on QEMU 7.2) is refused for its versions, with the reason;
+    libvirt still defines it (placing a device does not ask QEMU; only the start fails), so the map
+    is then predicted for the same libvirt with the newest QEMU the tables know."""
+    from dataclasses import replace
+
+    from topo_solve.errors import SpecError
+    from topo_solve.rules.versions import NEWEST
+
     name, text = _prepare(xml)
     host = host_facts_here(text)
-    predicted = predicted_map(predict_text(text, host, target))
+    try:
+        predicted = predicted_map(predict_text(text, host, target))
+    except SpecError as exc:
+        assert exc.problems and all("needs QEMU" in p.message and "the target is QEMU" in p.message
+                                    for p in exc.problems), str(exc)
+        predicted = predicted_map(predict_text(text, host, replace(target, qemu=NEWEST.qemu)))
     stored = address_map(_stored(virsh, name, text))
     assert predicted == stored, f"{case}: the prediction differs from what libvirt stored:\n" + \
         diff(predicted, stored)
