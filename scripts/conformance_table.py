@@ -9,9 +9,10 @@ Debian 13 chroot (`.ci/judge-trixie up` first).  A judge that cannot be used is 
 reason and left out; --judge picks some.
 
 On each judge: every example spec and the generated specs of tests/test_conformance.py are
-planned, defined (libvirt must add no controller and move no address) and hotplugged class by
-class until refused (TCG); the reference layouts of tests/test_hypervisor.py are measured; the
-version facts of tests/version_facts.py are checked.  --write replaces what follows the marker
+planned for the judge's own versions, defined (libvirt must add no controller and move no address)
+and hotplugged class by class until refused (TCG); the reference layouts of tests/test_hypervisor.py
+are measured; every version-dependent row of the rule tables (topo_solve.rules.version_facts) is
+checked with its case in tests/test_judges.py.  --write replaces what follows the marker
 line in the document (the text above it is written by hand) and keeps the file whole on failure.
 """
 
@@ -32,8 +33,7 @@ sys.path.insert(0, str(REPO))
 from tests import libvirt_fixtures as lf  # noqa: E402
 from tests.test_conformance import SPECS, _generated, _plannable, _prepare  # noqa: E402
 from tests.test_hypervisor import ROWS  # noqa: E402
-from tests.test_judges import CASES  # noqa: E402
-from tests.version_facts import FACTS  # noqa: E402
+from tests.test_judges import CASES, FACTS, GENERIC, NOT_MEASURED  # noqa: E402
 from topo_solve.domain.write import render_domain  # noqa: E402
 from topo_solve.hypervisor import measure  # noqa: E402
 from topo_solve.model import EndpointClass  # noqa: E402
@@ -53,17 +53,19 @@ class Result:
     judge: lf.Judge
     plans: dict[str, dict] = field(default_factory=dict)      # spec -> {"define": ok?, cls: (n, refusal)}
     rows: dict[str, bool] = field(default_factory=dict)       # reference row -> as expected?
-    facts: dict[str, str] = field(default_factory=dict)       # fact -> "yes"/"no"/"unknown"/"DIFFERS: ..."
+    facts: dict[str, str] = field(default_factory=dict)       # fact -> "yes"/"no"/"not known"/"DIFFERS: ..."
+    promised: dict[str, object] = field(default_factory=dict)  # spec -> the plan made for this judge
     aliases: dict[tuple[str, str], str] = field(default_factory=dict)
     packages: dict[str, str] = field(default_factory=dict)
 
 
-def _plans() -> list[tuple[str, object]]:
-    plans = [(p.stem, solve(load_spec(p))) for p in SPECS if _plannable(p)]
+def _plans(target=None) -> list[tuple[str, object]]:
+    """The example specs and the generated ones, planned for ``target`` (a judge's versions)."""
+    plans = [(p.stem, solve(load_spec(p, target))) for p in SPECS if _plannable(p)]
     for family in FAMILIES:
         for seed in range(3):
             spec, lines = parse_spec(_generated(family, seed))
-            plans.append((f"gen-{family}-{seed}", solve(to_problem(spec, lines))))
+            plans.append((f"gen-{family}-{seed}", solve(to_problem(spec, lines, target=target))))
     return plans
 
 
@@ -76,9 +78,11 @@ def _package_versions(root: Path) -> dict[str, str]:
     return out
 
 
-def _measure_judge(judge: lf.Judge, plans, log) -> Result:
+def _measure_judge(judge: lf.Judge, log) -> Result:
     virsh = judge.virsh()
     res = Result(judge, aliases=virsh.machine_aliases(), packages=_package_versions(judge.root))
+    plans = _plans(judge.target)
+    res.promised = {name: plan for name, plan in plans}
     for name, plan in plans:
         log(f"  {judge.label}: {name}")
         xml = render_domain(replace(plan, problem=replace(plan.problem, virt_type="qemu")))
@@ -98,18 +102,28 @@ def _measure_judge(judge: lf.Judge, plans, log) -> Result:
         m = measure(xml, list(expected), virsh=virsh, max_per_class=max(expected.values()) + 2)
         res.rows[row] = (not m.errors and m.hotplugged == expected and m.added_controllers == added
                          and all(refusal in msg for msg in m.refusals.values()))
-    for name, fact in FACTS.items():
-        log(f"  {judge.label}: {name}")
-        holds = fact.holds(judge.versions)
+    for key, fact in FACTS.items():
+        log(f"  {judge.label}: {key}")
+        holds = fact.versions.holds(judge.target)
+        if key in NOT_MEASURED:
+            res.facts[key] = f"not measured: {NOT_MEASURED[key]}"
+            continue
         if holds is None:
-            res.facts[name] = "not known"
+            res.facts[key] = "not known (no expectation)"
             continue
         try:
-            with virsh.scratch_dir() as files:
-                CASES[name](virsh, files, holds)
-            res.facts[name] = "yes" if holds else "no"
-        except Exception as exc:  # a failed expectation is a finding: say what
-            res.facts[name] = f"DIFFERS ({'yes' if holds else 'no'} expected: {str(exc).splitlines()[0][:80]})"
+            with virsh.scratch_dir() as files, tempfile.TemporaryDirectory() as tmp:
+                if key in CASES:
+                    CASES[key](judge, virsh, files, holds, Path(tmp))
+                else:
+                    GENERIC[fact.kind](fact, judge, virsh, holds)
+            res.facts[key] = "yes" if holds else "no"
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # a failed expectation is a finding (pytest's skip is a BaseException)
+            first = (str(exc).splitlines() or [type(exc).__name__])[0][:80].replace("|", "/")
+            res.facts[key] = f"not measured ({first})" if type(exc).__name__ == "Skipped" else \
+                f"DIFFERS ({'yes' if holds else 'no'} expected: {first})"
     return res
 
 
@@ -117,7 +131,7 @@ def _family_of(name: str, plan) -> str:
     return plan.layout.family
 
 
-def render(results: list[Result], plans) -> str:
+def render(results: list[Result]) -> str:
     out: list[str] = []
     w = out.append
     labels = [r.judge.label for r in results]
@@ -140,8 +154,9 @@ def render(results: list[Result], plans) -> str:
     w("")
     w("### Agreement per machine family")
     w("")
-    w("Plans: the example specs and 3 generated specs per family (tests/test_conformance.py). "
-      "Reference layouts: rows of real-libvirt.md §4 (tests/test_hypervisor.py).")
+    plans = list(results[0].promised.items())
+    w("Plans: the example specs and 3 generated specs per family (tests/test_conformance.py), each planned "
+      "for the judge's own versions. Reference layouts: rows of real-libvirt.md §4 (tests/test_hypervisor.py).")
     w("")
     w("| family | measured | " + " | ".join(labels) + " |")
     w("|---|---" + "|---" * len(results) + "|")
@@ -161,15 +176,21 @@ def render(results: list[Result], plans) -> str:
         w(f"| {family} | hotplug count = promise (plan × class) | " + " | ".join(cells_hot) + " |")
         w(f"| {family} | reference layouts as measured on 9.0 | " + " | ".join(cells_rows) + " |")
     w("")
-    w("### Where the versions differ (tests/version_facts.py)")
+    w("### Where the versions differ, per rule family (topo_solve.rules.version_facts)")
     w("")
-    w("Each row states the version range with its source; the cells say what the judge did, and "
-      "`DIFFERS` where that is not what the range predicts.")
+    w("Every row of the rule tables that holds only for some versions, with its range (the sources of each "
+      "boundary are in the row, solver/rules/). A cell says whether the row holds for that judge's versions "
+      "(`yes`/`no`) as the judge showed it (tests/test_judges.py), or why it was not measured; `DIFFERS` "
+      "where the judge did not do what the range predicts. Device models and hotplug are measured on q35.")
     w("")
-    w("| what | needs | " + " | ".join(labels) + " |")
-    w("|---|---" + "|---" * len(results) + "|")
-    for name, fact in FACTS.items():
-        w(f"| {fact.what} | {fact.requirement()} | " + " | ".join(r.facts[name] for r in results) + " |")
+    w("| family | row | holds for | " + " | ".join(labels) + " |")
+    w("|---|---|---" + "|---" * len(results) + "|")
+    order = {f: i for i, f in enumerate(FAMILIES)}
+    for key, fact in sorted(FACTS.items(), key=lambda kv: (order.get(kv[1].family, -1), kv[0])):
+        family = fact.family or "every family"
+        row = key.split(" ", 2 if fact.family else 1)[-1]
+        w(f"| {family} | {fact.kind}: `{row}` | {fact.versions.describe()} | "
+          + " | ".join(r.facts[key] for r in results) + " |")
     w("")
     w("### Every plan")
     w("")
@@ -180,20 +201,25 @@ def render(results: list[Result], plans) -> str:
     w("|---|---|---|---|---" + "|---" * len(results) + "|")
     for name, plan in plans:
         added = sum(plan.added.values())
-        first = results[0].plans[name] if results else {}
+        # each judge measured its own plan; they are the same plan unless a row of the tables differs
+        if not all(r.promised[name].layout == plan.layout for r in results):
+            name = f"{name} (plans differ per judge; promised: the first's)"
+        first = results[0].plans[name.split(" ")[0]] if results else {}
         if not any(c in first for c in CLASSES):
-            w(f"| {name} | {fam[name]} | {added} | (define only: boot-time hostdevs) | | " +
-              " | ".join("defined unchanged" if r.plans[name]["define"] else "CHANGED at define" for r in results)
+            key = name.split(" ")[0]
+            w(f"| {name} | {fam[key]} | {added} | (define only: boot-time hostdevs) | | " +
+              " | ".join("defined unchanged" if r.plans[key]["define"] else "CHANGED at define" for r in results)
               + " |")
             continue
+        key = name.split(" ")[0]
         for c in CLASSES:
             cells = []
             for r in results:
-                n, refusal = r.plans[name][c]
+                n, refusal = r.plans[key][c]
                 note = "" if "No more available PCI slots" in (refusal or "") else f" ({(refusal or '').replace('|', '/')[:60]})"
-                flag = "" if r.plans[name]["define"] else " (changed at define)"
+                flag = "" if r.plans[key]["define"] else " (changed at define)"
                 cells.append(f"{n}{note}{flag}")
-            w(f"| {name} | {fam[name]} | {added} | {c} | {promised[name][c]} | " + " | ".join(cells) + " |")
+            w(f"| {name} | {fam[key]} | {added} | {c} | {promised[key][c]} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
 
@@ -217,14 +243,13 @@ def main() -> int:
     if not judges:
         log("no judge can be used")
         return 2
-    plans = _plans()
     try:
-        results = [_measure_judge(j, plans, log) for j in judges]
+        results = [_measure_judge(j, log) for j in judges]
     finally:
         for j in judges:
             if j.daemon is not None:
                 j.daemon.stop()
-    text = render(results, plans)
+    text = render(results)
     if args.write is None:
         sys.stdout.write(text)
         return 0

@@ -63,6 +63,7 @@ class BatchResult:
     requested: dict[str, int] = field(default_factory=dict)  # headroom asked per class
     output: str | None = None  # the XML file written
     cached: bool = False  # the plan (or the infeasibility) came from an identical problem solved before
+    target: str | None = None  # the libvirt and QEMU it was planned for ("libvirt 11.3 + QEMU 10.0")
     xml: str | None = None  # the domain XML, only when plan_many was given no outdir
 
     def to_json(self) -> dict:
@@ -80,6 +81,7 @@ class BatchOptions:
     virt_type: str | None = None  # override every spec's domain type (kvm | qemu)
     hotplug: tuple = ()  # headroom (Headroom entries) every domain XML template is planned for
     right_size: bool = False  # domain XML templates: keep only the unaddressed controllers the plan needs
+    target: object = None  # a Target every spec is planned for (--target); None: each spec's own, else the newest
 
 
 # -- choosing the specs ------------------------------------------------------
@@ -159,11 +161,11 @@ def _plan_one(path: str, options: BatchOptions, cache: dict) -> BatchResult:
         if path.endswith(".xml"):  # a domain XML template, planned for the batch's shared --hotplug
             result, text = _xml_template(path, options)
         else:
-            request = load_request(path)
+            request = load_request(path, options.target)
         if request is None:
             pass
         elif isinstance(request, DomainRequest):
-            result, text = _extend_one(path, request)
+            result, text = _extend_one(path, request, options)
         else:
             result, text = _new_guest(path, request, options, cache)
         if text is None:
@@ -206,7 +208,7 @@ def _new_guest(path: str, problem, options: BatchOptions, cache: dict) -> tuple[
         if len(cache) >= CACHE_SIZE:
             del cache[next(iter(cache))]
         cache[key] = hit
-    base = dict(spec=path, name=problem.name, machine=problem.machine, cached=cached,
+    base = dict(spec=path, name=problem.name, machine=problem.machine, cached=cached, target=_label(problem.target),
                 requested={str(k): v for k, v in problem.requested().items()})
     if isinstance(hit, InfeasibleError):
         exc = _renamed(hit, problem.name)
@@ -226,7 +228,13 @@ def _renamed(exc: InfeasibleError, name: str) -> InfeasibleError:
     return out
 
 
-def _extend_one(path: str, request) -> tuple[BatchResult, str]:
+def _label(target) -> str:
+    from .rules.versions import NEWEST
+
+    return (target or NEWEST).label
+
+
+def _extend_one(path: str, request, options: BatchOptions) -> tuple[BatchResult, str]:
     """A spec with 'domain': plan that guest with the spec's headroom, moving nothing (as `topo-solve SPEC`)."""
     domain = str(request.domain)
     try:
@@ -235,7 +243,8 @@ def _extend_one(path: str, request) -> tuple[BatchResult, str]:
     except OSError as exc:
         raise SpecError([Finding(path, request.line, "domain", f"cannot read {domain}: "
                                  f"{exc.strerror or exc}")]) from None
-    return _domain_result(path, domain, data, tuple(request.headroom), machine=request.machine)
+    return _domain_result(path, domain, data, tuple(request.headroom), machine=request.machine,
+                          target=request.target)
 
 
 def _xml_template(path: str, options: BatchOptions) -> tuple[BatchResult, str]:
@@ -244,21 +253,22 @@ def _xml_template(path: str, options: BatchOptions) -> tuple[BatchResult, str]:
             data = f.read(MAX_DOMAIN_BYTES + 1)
     except OSError as exc:
         raise SpecError([Finding(path, None, "", f"cannot read the file: {exc.strerror or exc}")]) from None
-    return _domain_result(path, path, data, options.hotplug, right_size=options.right_size, cache=_CACHE)
+    return _domain_result(path, path, data, options.hotplug, right_size=options.right_size, cache=_CACHE,
+                          target=options.target)
 
 
 def _domain_result(path: str, domain: str, data: bytes, headroom, *, machine: str | None = None,
-                   right_size: bool = False, cache: dict | None = None) -> tuple[BatchResult, str]:
+                   right_size: bool = False, cache: dict | None = None, target=None) -> tuple[BatchResult, str]:
     from .domain.plan import plan_document
 
     planned = plan_document(data, domain, headroom, machine=machine, spec=path, right_size=right_size,
-                            surplus=False, cache=cache)
+                            surplus=False, cache=cache, target=target)
     ext = planned.extension
     added: dict[str, int] = {}
     for c in ext.added:
         added[c.model] = added.get(c.model, 0) + 1
     return BatchResult(spec=path, status="ok", code=0, name=planned.name, machine=planned.rules.family,
-                       cached=planned.cached,
+                       cached=planned.cached, target=_label(target),
                        added=dict(sorted(added.items())),
                        capacity={str(k): v for k, v in ext.capacity.items()},
                        requested={str(k): v for k, v in ext.requested.items()},
@@ -321,7 +331,7 @@ def _new_temp(folder: str, name: str) -> tuple[int, str]:
 
 def plan_many(specs: Iterable[str | os.PathLike], workers: int | None = None, *, outdir: str | os.PathLike | None = None,
               force: bool = False, virt_type: str | None = None, hotplug: tuple = (),
-              right_size: bool = False) -> Iterator[BatchResult]:
+              right_size: bool = False, target=None) -> Iterator[BatchResult]:
     """Plan every spec; yield a :class:`BatchResult` for each as it finishes.
 
     ``workers``: processes to use (default ``os.cpu_count()``; 1 plans in this
@@ -329,7 +339,9 @@ def plan_many(specs: Iterable[str | os.PathLike], workers: int | None = None, *,
     (created if missing); without it, each result carries its XML text instead.
     ``force``: replace existing output files.  ``virt_type``: override each
     spec's domain type.  ``hotplug`` (Headroom entries) and ``right_size``: how the
-    domain XML templates among ``specs`` (``*.xml``) are planned.  Never raises for one
+    domain XML templates among ``specs`` (``*.xml``) are planned.  ``target``: the libvirt and QEMU
+    every spec is planned for (a :class:`~topo_solve.model.Target`; None: each spec's own target, the
+    newest known for the XML templates).  Never raises for one
     spec's fault; it becomes that
     spec's result.  Raises :class:`SpecError` when OUTDIR cannot be created.
 
@@ -346,7 +358,7 @@ def plan_many(specs: Iterable[str | os.PathLike], workers: int | None = None, *,
         except OSError as exc:  # the whole batch's fault, not one spec's
             raise SpecError([Finding(out, None, "", f"cannot create the output folder: {exc.strerror}")]) from None
     options = BatchOptions(outdir=out, force=force, virt_type=virt_type, hotplug=tuple(hotplug),
-                           right_size=right_size)
+                           right_size=right_size, target=target)
     todo: list[str] = []
     owner: dict[str, str] = {}
     duplicates: list[BatchResult] = []
@@ -428,6 +440,18 @@ def summary_table(results: list[BatchResult]) -> str:
         rows.append((r.spec, r.machine or "-", added, _capacity_text(r) or "-", status))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[4] for row in rows) + "\n"
+
+
+def targets_line(results: list[BatchResult]) -> str:
+    """Which libvirt and QEMU the specs were planned for: 'target: libvirt 11.3 + QEMU 10.0 (5 specs)'."""
+    count: dict[str, int] = {}
+    for r in results:
+        if r.target is not None:
+            count[r.target] = count.get(r.target, 0) + 1
+    if not count:
+        return ""
+    parts = [f"{t} ({n} spec{'' if n == 1 else 's'})" for t, n in sorted(count.items(), key=lambda kv: -kv[1])]
+    return f"target{'s' if len(parts) > 1 else ''}: {', '.join(parts)}\n"
 
 
 def totals(results: list[BatchResult], seconds: float) -> dict:

@@ -118,6 +118,51 @@ def _usage(msg: str):
     return SpecError([Finding("topo-solve", None, "", msg)])
 
 
+def _target_option(f):
+    return click.option(
+        "--target", "target_text", metavar="ALIAS|libvirt=X.Y,qemu=X.Y", default=None,
+        help="The libvirt and QEMU to plan for: an alias (debian-12, debian-13, ubuntu-24.04, ubuntu-25.10, "
+             "fedora-42, fedora-43) or libvirt=X.Y,qemu=X.Y.  Default: the spec's target, else the newest the "
+             "tables know.")(f)
+
+
+def _target(text: str | None):
+    """``--target`` as a Target (None when not given); a bad one is a usage error."""
+    if text is None:
+        return None
+    from .rules.versions import parse_target
+
+    try:
+        return parse_target(text)
+    except ValueError as exc:
+        raise _usage(f"--target {text}: {exc}") from None
+
+
+def _default_target(target):
+    from .rules.versions import NEWEST
+
+    return target if target is not None else NEWEST
+
+
+def _host_target(virsh):
+    """The libvirt and QEMU a command talks to (``virsh version --daemon``): the default target of
+    ``check`` and of anything with ``--connect``."""
+    from .hypervisor import VirshError
+    from .model import Target
+    from .rules.versions import check_floor
+
+    try:
+        v = virsh.versions()
+    except VirshError as exc:
+        raise _usage(f"cannot read the versions of the libvirt at {virsh.uri}: {exc.message}") from None
+    target = Target(tuple(v.libvirt[:2]), tuple(v.qemu[:2]), origin=f"default: the libvirt at {virsh.uri}")
+    try:
+        check_floor(target)
+    except ValueError as exc:
+        raise _usage(f"{virsh.uri}: {exc}") from None
+    return target
+
+
 def _plan_json(plan) -> dict:
     def addr(a):
         return None if a is None else str(a)
@@ -136,6 +181,7 @@ def _plan_json(plan) -> dict:
         "budgets": {k: {"used": u, "limit": lim} for k, (u, lim) in plan.budgets.items()},
         "warnings": list(plan.warnings),
         "notes": list(plan.notes),
+        "target": _default_target(plan.problem.target).as_json(),
         **({"nodes": {str(n): {"capacity": {str(k): v for k, v in cap.items()},
                                "requested": {str(k): v for k, v in plan.problem.requested_by_node().get(
                                    n, dict.fromkeys(cap, 0)).items()}}
@@ -147,6 +193,7 @@ def _summary(plan) -> str:
     added = ", ".join(f"{n} {m}" for m, n in sorted(plan.added.items())) or "nothing"
     cap = "  ".join(f"{c} {plan.capacity[c]}/{plan.requested[c]}" for c in plan.capacity)
     lines = [f"{plan.problem.name} ({plan.problem.machine}): added {added}",
+             f"  target: {_default_target(plan.problem.target).describe()}",
              f"  hotplug capacity/requested: {cap}"]
     for node, ncap in sorted(plan.node_capacity.items()):
         wanted = plan.problem.requested_by_node().get(node, {})
@@ -216,10 +263,11 @@ def _tree(plan) -> str:
 @click.option("-c", "--connect", "uri", metavar="URI", default=None,
               help="SPEC is the name of a guest of this libvirt: plan its definition.")
 @click.option("--apply", is_flag=True, help="With --connect: define the planned guest after showing what changes.")
+@_target_option
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str | None, hotplugs: tuple[str, ...],
          right_size: bool, in_place: bool, allow_moves: bool, layout: str | None, uri: str | None, apply: bool,
-         quiet: bool) -> None:
+         target_text: str | None, quiet: bool) -> None:
     """Plan SPEC.yaml, or a libvirt domain XML (defined or not): the fewest controllers that give
     it its hotplug headroom, every device and controller with its address.
 
@@ -227,14 +275,17 @@ def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str |
     controllers and addresses filled in; everything else stays byte for byte."""
     from dataclasses import replace
 
+    target = _target(target_text)
     live = _live_guest(spec, uri, apply, in_place)
+    if live is not None and target is None:
+        target = _host_target(live.host.virsh)
     data = live.data if live else _read_bytes(spec)
     if _is_xml(data):
         if emit not in DOMAIN_EMITS:
             raise _usage(f"--emit {emit} is for specs; a domain XML is planned as {', '.join(DOMAIN_EMITS)}")
         _domain_run(spec, data, _headroom(hotplugs), output=output, in_place=in_place, force=force,
                     allow_moves=allow_moves, right_size=right_size, emit=emit, quiet=quiet, verb="plan",
-                    layout=layout or "qemu-guidelines", live=live)
+                    layout=layout or "qemu-guidelines", live=live, target=_default_target(target))
         return
     if emit in ("virt-xml", "attach"):
         raise _usage(f"--emit {emit} adds an extension's controllers to a defined guest; {spec} is a spec "
@@ -246,7 +297,7 @@ def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str |
     from .solve import solve
     from .spec import DomainRequest, load_request
 
-    problem = load_request(spec)
+    problem = load_request(spec, target)
     if isinstance(problem, DomainRequest):  # a spec with 'domain': plan that guest
         if emit not in DOMAIN_EMITS:
             raise _usage(f"{spec} plans an existing guest; --emit {emit} is for new guests (use "
@@ -262,7 +313,7 @@ def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str |
                                      f"cannot read {domain}: {exc.strerror or exc}")]) from None
         _domain_run(domain, xml, problem.headroom, output=output, in_place=False, force=force, allow_moves=False,
                     right_size=False, emit=emit, quiet=quiet, machine=problem.machine, spec=spec, verb="plan",
-                    layout=layout or "qemu-guidelines")
+                    layout=layout or "qemu-guidelines", target=_default_target(problem.target))
         return
     if virt_type:
         problem = replace(problem, virt_type=virt_type)
@@ -281,10 +332,11 @@ def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str |
         text = virt_install(result)
     elif emit in ("svg", "dot"):
         from .emit import picture
-        from .rules import FAMILIES
+        from .rules import rules_for
 
         draw = picture.svg if emit == "svg" else picture.dot
-        text = draw(result.layout, FAMILIES[result.layout.family], f"{result.problem.name} ({result.problem.machine})")
+        text = draw(result.layout, rules_for(result.layout.family, result.problem.target),
+                    f"{result.problem.name} ({result.problem.machine})")
     else:
         from .domain.write import _tostring, controllers_element, render_domain
 
@@ -325,9 +377,11 @@ def _headroom(hotplugs: tuple[str, ...]):
               help="Headroom for every domain XML template (*.xml); repeat it.")
 @click.option("--right-size", is_flag=True,
               help="Domain XML templates: keep only the unaddressed controllers the plan needs.")
+@_target_option
 @click.option("-q", "--quiet", is_flag=True, help="No summary table on stdout (errors still go to stderr).")
 def batch(specs: tuple[str, ...], outdir: str, jobs: int | None, force: bool, report: str | None,
-          virt_type: str | None, hotplugs: tuple[str, ...], right_size: bool, quiet: bool) -> None:
+          virt_type: str | None, hotplugs: tuple[str, ...], right_size: bool, target_text: str | None,
+          quiet: bool) -> None:
     """Plan many specs and domain XML templates in parallel, each to OUTDIR/<stem>.xml.
 
     SPECS are folders (their *.yaml, *.yml and *.xml files), glob patterns or files; a domain
@@ -339,12 +393,13 @@ def batch(specs: tuple[str, ...], outdir: str, jobs: int | None, force: bool, re
 
     from . import batch as b
 
+    target = _target(target_text)
     if report and report != "-" and Path(report).exists() and not force:
         raise _usage(f"{report} exists; pass --force to replace it")
     start = time.perf_counter()
     paths, results = b.collect_specs(specs)
     stream = b.plan_many(paths, workers=jobs, outdir=outdir, force=force, virt_type=virt_type,
-                         hotplug=_headroom(hotplugs), right_size=right_size)
+                         hotplug=_headroom(hotplugs), right_size=right_size, target=target)
     if sys.stderr.isatty():
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
@@ -364,7 +419,7 @@ def batch(specs: tuple[str, ...], outdir: str, jobs: int | None, force: bool, re
         for line in r.message.splitlines():
             click.echo(line if line[:1].isspace() or r.status == "ok" else f"error: {line}", err=True)
     if not quiet and report != "-":
-        click.echo(b.summary_table(results) + b.totals_line(b.totals(results, seconds)))
+        click.echo(b.summary_table(results) + b.targets_line(results) + b.totals_line(b.totals(results, seconds)))
     if report:
         _write(b.report_json(results, seconds), report, force)
     sys.exit(b.exit_code(results))
@@ -385,20 +440,27 @@ def schema() -> None:
 @click.option("--uri", default="qemu:///system", show_default=True, help="libvirt connection URI.")
 @click.option("--max", "max_per_class", type=int, default=300, show_default=True,
               help="Stop hotplugging a class after this many more than promised.")
-def check(domain: str, uri: str, max_per_class: int) -> None:
+@_target_option
+def check(domain: str, uri: str, max_per_class: int, target_text: str | None) -> None:
     """Prove DOMAIN.xml in a real libvirt: define it under a temporary name, hotplug
     each class to capacity, compare with the promise, clean up.  A guest never defined
-    promises its predicted capacity, and libvirt must add exactly the predicted controllers."""
+    promises its predicted capacity, and libvirt must add exactly the predicted controllers.  The
+    promise is made for the versions of that libvirt (--target to name others)."""
     from .hypervisor import Virsh, measure
     from .model import EndpointClass
     from .verify import verify
 
+    target = _target(target_text)
+    virsh = Virsh(uri)
     data = _read_bytes(domain)
+    if target is None:
+        target = _host_target(virsh)
     text = data.decode("utf-8", errors="replace")
-    layout, rules, predicted = _audited(domain, data)
+    layout, rules, predicted = _audited(domain, data, target)
     report = verify(layout, rules, strict_auto=False)
     classes = [str(c) for c in report.capacity if str(c) != "hostdev"]
-    m = measure(text, classes, virsh=Virsh(uri), max_per_class=max_per_class)
+    click.echo(f"target: {target.describe()}")
+    m = measure(text, classes, virsh=virsh, max_per_class=max_per_class)
     rows = []
     if predicted is None:
         bad = bool(m.added_controllers or m.moved or m.errors)
@@ -431,12 +493,13 @@ def check(domain: str, uri: str, max_per_class: int) -> None:
     sys.exit(1 if bad else 0)
 
 
-def _audited(path: str, data: bytes):
+def _audited(path: str, data: bytes, target=None):
     """(layout, rules, prediction or None) of a domain XML: a defined guest as it is; one libvirt would
-    still change at define (addresses to give, devices or controllers to add) as libvirt will store it."""
+    still change at define (addresses to give, devices or controllers to add) as libvirt will store it.
+    ``target``: the libvirt and QEMU it runs on (None: the newest known)."""
     from .domain.read import read_domain
 
-    domain = read_domain(data, path)
+    domain = read_domain(data, path, target)
     if domain.defined and not domain.added_by_libvirt:
         return domain.layout(), domain.rules, None
     from .domain.host import host_facts
@@ -470,7 +533,8 @@ def _define_summary(p) -> str:
               help="DOMAINS are names of guests of this libvirt (their live XML when running).")
 @click.option("--all", "every", is_flag=True,
               help="Every guest of the libvirt host (--connect, else LIBVIRT_DEFAULT_URI or qemu:///system).")
-def audit(domains: tuple[str, ...], emit: str, uri: str | None, every: bool) -> None:
+@_target_option
+def audit(domains: tuple[str, ...], emit: str, uri: str | None, every: bool, target_text: str | None) -> None:
     """Report the live hotplug capacity of libvirt domain XMLs (as virsh dumpxml prints them).
 
     A domain XML that was never defined (devices or controllers without an address, devices
@@ -481,13 +545,15 @@ def audit(domains: tuple[str, ...], emit: str, uri: str | None, every: bool) -> 
     the guest's next start."""
     import json
 
+    target = _target(target_text)
     if every and domains:
         raise _usage("--all audits every guest of the host; give either --all or guest names")
     if uri is not None or every:
         if not domains and not every:
             raise _usage("name the guests to audit, or pass --all")
-        _live_audit(domains, uri, every, emit)
+        _live_audit(domains, uri, every, emit, target)
         return
+    target = _default_target(target)
     if not domains:
         raise _usage("give domain XML files to audit (- for standard input), or --connect URI with guest names, "
                      "or --all")
@@ -496,11 +562,11 @@ def audit(domains: tuple[str, ...], emit: str, uri: str | None, every: bool) -> 
             raise _usage(f"--emit {emit} draws one guest; give exactly one domain XML")
         from .emit import picture
 
-        layout, rules, _ = _audited(domains[0], _read_bytes(domains[0]))
+        layout, rules, _ = _audited(domains[0], _read_bytes(domains[0]), target)
         draw = picture.svg if emit == "svg" else picture.dot
         _write(draw(layout, rules, f"{domains[0]} ({rules.family})"), None, False)
         return
-    results = [_audit_record(path, _read_bytes(path)) for path in domains]
+    results = [_audit_record(path, _read_bytes(path), target) for path in domains]
     if emit == "json":
         click.echo(json.dumps(results if len(results) > 1 else results[0], indent=2))
     else:
@@ -511,6 +577,7 @@ def audit(domains: tuple[str, ...], emit: str, uri: str | None, every: bool) -> 
                        + (" (devices without a NUMA node)" if r.get("nodes") else ""))
             if r["predicted"]:
                 click.echo(f"  at define libvirt {r['define']['summary']}")
+            click.echo(f"  target: {target.describe()}")
             for n, node in r.get("nodes", {}).items():
                 click.echo(f"  NUMA node {n}: hotplug capacity "
                            + "  ".join(f"{k} {v}" for k, v in node["capacity"].items()))
@@ -542,9 +609,10 @@ def audit(domains: tuple[str, ...], emit: str, uri: str | None, every: bool) -> 
 @click.option("--apply", is_flag=True,
               help="With --connect: define the extended guest after showing what changes (a running guest takes "
                    "the new controllers at its next start).")
+@_target_option
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 def extend(domain: str, hotplugs: tuple[str, ...], output: str | None, in_place: bool, force: bool,
-           allow_moves: bool, emit: str, uri: str | None, apply: bool, quiet: bool) -> None:
+           allow_moves: bool, emit: str, uri: str | None, apply: bool, target_text: str | None, quiet: bool) -> None:
     """Add the fewest controllers to an existing guest so it can hotplug what --hotplug asks,
     without moving a device; every index, address, alias, attribute and comment stays as it was.
 
@@ -552,10 +620,13 @@ def extend(domain: str, hotplugs: tuple[str, ...], output: str | None, in_place:
     --connect URI, the name of a guest of that libvirt."""
     if not hotplugs:
         raise _usage("extend needs at least one --hotplug MODEL=N (e.g. --hotplug virtio-net=4)")
+    target = _target(target_text)
     live = _live_guest(domain, uri, apply, in_place)
+    if live is not None and target is None:
+        target = _host_target(live.host.virsh)
     _domain_run(domain, live.data if live else _read_bytes(domain), _headroom(hotplugs), output=output,
                 in_place=in_place, force=force, allow_moves=allow_moves, right_size=False, emit=emit, quiet=quiet,
-                verb="extend", live=live)
+                verb="extend", live=live, target=_default_target(target))
 
 
 @cli.command()
@@ -575,10 +646,11 @@ def extend(domain: str, hotplugs: tuple[str, ...], output: str | None, in_place:
 @click.option("--config", is_flag=True, help="Add it to the guest's definition too (--config; alone: only there).")
 @click.option("-o", "--output", metavar="FILE", help="Write the device XML here (atomically) instead of stdout.")
 @click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+@_target_option
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 def attach(guest: str, model: str | None, device_file: str | None, node: int | None, host_address: str | None,
            name: str | None, uri: str | None, live: bool, config: bool, output: str | None, force: bool,
-           quiet: bool) -> None:
+           target_text: str | None, quiet: bool) -> None:
     """Give a device its planned position in a running guest: the first free position of its class (on
     its NUMA node with --node; never a node's position without), the next acpi index for a NIC of a
     guest that names NICs by index.  Prints the device XML; with --live (and --config) attaches it
@@ -598,6 +670,7 @@ def attach(guest: str, model: str | None, device_file: str | None, node: int | N
 
     if (model is None) == (device_file is None):
         raise _usage("give the device: --model MODEL or --device FILE (one of them)")
+    versions = _target(target_text)  # the libvirt and QEMU: --target, else the guest's libvirt's
     is_file = uri is None and (guest == "-" or os.path.isfile(guest))
     host = g = None
     if is_file:
@@ -618,8 +691,11 @@ def attach(guest: str, model: str | None, device_file: str | None, node: int | N
         target = (g.definition if config and not live else g.xml).encode("utf-8")
         roots = [parse_xml(x.encode("utf-8"), g.name) for x in dict.fromkeys((g.xml, g.definition))]
         label = g.name
-    layout, rules = read_layout(target, label)
-    also = read_layout(g.definition.encode("utf-8"), label)[0] if live and config else None
+        if versions is None:
+            versions = _host_target(host.virsh)
+    versions = _default_target(versions)
+    layout, rules = read_layout(target, label, versions)
+    also = read_layout(g.definition.encode("utf-8"), label, versions)[0] if live and config else None
     if name is not None and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]{0,63}", name):
         raise _usage(f"--name {name!r}: an alias is a letter, then letters, digits, '_', '.' or '-' "
                      "(QEMU's device ids)")
@@ -639,6 +715,10 @@ def attach(guest: str, model: str | None, device_file: str | None, node: int | N
         user_el = None
     else:
         user_el, kind = at.user_device(_read_bytes(device_file), device_file, rules)
+    row = rules.devices.get(kind.name)
+    why = (row.missing or (row.hotplug_why if live and not row.hotplug else "")) if row is not None else ""
+    if why:  # what the target's libvirt or QEMU cannot take
+        raise _usage(f"{'--model ' + model if model else '--device ' + device_file}: {why}")
     acpi = at.next_acpi_index(*roots) if at.is_nic(kind) else None
     alias = name or at.free_alias(kind.name, *roots)
     try:
@@ -728,7 +808,7 @@ def nova(flavors: str, emit: str) -> None:
 
 def _domain_run(domain: str, data: bytes, headroom, *, output, in_place, force, allow_moves, right_size, emit,
                 quiet, verb: str, machine: str | None = None, spec: str | None = None,
-                layout: str = "qemu-guidelines", live: "_Live | None" = None) -> None:
+                layout: str = "qemu-guidelines", live: "_Live | None" = None, target=None) -> None:
     """Plan a domain XML and write the result (plan, extend, and specs with 'domain')."""
     import json
 
@@ -738,8 +818,9 @@ def _domain_run(domain: str, data: bytes, headroom, *, output, in_place, force, 
         raise _usage("--in-place replaces the file itself; it cannot be combined with -o or standard input")
     if live is not None and live.apply and emit in ("virt-xml", "attach"):
         raise _usage(f"--apply defines the guest itself; --emit {emit} is the form for applying it with other tools")
+    target = _default_target(target)
     planned = plan_document(data, domain, tuple(headroom), allow_moves=allow_moves, right_size=right_size,
-                            machine=machine, spec=spec, layout=layout)
+                            machine=machine, spec=spec, layout=layout, target=target)
     name, rules, ext, edit = planned.name, planned.rules, planned.extension, planned.edit
     defined = planned.domain.defined
     if emit == "json":
@@ -760,6 +841,7 @@ def _domain_run(domain: str, data: bytes, headroom, *, output, in_place, force, 
             "requested": {str(k): v for k, v in ext.requested.items()},
             "budgets": {k: {"used": u, "limit": lim} for k, (u, lim) in (ext.budgets or {}).items()},
             "warnings": list(ext.warnings),
+            "target": target.as_json(),
         }
         click.echo(json.dumps(report, indent=2))
     elif emit in ("virt-xml", "attach", "svg", "dot"):
@@ -778,6 +860,7 @@ def _domain_run(domain: str, data: bytes, headroom, *, output, in_place, force, 
         return
     if planned.unchanged:
         click.echo(f"{name} ({rules.family}): already meets the request; nothing changed", err=True)
+        click.echo(f"  target: {target.describe()}", err=True)
         click.echo("  hotplug capacity/requested: " + "  ".join(
             f"{c} {ext.capacity[c]}/{ext.requested[c]}" for c in ext.capacity), err=True)
         return
@@ -788,6 +871,7 @@ def _domain_run(domain: str, data: bytes, headroom, *, output, in_place, force, 
             by_model.setdefault(c.model, []).append(c.index)
     added = ", ".join(f"{len(ix)} {m} (index {_ranges(ix)})" for m, ix in by_model.items()) or "nothing"
     click.echo(f"{name} ({rules.family}): added {added}", err=True)
+    click.echo(f"  target: {target.describe()}", err=True)
     if defined and not edit.filled_controllers and not edit.added_by_libvirt and not edit.gap_controllers:
         cap = "  ".join(f"{c} {ext.before[c]} -> {ext.capacity[c]}/{ext.requested[c]}" for c in ext.capacity)
         click.echo(f"  hotplug capacity before -> after/requested: {cap}", err=True)
@@ -921,13 +1005,14 @@ def _apply(planned, live: _Live, output: str | None, force: bool) -> None:
         click.echo(f"{guest.label()}: defined; it has the new controllers when it starts.", err=True)
 
 
-def _audit_record(label: str, data: bytes) -> dict:
-    """What audit says of one domain XML (as virsh dumpxml prints it)."""
+def _audit_record(label: str, data: bytes, target=None) -> dict:
+    """What audit says of one domain XML (as virsh dumpxml prints it), for ``target``'s versions."""
     from .domain.plan import PORT_MEMORY_KB
     from .model import HOTPLUG_CLASSES
     from .verify import verify
 
-    layout, rules, predicted = _audited(label, data)
+    target = _default_target(target)
+    layout, rules, predicted = _audited(label, data, target)
     report = verify(layout, rules, strict_auto=False)
     warnings = list(report.warnings)
     if rules.hotplug_needs_acpi and not layout.acpi:
@@ -962,7 +1047,7 @@ def _audit_record(label: str, data: bytes) -> dict:
                           for d in predicted.filled]}} if predicted is not None else {}),
         # an empty port costs QEMU memory whether or not anything is ever hotplugged into it
         "empty_ports": len(empty), "empty_port_memory_kb": len(empty) * PORT_MEMORY_KB,
-        "errors": report.errors, "warnings": warnings,
+        "errors": report.errors, "warnings": warnings, "target": target.as_json(),
     }
 
 
@@ -970,9 +1055,10 @@ def _cap_text(cap: dict) -> str:
     return "  ".join(f"{k} {v}" for k, v in cap.items())
 
 
-def _live_audit(names: tuple[str, ...], uri: str | None, every: bool, emit: str) -> None:
+def _live_audit(names: tuple[str, ...], uri: str | None, every: bool, emit: str, target=None) -> None:
     """Audit guests of a libvirt host: one row each (the running guest's live XML; a guest that is shut off,
-    its definition), what the definition gives at the next start when it differs, warnings."""
+    its definition), what the definition gives at the next start when it differs, warnings.  The target
+    is that libvirt's versions unless ``target`` names others."""
     import json
 
     from .errors import EnvironmentFault, SpecError
@@ -980,6 +1066,7 @@ def _live_audit(names: tuple[str, ...], uri: str | None, every: bool, emit: str)
 
     host = Host(uri)
     present = host.names()  # a connection that fails, fails here, once
+    target = target if target is not None else _host_target(host.virsh)
     listed = present if every else list(names)
     if emit in ("svg", "dot"):
         if len(listed) != 1:
@@ -1002,10 +1089,10 @@ def _live_audit(names: tuple[str, ...], uri: str | None, every: bool, emit: str)
             failed = True
             continue
         if emit in ("svg", "dot"):
-            _draw_guest(guest, emit)
+            _draw_guest(guest, emit, target)
             return
         try:
-            rec = _audit_record(name, guest.xml.encode("utf-8"))
+            rec = _audit_record(name, guest.xml.encode("utf-8"), target)
         except SpecError as exc:
             records.append({"guest": name, "uri": host.uri, "state": guest.state,
                             "error": "; ".join(p.message for p in exc.problems)})
@@ -1015,7 +1102,7 @@ def _live_audit(names: tuple[str, ...], uri: str | None, every: bool, emit: str)
         rec = {"guest": name, "uri": host.uri, "state": guest.state, **rec}
         if guest.running and guest.definition != guest.xml:
             try:
-                nxt = _audit_record(name, guest.definition.encode("utf-8"))
+                nxt = _audit_record(name, guest.definition.encode("utf-8"), target)
             except SpecError:
                 nxt = None
             if nxt is not None and (nxt["capacity"] != rec["capacity"] or nxt.get("nodes") != rec.get("nodes")):
@@ -1024,7 +1111,7 @@ def _live_audit(names: tuple[str, ...], uri: str | None, every: bool, emit: str)
     if emit == "json":
         click.echo(json.dumps(records, indent=2))
     else:
-        click.echo(_host_table(records, host.uri), nl=False)
+        click.echo(_host_table(records, host.uri, target), nl=False)
     for r in records:
         if "error" in r:
             click.echo(f"error: {r['guest']}: {r['error']}", err=True)
@@ -1032,7 +1119,7 @@ def _live_audit(names: tuple[str, ...], uri: str | None, every: bool, emit: str)
         sys.exit(2)
 
 
-def _host_table(records: list[dict], uri: str) -> str:
+def _host_table(records: list[dict], uri: str, target=None) -> str:
     """One row per guest, then what each row's notes say in full."""
     from .domain.plan import PORT_MEMORY_KB
 
@@ -1058,14 +1145,16 @@ def _host_table(records: list[dict], uri: str) -> str:
     total = sum(r.get("empty_ports", 0) for r in records)
     lines.append(f"{len(records)} guest(s) on {uri}; {total} empty port(s) in all"
                  + (f", about {total * PORT_MEMORY_KB / 1000:.1f} MB of QEMU memory" if total else ""))
+    if target is not None:
+        lines.append(f"target: {target.describe()}")
     return "\n".join(lines + notes) + "\n"
 
 
-def _draw_guest(guest, emit: str) -> None:
+def _draw_guest(guest, emit: str, target=None) -> None:
     from .domain.read import read_layout
     from .emit import picture
 
-    layout, rules = read_layout(guest.xml.encode("utf-8"), guest.name)
+    layout, rules = read_layout(guest.xml.encode("utf-8"), guest.name, target)
     draw = picture.svg if emit == "svg" else picture.dot
     _write(draw(layout, rules, f"{guest.name} ({rules.family}, {guest.state})"), None, False)
 

@@ -29,6 +29,7 @@ __all__ = [
     "Controller",
     "Layout",
     "Plan",
+    "Target",
     "HOTPLUG_CLASSES",
 ]
 
@@ -132,6 +133,37 @@ class NumaCell:
 
 
 @dataclass(frozen=True)
+class Target:
+    """The libvirt and QEMU a plan is made for (major, minor of each).
+
+    ``alias`` is the distribution name it was given by (``debian-12``); ``origin`` says where it
+    came from (the spec, ``--target``, the default); neither takes part in comparisons, so two
+    targets of the same versions select the same rules."""
+
+    libvirt: tuple[int, int]
+    qemu: tuple[int, int]
+    alias: str | None = field(default=None, compare=False)
+    origin: str = field(default="", compare=False)
+
+    def version(self, component: str) -> tuple[int, int]:
+        return self.libvirt if component == "libvirt" else self.qemu
+
+    @property
+    def label(self) -> str:
+        """``libvirt 11.3 + QEMU 10.0``."""
+        return f"libvirt {self.libvirt[0]}.{self.libvirt[1]} + QEMU {self.qemu[0]}.{self.qemu[1]}"
+
+    def describe(self) -> str:
+        """What a summary says: ``libvirt 9.0 + QEMU 7.2 (debian-12, --target)``."""
+        how = ", ".join(x for x in (self.alias, self.origin) if x)
+        return self.label + (f" ({how})" if how else "")
+
+    def as_json(self) -> dict:
+        return {"libvirt": f"{self.libvirt[0]}.{self.libvirt[1]}", "qemu": f"{self.qemu[0]}.{self.qemu[1]}",
+                "alias": self.alias, "origin": self.origin}
+
+
+@dataclass(frozen=True)
 class Problem:
     """A planning problem: one guest, one machine family, devices and headroom."""
 
@@ -155,6 +187,9 @@ class Problem:
     base: "Layout | None" = None
     keep: tuple["Controller", ...] = ()
     keep_minimum: bool = True  # False (right-size): only as many of ``keep`` as the plan needs stay
+    # The libvirt and QEMU the plan is for: rules.rules_for(family, target) selects the rows that hold
+    # there.  None: the newest versions the tables know (rules.versions.NEWEST).
+    target: Target | None = None
     layout: str = "qemu-guidelines"  # the layout policy (topo_solve.rules.LAYOUTS)
 
     def requested(self) -> dict[EndpointClass, int]:

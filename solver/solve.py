@@ -13,7 +13,7 @@ from .counts import Existing, build_model, choose_counts, explain
 from .errors import Cause, InfeasibleError, ProgrammingError
 from .model import EndpointClass, Headroom, Plan, Problem
 from .place import given_addresses, place
-from .rules import FAMILIES, RuleSet
+from .rules import RuleSet, rules_for
 from .verify import verify
 
 __all__ = ["solve", "fits"]
@@ -34,7 +34,7 @@ def _counts(problem: Problem, rules: RuleSet):
 
 def fits(problem: Problem) -> bool:
     """Whether any layout satisfies ``problem``."""
-    return _counts(problem, FAMILIES[problem.family])[1] is not None
+    return _counts(problem, rules_for(problem.family, problem.target))[1] is not None
 
 
 def solve(problem: Problem) -> Plan:
@@ -42,7 +42,7 @@ def solve(problem: Problem) -> Plan:
 
     Raises :class:`InfeasibleError` with the binding limits when no layout can.
     """
-    rules = FAMILIES[problem.family]
+    rules = rules_for(problem.family, problem.target)
     model, counts = _counts(problem, rules)
     moved_off: list[str] = []
     if counts is None:
@@ -101,7 +101,7 @@ def _other_layout_saves(problem: Problem, total: int) -> str | None:
 
     if problem.layout != LAYOUTS[0]:
         return None
-    rules = FAMILIES[problem.family]
+    rules = rules_for(problem.family, problem.target)
     if not any(b.policy_accepts for b in rules.buses.values()):
         return None
     other = replace(problem, layout=LAYOUTS[1])
@@ -161,14 +161,12 @@ def _may_fit(problem: Problem) -> bool:
     problem that fits."""
     from .counts import may_fit
 
-    rules = FAMILIES[problem.family]
+    rules = rules_for(problem.family, problem.target)
     return may_fit(build_model(problem, rules, given_addresses(problem, rules), _existing(problem, rules)))
 
 
 def _hints(problem: Problem, rules: RuleSet) -> list[str]:
     """What in this spec costs room it may not need, in the spec's own words."""
-    from .rules.devices import DEVICES
-
     out = []
     if rules.hotplug_needs_acpi and problem.base is not None and not problem.base.acpi and problem.headroom:
         out.append(f"{rules.family} guests hotplug through ACPI only: without <features><acpi/></features> no "
@@ -186,7 +184,7 @@ def _hints(problem: Problem, rules: RuleSet) -> list[str]:
                           if any(e.kind == k for e in implicit))
         out.append(f"devices libvirt adds by itself take room a port could use; switch off the ones the guest does "
                    f"not need (defaults: {{{flags}}})")
-    video = [e for e in problem.endpoints if e.kind in DEVICES and DEVICES[e.kind].video]
+    video = [e for e in problem.endpoints if e.kind in rules.devices and rules.device(e.kind).video]
     if video and any(e.implicit for e in video):
         out.append("the video card takes a root slot; 'defaults: {video: false}' drops it on a headless guest")
     return out

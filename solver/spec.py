@@ -12,13 +12,13 @@ import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import Finding, SpecError
-from .model import Address, EndpointClass, Endpoint, Headroom, NumaCell, Problem
+from .model import Address, EndpointClass, Endpoint, Headroom, NumaCell, Problem, Target
 from .rules import MACHINE_WORDS, family_for, machine_suggestions
 from .rules.devices import DEVICES
 from .rules.firmware import of_kind
@@ -92,6 +92,24 @@ class IoPorts(_Model):
     limit: int = Field(ge=0, le=64)
 
 
+class TargetSpec(BaseModel):
+    """The libvirt and QEMU versions the guest will run on, as "MAJOR.MINOR" strings."""
+
+    # extra keys and missing ones are reported by rules.versions.target_from, in its words
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    libvirt: str | int | float | None = Field(None, description="libvirt version, e.g. \"9.0\" (quoted: YAML "
+                                              "reads 10.10 as 10.1)")
+    qemu: str | int | float | None = Field(None, description="QEMU version, e.g. \"7.2\"")
+
+
+def _target_shape(value: Any) -> Any:
+    if value is None or isinstance(value, (str, dict)):
+        return value
+    raise ValueError("a target is a distribution alias (debian-12, debian-13, ubuntu-24.04, ...) or "
+                     "{libvirt: \"X.Y\", qemu: \"X.Y\"}")
+
+
 class Spec(_Model):
     """A topo-solve spec (format v1)."""
 
@@ -118,6 +136,9 @@ class Spec(_Model):
     layout: Literal["qemu-guidelines", "libvirt-accepts"] = Field(
         "qemu-guidelines", description="what the planner may build: QEMU's docs/pcie.txt guidelines (the default), "
         "or also what libvirt accepts where it costs fewer controllers (a pci-bridge on pcie-root)")
+    target: Annotated[str | TargetSpec | None, BeforeValidator(_target_shape)] = Field(
+        None, description="what the guest will run on: a distribution alias (debian-12, debian-13, ubuntu-24.04, "
+        "...) or {libvirt: \"X.Y\", qemu: \"X.Y\"}; default: the newest versions topo-solve knows")
 
     @field_validator("name")
     @classmethod
@@ -273,9 +294,11 @@ def _allowed_fields(loc: tuple) -> list[str]:
     return [f.alias or n for n, f in model.model_fields.items()]
 
 
-def load_spec(path: str | Path) -> Problem:
-    """Read a spec file and return its problem; raise SpecError listing every mistake."""
-    request = load_request(path)
+def load_spec(path: str | Path, target: Target | None = None) -> Problem:
+    """Read a spec file and return its problem; raise SpecError listing every mistake.
+
+    ``target``: plan for these versions instead of the spec's own target."""
+    request = load_request(path, target)
     if isinstance(request, DomainRequest):
         raise SpecError([Finding(request.source, request.line, "domain", "this spec extends an existing guest; "
                                  "run it with `topo-solve SPEC` or `topo-solve extend`, not as a new guest")])
@@ -292,10 +315,13 @@ class DomainRequest:
     machine: str | None
     source: str
     line: int | None
+    target: Target | None = None  # the spec's target (or --target); None: the default
 
 
-def load_request(path: str | Path) -> Problem | DomainRequest:
-    """Read a spec: a new guest (a :class:`Problem`) or an extension of an existing one."""
+def load_request(path: str | Path, target: Target | None = None) -> Problem | DomainRequest:
+    """Read a spec: a new guest (a :class:`Problem`) or an extension of an existing one.
+
+    ``target`` (``--target``) replaces the spec's own."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -305,19 +331,22 @@ def load_request(path: str | Path) -> Problem | DomainRequest:
         raise SpecError([Finding(str(path), None, "", "not a UTF-8 text file")]) from None
     spec, lines = parse_spec(text, str(path))
     if spec.domain is not None:
-        return to_request(spec, lines, str(path), path.parent)
-    return to_problem(spec, lines, str(path))
+        return to_request(spec, lines, str(path), path.parent, target=target)
+    return to_problem(spec, lines, str(path), target=target)
 
 
 # Fields that describe a new guest; a 'domain' spec takes all of this from the XML.
 _NEW_GUEST_ONLY = ("arch", "type", "memory", "vcpus", "defaults", "devices", "io_ports", "numa", "firmware")
 
 
-def to_request(spec: Spec, lines: dict[tuple, int], file: str, base: Path) -> DomainRequest:
+def to_request(spec: Spec, lines: dict[tuple, int], file: str, base: Path,
+               target: Target | None = None) -> DomainRequest:
     problems: list[Finding] = []
 
     def bad(path: tuple, msg: str) -> None:
         problems.append(Finding(file, _line(lines, path), _dotted(path), msg))
+
+    target = spec_target(spec, file, bad, target)
 
     for key in _NEW_GUEST_ONLY:
         if (key,) in lines:
@@ -330,21 +359,29 @@ def to_request(spec: Spec, lines: dict[tuple, int], file: str, base: Path) -> Do
         if h.numa_node is not None:
             bad(("hotplug", i, "numa_node"), "extending a guest does not place headroom on NUMA nodes; "
                 "plan the guest from a spec with 'numa' instead")
+    rules = family_for(spec.machine, target) if spec.machine is not None else None
+    if rules is not None and target is not None:
+        check_versions(spec, rules, bad)
     if problems:
         raise SpecError(problems)
     domain = Path(spec.domain)
     return DomainRequest(domain=domain if domain.is_absolute() else base / domain, headroom=tuple(headroom),
-                         name=spec.name, machine=spec.machine, source=file, line=_line(lines, ("domain",)))
+                         name=spec.name, machine=spec.machine, source=file, line=_line(lines, ("domain",)),
+                         target=target)
 
 
 # -- from the YAML model to the core problem --------------------------------
 
-def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<spec>") -> Problem:
+def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<spec>",
+               target: Target | None = None) -> Problem:
+    """The core problem of a spec; ``target`` (``--target``) replaces the spec's own."""
     lines = lines or {}
     problems: list[Finding] = []
 
     def bad(path: tuple, msg: str) -> None:
         problems.append(Finding(file, _line(lines, path), _dotted(path), msg))
+
+    target = spec_target(spec, file, bad, target)
 
     if spec.name is None or spec.machine is None:
         raise SpecError([Finding(file, 1, key, "required field is missing") for key in ("name", "machine")
@@ -500,13 +537,14 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
         else:
             bad(("io_ports",), f"'{spec.io_ports}' is not an I/O policy; write 'warn', 'limit' (the firmware's) "
                 "or 'limit N' (N up to 64, the I/O windows a 64 KiB I/O space has room for)")
+    check_versions(spec, family_for(spec.machine, target), bad)
 
     if problems:
         raise SpecError(problems)
     return Problem(
         name=spec.name, family=rules.family, machine=machine, arch=arch, endpoints=tuple(implicit + endpoints), headroom=tuple(headroom),
         memory_mib=memory, vcpus=vcpus, virt_type=spec.type, source=file, io_ports=io_ports, numa=cells,
-        layout=spec.layout, io_ports_from=io_from, firmware=firmware,
+        layout=spec.layout, io_ports_from=io_from, firmware=firmware, target=target,
     )
 
 
@@ -691,3 +729,41 @@ def _implicit(flag: str, kind_name: str, rules) -> Endpoint:
     cls = None if (role and rules.fixed[role].address.function != 0 and role != "sata") else k.cls
     return Endpoint(name=IMPLICIT_NAMES[flag], kind=kind_name, cls=cls, implicit=True, fixed_role=role,
                     root_ok=not k.detach)
+
+
+# -- the target: which libvirt and QEMU the plan is for --------------------------------------
+
+def spec_target(spec: Spec, file: str, bad, override: Target | None = None) -> Target | None:
+    """The versions a spec plans for: ``override`` (--target), else the spec's ``target``, else None
+    (the newest the tables know).  A target that is wrong is reported at its line."""
+    from .rules.versions import NEWEST, target_from
+
+    if override is not None:
+        return override
+    if spec.target is None:
+        return NEWEST
+    raw = spec.target if isinstance(spec.target, str) else spec.target.model_dump(exclude_none=True)
+    try:
+        return target_from(raw, origin=file)
+    except ValueError as exc:
+        bad(("target",), str(exc))
+        return NEWEST
+
+
+def check_versions(spec: Spec, rules, bad) -> None:
+    """What the target's libvirt and QEMU cannot do: a model they lack, a hotplug they refuse
+    (``rules``: the family's rules for the target, from rules_for)."""
+    from .rules import machine_missing
+
+    why = machine_missing(rules, spec.machine) if spec.machine else ""
+    if why:
+        bad(("machine",), why)
+    for section in ("devices", "hotplug"):
+        for i, entry in enumerate(getattr(spec, section)):
+            row = rules.devices.get(entry.model) if entry.model is not None else None
+            if row is None:
+                continue  # not a model name: said elsewhere
+            if row.missing:
+                bad((section, i, "model"), row.missing)
+            elif section == "hotplug" and not row.hotplug and row.hotplug_why:
+                bad((section, i, "model"), row.hotplug_why)

@@ -23,7 +23,10 @@ are is read from the daemon (``virsh version --daemon``) and is what the
 summary line and ``judge.versions`` say.
 
 A test asks for a judge through the ``judge`` fixture (``virsh``,
-``libvirt_uri`` and ``daemon_files`` use it).  Which judges it runs on:
+``libvirt_uri`` and ``daemon_files`` use it); it plans for the judge's own
+versions with ``judge.target`` (``judge.target_option`` on the command line),
+so each plan is made for the libvirt and QEMU that proves it.  Which judges
+it runs on:
 
 * by default only ``HOST``;
 * ``@pytest.mark.judges(HOST, TRIXIE)`` (or ``BOTH``) on the test or module:
@@ -114,6 +117,18 @@ class Judge:
     @property
     def qemu(self) -> tuple[int, ...]:
         return self.versions.qemu
+
+    @property
+    def target(self):
+        """What to plan for on this judge: its own libvirt and QEMU (a ``topo_solve.model.Target``)."""
+        from topo_solve.model import Target
+
+        return Target(tuple(self.libvirt[:2]), tuple(self.qemu[:2]), origin=f"judge {self.key}")
+
+    @property
+    def target_option(self) -> str:
+        """``--target`` for the command line: ``libvirt=9.0,qemu=7.2``."""
+        return (f"libvirt={self.libvirt[0]}.{self.libvirt[1]},qemu={self.qemu[0]}.{self.qemu[1]}")
 
     def virsh(self, timeout: float = 60) -> "hv.Virsh":
         return hv.Virsh(self.uri, timeout=timeout, root=self.root)

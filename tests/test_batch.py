@@ -104,8 +104,8 @@ def test_examples_and_bad_specs_in_worker_processes(tmp_path, bad, capsys):
     rows = proc.stdout.splitlines()
     assert rows[0].split() == ["spec", "machine", "added", "capacity/requested", "status"]
     expected = [f"specs/{s.name}" for s in GOOD] + [f"specs/infeasible/{s.name}" for s in INFEASIBLE] + [broken, two]
-    assert [r.split()[0] for r in rows[1:-1]] == expected
-    statuses = [r.split()[-1] for r in rows[1:-1]]
+    assert [r.split()[0] for r in rows[1:-2]] == expected
+    statuses = [r.split()[-1] for r in rows[1:-2]]
     assert statuses == ["ok"] * len(GOOD) + ["infeasible"] * len(INFEASIBLE) + ["error", "error"]
     web = next(r for r in rows if r.startswith("specs/q35-web.yaml"))
     plan = plan_json(SPECS / "q35-web.yaml", capsys)
@@ -114,6 +114,11 @@ def test_examples_and_bad_specs_in_worker_processes(tmp_path, bad, capsys):
     assert re.search(rf"\bq35\s+{re.escape(added)}\s+{re.escape(cap)}\s+ok$", web), (web, added, cap)
     n = len(expected)
     assert rows[-1].startswith(f"{n} specs: {len(GOOD)} planned, {len(INFEASIBLE)} infeasible, 2 errors; ")
+    # which libvirt and QEMU the specs were planned for, counted (the broken ones have none)
+    labels = [plan_json(SPECS / s.name, capsys)["target"] for s in GOOD if "domain:" not in s.read_text()]
+    assert rows[-2].startswith("target"), rows[-2]
+    for t in labels:
+        assert f"libvirt {t['libvirt']} + QEMU {t['qemu']} (" in rows[-2], (rows[-2], t)
 
     # the report says the same, per spec
     data = json.loads(report.read_text())
@@ -121,6 +126,7 @@ def test_examples_and_bad_specs_in_worker_processes(tmp_path, bad, capsys):
     assert data["exit_code"] == 2
     by_spec = {r["spec"]: r for r in data["results"]}
     assert list(by_spec) == expected
+    assert by_spec[str(broken)]["target"] is None and by_spec["specs/q35-web.yaml"]["target"].startswith("libvirt ")
     for spec in GOOD:
         r = by_spec[f"specs/{spec.name}"]
         assert r["status"] == "ok" and r["code"] == 0 and r["output"] == str(out / f"{spec.stem}.xml")

@@ -38,10 +38,11 @@ pytestmark = [pytest.mark.guest, pytest.mark.libvirt]
 E1000E = (0x8086, 0x10D3)
 
 
-def _plan_xml(tmp_path: Path, name: str, body: str, virt: str) -> str:
+def _plan_xml(tmp_path: Path, name: str, body: str, virt: str, target: str) -> str:
+    """The spec planned for ``target`` (the judge's ``--target``), as ``virt`` (kvm or qemu)."""
     spec = tmp_path / f"{name}.yaml"
     spec.write_text(f"name: {name}\n{body}")
-    res = subprocess.run([sys.executable, "-m", "topo_solve", str(spec), "-q", "--virt-type", virt],
+    res = subprocess.run([sys.executable, "-m", "topo_solve", str(spec), "-q", "--virt-type", virt, "--target", target],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     return res.stdout
@@ -63,13 +64,13 @@ def _io_state(view) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("fw", ["seabios", "ovmf"])
-def test_io_windows(fw, virsh, guest_image, guest_virt, guest_dir, guest_facts, tmp_path):
+def test_io_windows(fw, judge, virsh, guest_image, guest_virt, guest_dir, guest_facts, tmp_path):
     row = firmware(fw, "q35")
     virt = guest_virt[0]
     facts = {"firmware_version": row.version}
 
     def boot(n: int, **kw):
-        xml = _plan_xml(tmp_path, f"io{n}", _e1000e_ports(n), virt)
+        xml = _plan_xml(tmp_path, f"io{n}", _e1000e_ports(n), virt, judge.target_option)
         g = Guest(virsh, xml, guest_image, guest_dir, firmware=fw, virt=virt, **kw)
         with g:
             st = _io_state(g.view())
@@ -85,7 +86,8 @@ def test_io_windows(fw, virsh, guest_image, guest_virt, guest_dir, guest_facts, 
     # one more
     n = row.io_ports + 1
     if row.io_ports_os == row.io_ports:  # the firmware stops the boot
-        g = Guest(virsh, _plan_xml(tmp_path, f"io{n}", _e1000e_ports(n), virt), guest_image, guest_dir,
+        g = Guest(virsh, _plan_xml(tmp_path, f"io{n}", _e1000e_ports(n), virt, judge.target_option), guest_image,
+                  guest_dir,
                   firmware=fw, virt=virt, firmware_log=True, abort_on="out of I/O address space")
         with pytest.raises(GuestError):
             with g:
@@ -106,12 +108,12 @@ def test_io_windows(fw, virsh, guest_image, guest_virt, guest_dir, guest_facts, 
 
 
 @pytest.mark.parametrize("fw", ["seabios", "ovmf"])
-def test_bridge_window_sizes(fw, virsh, guest_image, guest_virt, guest_dir, guest_facts, tmp_path):
+def test_bridge_window_sizes(fw, judge, virsh, guest_image, guest_virt, guest_dir, guest_facts, tmp_path):
     """The windows an empty root port and a pcie-to-pci-bridge get at boot."""
     row = firmware(fw, "q35")
     virt = guest_virt[0]
     xml = _plan_xml(tmp_path, "win", "machine: q35\ndefaults: {usb: false, memballoon: false}\n"
-                    "hotplug:\n  - {class: pcie, count: 1}\n  - {class: pci, count: 1}\n", virt)
+                    "hotplug:\n  - {class: pcie, count: 1}\n  - {class: pci, count: 1}\n", virt, judge.target_option)
     buses = guest_buses(xml)
     root = etree.fromstring(xml.encode())
     with Guest(virsh, xml, guest_image, guest_dir, firmware=fw, virt=virt) as g:
@@ -133,11 +135,11 @@ def test_bridge_window_sizes(fw, virsh, guest_image, guest_virt, guest_dir, gues
     guest_facts[f"bridge_windows_{fw}_q35"] = seen
 
 
-def test_nic_roms_fill_a_bridge_window(virsh, guest_image, guest_virt, guest_dir, guest_facts, tmp_path):
+def test_nic_roms_fill_a_bridge_window(judge, virsh, guest_image, guest_virt, guest_dir, guest_facts, tmp_path):
     """NICs with their boot ROM, hotplugged behind one pcie-to-pci-bridge: how many get every BAR."""
     virt = guest_virt[0]
     xml = _plan_xml(tmp_path, "roms", "machine: q35\ndefaults: {usb: false, memballoon: false}\n"
-                    "hotplug:\n  - {class: pci, count: 31}\n", virt)
+                    "hotplug:\n  - {class: pci, count: 31}\n", virt, judge.target_option)
     with Guest(virsh, xml, guest_image, guest_dir, firmware="seabios", virt=virt) as g:
         live = g.live_xml()
         bridge = next(int(c.get("index")) for c in live.iter("controller") if c.get("model") == "pcie-to-pci-bridge")
@@ -174,12 +176,12 @@ LARGE_BAR_MIB = 256
 
 @pytest.mark.parametrize("fw", ["seabios", "ovmf"])
 @pytest.mark.parametrize("reserve", [False, True], ids=["no-reserve", "pref64-reserve"])
-def test_large_bar_hotplug(fw, reserve, virsh, guest_image, guest_virt, guest_dir, guest_facts, tmp_path):
+def test_large_bar_hotplug(fw, reserve, judge, virsh, guest_image, guest_virt, guest_dir, guest_facts, tmp_path):
     """ivshmem-plain with 256 MiB of shared memory (a 256 MiB 64-bit prefetchable BAR 2)
     hotplugged into an empty root port."""
     virt = guest_virt[0]
     xml = _plan_xml(tmp_path, "bigbar", "machine: q35\ndefaults: {usb: false, memballoon: false}\n"
-                    "hotplug:\n  - {class: pcie, count: 1}\n", virt)
+                    "hotplug:\n  - {class: pcie, count: 1}\n", virt, judge.target_option)
     port = next(int(c.get("index")) for c in etree.fromstring(xml.encode()).iter("controller")
                 if c.get("model") == "pcie-root-port")
     args = ("-global", f"pcie-root-port.pref64-reserve={2 * LARGE_BAR_MIB}M") if reserve else ()
@@ -204,11 +206,12 @@ def test_large_bar_hotplug(fw, reserve, virsh, guest_image, guest_virt, guest_di
 
 
 @pytest.mark.parametrize("family", ["q35", "pc"])
-def test_acpi_index_names_the_nic(family, virsh, guest_image, guest_virt, guest_dir, guest_facts, tmp_path):
+def test_acpi_index_names_the_nic(family, judge, virsh, guest_image, guest_virt, guest_dir, guest_facts, tmp_path):
     """<acpi index='N'/> on a NIC at boot and on a hotplugged one: the guest kernel's acpi_index."""
     virt = guest_virt[0]
     xml = _plan_xml(tmp_path, "acpi", f"machine: {family}\ndefaults: {{usb: false, memballoon: false}}\n"
-                    "devices:\n  - {name: nic, model: virtio-net}\nhotplug:\n  - {class: pcie, count: 1}\n", virt)
+                    "devices:\n  - {name: nic, model: virtio-net}\nhotplug:\n  - {class: pcie, count: 1}\n", virt,
+                    judge.target_option)
     root = etree.fromstring(xml.encode())
     iface = next(root.iter("interface"))
     etree.SubElement(iface, "acpi", index="7")
@@ -232,13 +235,13 @@ ARM_VARIANTS = {"direct": ("none", False), "uefi": ("ovmf", False), "uefi-acpi":
 
 
 @pytest.mark.parametrize("variant", list(ARM_VARIANTS))
-def test_aarch64_expander_seen(variant, virsh, guest_image_aarch64, guest_dir, guest_facts, tmp_path):
+def test_aarch64_expander_seen(variant, judge, virsh, guest_image_aarch64, guest_dir, guest_facts, tmp_path):
     """A NIC behind a pcie-expander-bus (NUMA node 1) and one on the main root port, aarch64 virt, TCG.
 
     Stated: the guest finds an expander's buses only through ACPI (the device tree
     describes the main host bridge alone), and libvirt allows ACPI on aarch64 only with UEFI."""
     fw, acpi = ARM_VARIANTS[variant]
-    xml = _plan_xml(tmp_path, "armx", ARM_SPEC, "qemu")
+    xml = _plan_xml(tmp_path, "armx", ARM_SPEC, "qemu", judge.target_option)
     root = etree.fromstring(xml.encode())
     if acpi:
         feats = root.find("features")

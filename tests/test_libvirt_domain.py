@@ -66,6 +66,7 @@ from topo_solve.rules.devices import KINDS
 from topo_solve.spec import parse_hotplug_option
 from topo_solve.verify import verify
 
+from .libvirt_fixtures import HOST
 from .test_domain_plan import without_pci
 
 pytestmark = pytest.mark.libvirt
@@ -178,9 +179,7 @@ def _host_pci_device(virsh) -> str | None:
 @pytest.fixture(scope="module")
 def generated(judge_registry) -> dict[str, str]:
     """Every guest of GUESTS as virt-install prints it (two at a time: virt-install takes ~1 s), against
-    the host's libvirt (a module fixture cannot use the per-test judge)."""
-    from tests.libvirt_fixtures import HOST
-
+    the host's libvirt (the judge virt-install talks to; the per-test ``judge`` is function-scoped)."""
     libvirt_uri = judge_registry.get(HOST).uri
     if shutil.which("virt-install") is None:
         message = "virt-install is not installed (Debian package virtinst)"
@@ -342,8 +341,10 @@ def _headroom(guest: Guest):
     return tuple(parse_hotplug_option(h) for h in guest.hotplug)
 
 
-def _plan(generated, guest: Guest, right_size: bool) -> Planned:
-    return plan_document(_xml(generated, guest.name), f"{guest.name}.xml", _headroom(guest), right_size=right_size)
+def _plan(generated, guest: Guest, right_size: bool, target) -> Planned:
+    """The guest planned for ``target`` (the judge's versions: ``judge.target``)."""
+    return plan_document(_xml(generated, guest.name), f"{guest.name}.xml", _headroom(guest), right_size=right_size,
+                         target=target)
 
 
 def _classes(rules) -> list[str]:
@@ -362,18 +363,18 @@ PAIRS = [pytest.param(g.name, rs, id=f"{g.name}-{'right-size' if rs else 'keep'}
 
 
 @pytest.mark.parametrize("name, right_size", PAIRS)
-def test_virt_install_guest_planned_and_defined_unchanged(name, right_size, generated, virsh, schema_valid,
+def test_virt_install_guest_planned_and_defined_unchanged(name, right_size, generated, judge, virsh, schema_valid,
                                                           tmp_path):
     guest = BY_NAME[name]
     text = _xml(generated, name)
-    planned = _plan(generated, guest, right_size)
+    planned = _plan(generated, guest, right_size, judge.target)
     out = planned.edit.data
     assert not planned.domain.defined and not planned.unchanged
     # nothing but PCI changed
     assert without_pci(without_additions(planned)) == without_pci(text)
     schema_valid(out, f"the plan of {name}")
     # it reads back as a defined guest that meets the request, as the plan says
-    layout, rules = read_layout(out, f"{name}.xml")
+    layout, rules = read_layout(out, f"{name}.xml", judge.target)
     report = verify(layout, rules, strict_auto=False)
     assert report.errors == []
     assert report.capacity == planned.extension.capacity
@@ -391,11 +392,11 @@ MEASURED = [pytest.param(g.name, rs, id=f"{g.name}-{'right-size' if rs else 'kee
 
 
 @pytest.mark.parametrize("name, right_size", MEASURED)
-def test_virt_install_guest_hotplugs_as_planned(name, right_size, generated, virsh, tmp_path):
+def test_virt_install_guest_hotplugs_as_planned(name, right_size, generated, judge, virsh, tmp_path):
     from topo_solve.hypervisor import measure
 
     guest = BY_NAME[name]
-    planned = _plan(generated, guest, right_size)
+    planned = _plan(generated, guest, right_size, judge.target)
     rules = planned.rules
     promised = {str(c): n for c, n in planned.extension.capacity.items()}
     classes = _classes(rules)
@@ -441,15 +442,15 @@ def spec_of(planned: Planned, guest: Guest) -> str:
 
 
 @pytest.mark.parametrize("name", [g.name for g in GUESTS if g.spec])
-def test_right_size_matches_the_same_guest_as_a_spec(name, generated):
+def test_right_size_matches_the_same_guest_as_a_spec(name, generated, judge):
     from topo_solve.solve import solve
     from topo_solve.spec import parse_spec, to_problem
 
     guest = BY_NAME[name]
-    planned = _plan(generated, guest, True)
-    layout, _ = read_layout(planned.edit.data, f"{name}.xml")
+    planned = _plan(generated, guest, True, judge.target)
+    layout, _ = read_layout(planned.edit.data, f"{name}.xml", judge.target)
     spec, lines = parse_spec(spec_of(planned, guest))
-    plan = solve(to_problem(spec, lines))
+    plan = solve(to_problem(spec, lines, target=judge.target))
     assert [c.model for c in layout.controllers] == [c.model for c in plan.layout.controllers], spec_of(planned, guest)
 
 
@@ -495,7 +496,7 @@ def _running_dumps(virsh, text: str) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("guest", LIVE, ids=[g.name for g in LIVE])
-def test_live_xml_audits_and_plans_like_its_inactive_form(guest, libvirt_uri, virsh, tmp_path):
+def test_live_xml_audits_and_plans_like_its_inactive_form(guest, judge, libvirt_uri, virsh, tmp_path):
     if shutil.which("virt-install") is None:
         pytest.skip("virt-install is not installed (Debian package virtinst)")
     r = subprocess.run(guest.command(f"vi-{guest.name}", None), capture_output=True, text=True, timeout=120)
@@ -506,7 +507,7 @@ def test_live_xml_audits_and_plans_like_its_inactive_form(guest, libvirt_uri, vi
     files["live"].write_text(live)
     files["inactive"].write_text(inactive)
 
-    a = _cli("audit", str(files["live"]), str(files["inactive"]), "--emit", "json")
+    a = _cli("audit", str(files["live"]), str(files["inactive"]), "--emit", "json", "--target", judge.target_option)
     assert a.returncode == 0, a.stderr
     audits = {form: {k: v for k, v in report.items() if k != "file"}
               for form, report in zip(files, json.loads(a.stdout))}
@@ -515,7 +516,7 @@ def test_live_xml_audits_and_plans_like_its_inactive_form(guest, libvirt_uri, vi
     for form, path in files.items():
         out = tmp_path / f"{form}-planned.xml"
         p = _cli("plan", str(path), *[x for h in guest.hotplug for x in ("--hotplug", h)], "--emit", "json", "-q",
-                 "-o", str(out))
+                 "-o", str(out), "--target", judge.target_option)
         assert p.returncode == 0, (form, p.stderr)
         plans[form] = {k: v for k, v in json.loads(p.stdout).items() if k != "file"}
         layouts[form] = {k: v for k, v in pci_map(out.read_text()).items() if k[:2] == ("controller", "pci")}
@@ -529,7 +530,7 @@ def test_live_xml_audits_and_plans_like_its_inactive_form(guest, libvirt_uri, vi
     assert layouts["live"] == layouts["inactive"]
     # the plan of the live XML defines as planned
     planned_live = (tmp_path / "live-planned.xml").read_text()
-    _, rules = read_layout(planned_live, "live-planned.xml")
+    _, rules = read_layout(planned_live, "live-planned.xml", judge.target)
     added, moved, _ = define_diff(virsh, runnable(planned_live, _unique(guest.name), tmp_path), rules)
     assert added == [] and moved == [], (added, moved)
 
@@ -537,19 +538,19 @@ def test_live_xml_audits_and_plans_like_its_inactive_form(guest, libvirt_uri, vi
 # -- the corpus-found cases, judged by libvirt ---------------------------------------------------
 
 @pytest.mark.parametrize("case", __import__("tests.test_domain_cases", fromlist=["x"]).LIBVIRT_CASES)
-def test_corpus_case_defines_as_planned(case, virsh, tmp_path):
+def test_corpus_case_defines_as_planned(case, judge, virsh, tmp_path):
     """Each case of tests/test_domain_cases.py that this libvirt + QEMU can define: its plan keeps
     every address at define, libvirt adds no PCI controller, and every controller's <target> (the
     bus numbers of expander buses, chassis and ports) is what the plan says."""
     from .test_domain_cases import CASES
 
     text, headroom = CASES[case]
-    planned = plan_document(text, f"{case}.xml", headroom)
-    _, rules = read_layout(planned.edit.data, f"{case}.xml")
+    planned = plan_document(text, f"{case}.xml", headroom, target=judge.target)
+    _, rules = read_layout(planned.edit.data, f"{case}.xml", judge.target)
     added, moved, dump = define_diff(virsh, runnable(planned.edit.text, _unique(case), tmp_path), rules)
     assert added == [] and moved == [], (added, moved)
-    mine = {c.index: dict(c.target) for c in read_layout(planned.edit.data, "planned.xml")[0].controllers}
-    theirs = {c.index: dict(c.target) for c in read_layout(dump, "dump.xml")[0].controllers}
+    mine = {c.index: dict(c.target) for c in read_layout(planned.edit.data, "planned.xml", judge.target)[0].controllers}
+    theirs = {c.index: dict(c.target) for c in read_layout(dump, "dump.xml", judge.target)[0].controllers}
     for index, target in mine.items():
         assert {k: v for k, v in theirs[index].items() if k in target} == target, (index, target, theirs[index])
 
@@ -560,7 +561,7 @@ PREDICTED = ["q35-linux", "q35-linux-3", "pc-linux", "ppc-linux", "arm-linux-3"]
 
 
 @pytest.mark.parametrize("name", PREDICTED)
-def test_audit_before_define_predicts_the_measurement(name, generated, virsh, tmp_path):
+def test_audit_before_define_predicts_the_measurement(name, generated, judge, virsh, tmp_path):
     """``topo-solve audit`` of virt-install's XML, never defined, says what the guest can hotplug
     after ``virsh define``; the real libvirt then defines it as it is and hotplugs exactly that."""
     from topo_solve.hypervisor import measure
@@ -568,11 +569,11 @@ def test_audit_before_define_predicts_the_measurement(name, generated, virsh, tm
     text = _xml(generated, name)
     path = tmp_path / f"{name}.xml"
     path.write_text(text)
-    r = _cli("audit", str(path), "--emit", "json")
+    r = _cli("audit", str(path), "--emit", "json", "--target", judge.target_option)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["predicted"] is True
-    rules = read_domain(text, path.name).rules
+    rules = read_domain(text, path.name, judge.target).rules
     classes = _classes(rules)
     m = measure(runnable(text, _unique(name), tmp_path), classes, virsh=virsh,
                 max_per_class=max(report["capacity"][c] for c in classes), deadline_s=240)

@@ -42,8 +42,8 @@ SPECS = {
 
 
 @pytest.mark.parametrize("family", list(SPECS))
-def test_efi_plan_defines_unchanged_and_starts(family, virsh, daemon_files):
-    plan = plan_of(SPECS[family])
+def test_efi_plan_defines_unchanged_and_starts(family, judge, virsh, daemon_files):
+    plan = plan_of(SPECS[family], judge.target)
     assert plan.layout.firmware == "efi" and plan.layout.acpi
     assert not any("ACPI" in w for w in plan.warnings)
     _define_unchanged(plan, virsh, daemon_files)

@@ -74,9 +74,9 @@ def _parents(root: etree._Element) -> tuple[Counter, dict[str, str]]:
 
 
 @pytest.mark.parametrize("family,seed,big", [(f, s, b) for f in _MODELS for s in range(2) for b in (False, True)])
-def test_libvirt_auto_placement_matches_the_model(family, seed, big, virsh):
+def test_libvirt_auto_placement_matches_the_model(family, seed, big, judge, virsh):
     spec, lines = parse_spec(_spec(family, seed, big))
-    problem = replace(to_problem(spec, lines), virt_type="qemu")
+    problem = replace(to_problem(spec, lines, target=judge.target), virt_type="qemu")
     # libvirt's auto-placement puts no device on the root complex or in a shared slot: the model is
     # asked the same, with no device never unplugged (the planner's own freedom, not libvirt's)
     problem = replace(problem, endpoints=tuple(replace(e, root_ok=False) for e in problem.endpoints))

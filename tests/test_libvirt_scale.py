@@ -30,7 +30,7 @@ import pytest
 
 from topo_solve.domain.write import render_domain
 from topo_solve.model import EndpointClass
-from topo_solve.rules import FAMILIES
+from topo_solve.rules import rules_for
 from topo_solve.solve import solve
 from topo_solve.spec import parse_spec, to_problem
 from topo_solve.verify import verify
@@ -42,9 +42,10 @@ from .test_scale import SWITCH_SPEC
 pytestmark = pytest.mark.libvirt
 
 
-def plan_of(text: str):
+def plan_of(text: str, target):
+    """The plan of a spec for ``target`` (the judge's versions: ``judge.target``), as TCG."""
     spec, lines = parse_spec(textwrap.dedent(text), "case.yaml")
-    plan = solve(to_problem(spec, lines, "case.yaml"))
+    plan = solve(to_problem(spec, lines, "case.yaml", target=target))
     return replace(plan, problem=replace(plan.problem, virt_type="qemu"))
 
 
@@ -67,31 +68,32 @@ def _to_refusal(plan, virsh, files, classes=("pcie", "pci"), deadline_s: float =
 
 # -- switches -----------------------------------------------------------------------------
 
-def test_switch_layout_defines_unchanged_and_hotplugs_its_capacity(virsh, daemon_files):
+def test_switch_layout_defines_unchanged_and_hotplugs_its_capacity(judge, virsh, daemon_files):
     """28 pinned devices leave 2 root slots (16 root ports); 20 PCIe + 3 PCI hotplugs need a switch
     with 6 downstream ports: libvirt takes exactly 20 PCIe and 31 PCI hotplugs, then refuses."""
-    plan = plan_of(SWITCH_SPEC)
+    plan = plan_of(SWITCH_SPEC, judge.target)
     assert plan.added["pcie-switch-upstream-port"] == 1
     _define_unchanged(plan, virsh, daemon_files)
     _to_refusal(plan, virsh, daemon_files)
 
 
-def test_virt_switch_layout_hotplugs_its_capacity(virsh, daemon_files):
+def test_virt_switch_layout_hotplugs_its_capacity(judge, virsh, daemon_files):
     """virt has no chipset: pinning 29 of pcie-root's 31 slots leaves 16 root ports; 18 PCIe
     hotplugs need a switch (17 + 1 ports past them)."""
     pins = "".join(f"  - {{name: pin{s:02x}, model: virtio-rng, address: \"0000:00:{s:02x}.0\", hotunplug: false}}\n"
                    for s in range(3, 0x20))
-    plan = plan_of(f"name: vsw\nmachine: virt\ndevices:\n{pins}hotplug:\n  - {{class: pcie, count: 18}}\n")
+    plan = plan_of(f"name: vsw\nmachine: virt\ndevices:\n{pins}hotplug:\n  - {{class: pcie, count: 18}}\n",
+                   judge.target)
     assert plan.added == {"pcie-root-port": 16, "pcie-switch-upstream-port": 1, "pcie-switch-downstream-port": 3}
     _define_unchanged(plan, virsh, daemon_files)
     _to_refusal(plan, virsh, daemon_files, classes=("pcie",))
 
 
-def test_q35_at_the_bus_limit(virsh, daemon_files):
+def test_q35_at_the_bus_limit(judge, virsh, daemon_files):
     """253 PCIe hotplugs: usb and balloon as two functions of a root-port slot, 238 root ports, a
     switch of 16 downstream ports: 255 controllers, 256 bus numbers.  libvirt defines it unchanged,
     QEMU starts it, and it takes 253 hotplugs before libvirt refuses."""
-    plan = plan_of("name: limit\nmachine: q35\nhotplug: [{class: pcie, count: 253}]\n")
+    plan = plan_of("name: limit\nmachine: q35\nhotplug: [{class: pcie, count: 253}]\n", judge.target)
     assert max(c.index for c in plan.layout.controllers) == 255 and plan.budgets["bus numbers"] == (256, 256)
     _define_unchanged(plan, virsh, daemon_files)
     _to_refusal(plan, virsh, daemon_files, classes=("pcie",), deadline_s=600)
@@ -102,7 +104,7 @@ def test_q35_at_the_bus_limit(virsh, daemon_files):
 def _per_node(plan, virsh, files, cls: str) -> tuple[dict, str]:
     """Hotplug ``cls`` with libvirt's auto-placement until refused; count the hotplugged devices by
     the NUMA node above their bus (from the plan's own layout, checked by the verifier)."""
-    report = verify(plan.layout, FAMILIES[plan.layout.family])
+    report = verify(plan.layout, rules_for(plan.layout.family, plan.problem.target))
     xml = _prepare(render_domain(plan), files, swap_hostdevs=True)
     name = f"{hv.CHECK_PREFIX}{uuid.uuid4().hex[:8]}"
     _, text = hv._rename(xml, name)
@@ -158,8 +160,8 @@ NUMA_Q35 = """
 """
 
 
-def test_q35_numa_expanders_define_unchanged_and_hotplug_per_node(virsh, daemon_files):
-    plan = plan_of(NUMA_Q35)
+def test_q35_numa_expanders_define_unchanged_and_hotplug_per_node(judge, virsh, daemon_files):
+    plan = plan_of(NUMA_Q35, judge.target)
     assert plan.added["pcie-expander-bus"] == 3
     _define_unchanged(plan, virsh, daemon_files)
     for cls in (EndpointClass.PCIE, EndpointClass.PCI):
@@ -168,7 +170,7 @@ def test_q35_numa_expanders_define_unchanged_and_hotplug_per_node(virsh, daemon_
         assert REFUSAL in refusal, refusal
 
 
-def test_pseries_numa_phbs_define_unchanged_and_hotplug_per_node(virsh, daemon_files):
+def test_pseries_numa_phbs_define_unchanged_and_hotplug_per_node(judge, virsh, daemon_files):
     """PHBs of a node: node 1's holds its NIC and its headroom, node 0's is an empty PHB for an
     assigned device to hotplug (emulated devices may use it too: libvirt puts them on any PHB of
     isolation group 0, empty ones included, in index order).  No boot hostdev here: swapping it
@@ -183,7 +185,7 @@ def test_pseries_numa_phbs_define_unchanged_and_hotplug_per_node(virsh, daemon_f
           - {class: pci, count: 3, numa_node: 1}
           - {class: pci, count: 2}
           - {model: hostdev, count: 1, numa_node: 0}
-    """)
+    """, judge.target)
     assert [dict(c.target).get("node") for c in plan.layout.controllers] == [None, 0, 1]
     assert plan.node_capacity[0][EndpointClass.HOSTDEV] == 1
     _define_unchanged(plan, virsh, daemon_files)
@@ -192,7 +194,7 @@ def test_pseries_numa_phbs_define_unchanged_and_hotplug_per_node(virsh, daemon_f
     assert REFUSAL in refusal, refusal
 
 
-def test_pc_numa_node_headroom_takes_explicit_addresses(virsh, daemon_files):
+def test_pc_numa_node_headroom_takes_explicit_addresses(judge, virsh, daemon_files):
     """pc: libvirt auto-places after pci-root's slots on the pxb's free slots, which QEMU refuses
     (the plan warns); the node's headroom on the pci-bridge behind the pxb takes a hotplug at every
     free slot when the address is given."""
@@ -205,11 +207,11 @@ def test_pc_numa_node_headroom_takes_explicit_addresses(virsh, daemon_files):
           - {name: nic1, model: virtio-net, numa_node: 1}
         hotplug:
           - {class: pci, count: 2, numa_node: 1}
-    """)
+    """, judge.target)
     assert plan.added == {"pci-expander-bus": 1, "pci-bridge": 1}
     assert any("explicit address" in w for w in plan.warnings)
     _define_unchanged(plan, virsh, daemon_files)
-    report = verify(plan.layout, FAMILIES["pc"])
+    report = verify(plan.layout, rules_for("pc", judge.target))
     node_slots = sorted(p for p in report.positions if report.node_of.get(p[0]) == 1)
     # The bridge's 31 slots less nic1's: a device that may be unplugged never sits on the pxb's own
     # slots (QEMU refuses its unplug there), so nic1 is behind the bridge too.
@@ -242,7 +244,7 @@ def test_pc_numa_node_headroom_takes_explicit_addresses(virsh, daemon_files):
         assert problem is None, problem
 
 
-def test_sound_moves_off_its_preferred_slot_when_ports_need_it(virsh, daemon_files):
+def test_sound_moves_off_its_preferred_slot_when_ports_need_it(judge, virsh, daemon_files):
     """Regression (found by the long property run): every root slot pinned but 00:1b.0, which
     ich9 sound prefers.  Keeping the preference leaves no slot for root ports; the plan gives the
     slot to the root ports, and the sound card, which libvirt never unplugs, takes a free function
@@ -250,7 +252,7 @@ def test_sound_moves_off_its_preferred_slot_when_ports_need_it(virsh, daemon_fil
     pins = "".join(f"  - {{name: pin{s:02x}, model: e1000, address: '0000:00:{s:02x}.0', hotunplug: false}}\n"
                    for s in range(1, 0x1F) if s != 0x1B)
     plan = plan_of("name: sound\nmachine: q35\ndevices:\n" + pins + "  - {name: snd, model: ich9-hda}\n"
-                   "hotplug:\n  - {class: pcie, count: 9}\n")
+                   "hotplug:\n  - {class: pcie, count: 9}\n", judge.target)
     snd = next(p for p in plan.layout.placed if p.endpoint.name == "snd")
     ports = [c for c in plan.layout.controllers if c.model == "pcie-root-port"]
     assert snd.address.bus == 0 and snd.address.slot == 0x1B and snd.address.function != 0

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from lxml import etree
 
 from ..rules import DeviceKind, RuleSet
-from ..rules.devices import PCI_TAGS, ROWS
+from ..rules.devices import PCI_TAGS
 
 __all__ = ["Classified", "classify", "pseudo_tag", "NOT_PCI_ADDRESSES"]
 
@@ -29,11 +29,6 @@ NOT_PCI_ADDRESSES = frozenset({"virtio-mmio", "spapr-vio", "ccw", "isa", "usb", 
 # A disk without target/@bus takes the bus its device name implies (virDomainDiskDefParseXML).
 _DISK_PREFIX = (("vd", "virtio"), ("xvd", "xen"), ("sd", "scsi"), ("hd", "ide"), ("fd", "fdc"), ("ubd", "uml"))
 
-_BY_TAG: dict[str, list[DeviceKind]] = {}
-for _row in ROWS:
-    _BY_TAG.setdefault(_row.element, []).append(_row)
-
-
 @dataclass(frozen=True)
 class Classified:
     """An element's reading: its row (None when no row matches a PCI-taking tag), and why not."""
@@ -41,6 +36,9 @@ class Classified:
     kind: DeviceKind | None
     tag: str  # the pseudo tag the rows use: a <controller> goes by its type
     unknown: str = ""  # what the tables do not know, in the element's words ("<interface> model 'foo'")
+    # why the target cannot have this element: a model its libvirt or QEMU lacks ("igb needs QEMU 8.0 or
+    # later; ..."), or a default the tables do not know for its version
+    missing: str = ""
 
 
 def pseudo_tag(el: etree._Element) -> str:
@@ -58,14 +56,19 @@ def _value(el: etree._Element, path: str) -> str | None:
     return node.get(attr[1:]) if attr.startswith("@") else node.text
 
 
-def _default(el: etree._Element, tag: str, path: str, rules: RuleSet) -> str:
+def _default(el: etree._Element, tag: str, path: str, rules: RuleSet) -> str | None:
+    """What libvirt fills in for ``path`` of a ``tag`` element that leaves it out; None: the
+    tables do not know for the target's version (``rules.undecided``)."""
     if tag == "disk" and path == "target/@bus":
         dev = _value(el, "target/@dev") or ""
         for prefix, bus in _DISK_PREFIX:
             if dev.startswith(prefix):
                 return bus
         return ""
-    return rules.element_defaults.get(f"{tag} {path}", "")
+    key = f"{tag} {path}"
+    if key in rules.undecided:
+        return None
+    return rules.element_defaults.get(key, "")
 
 
 def classify(el: etree._Element, rules: RuleSet) -> Classified:
@@ -80,17 +83,21 @@ def classify(el: etree._Element, rules: RuleSet) -> Classified:
     address = el.find("address")
     if address is not None and address.get("type") in NOT_PCI_ADDRESSES:
         return Classified(None, tag)
-    for row in _BY_TAG[tag]:
+    for row in rules.by_tag.get(tag, ()):
         ok = True
         for path, values in row.match:
             actual = _value(el, path)
             if actual is None:
                 actual = _default(el, tag, path, rules)
+                if actual is None:
+                    attr = path.rsplit("@", 1)[-1]
+                    return Classified(None, tag, missing=f"<{el.tag}> without {attr}: "
+                                      f"{rules.undecided[f'{tag} {path}']}; write the {attr} out")
             if actual not in values and "*" not in values:
                 ok = False
                 break
         if ok:
-            return Classified(row if row.cls is not None else None, tag)
+            return Classified(row if row.cls is not None else None, tag, missing=row.missing)
     return Classified(None, tag, unknown=_describe(el, tag))
 
 

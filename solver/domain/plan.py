@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 
 from ..errors import Finding, SpecError
 from ..extend import Extension, plan_existing
-from ..model import Controller, Headroom
+from ..model import Controller, Headroom, Target
 from ..rules import RuleSet, family_for
 from .edit import Edit, apply_plan
 from .read import Domain, read_domain
@@ -76,20 +76,22 @@ class Planned:
 
 def plan_document(data: str | bytes, file: str, headroom: tuple[Headroom, ...] = (), *, right_size: bool = False,
                   allow_moves: bool = False, machine: str | None = None, spec: str | None = None,
-                  surplus: bool = True, cache: dict | None = None, layout: str = "qemu-guidelines") -> Planned:
+                  surplus: bool = True, cache: dict | None = None, layout: str = "qemu-guidelines",
+                  target: Target | None = None) -> Planned:
     """Read a domain XML, plan it (see the module docstring) and write the plan into its text.
 
     ``machine`` (from a spec with ``domain:``) must name the guest's own family.  ``surplus``:
     also say how many of the document's unaddressed controllers a right-sized plan would not
     need (a second plan).  ``cache``: plans by problem, so documents that differ only in what
     the plan does not read (names, MAC addresses, disk paths: a fleet of templates) are planned
-    once."""
-    domain = read_domain(data, file)
+    once.  ``target``: the libvirt and QEMU to plan for (None: the newest the tables know)."""
+    domain = read_domain(data, file, target)
     wanted = family_for(machine) if machine is not None else None
     if wanted is not None and wanted.family != domain.rules.family:
         raise SpecError([Finding(spec or file, None, "machine", f"machine '{machine}' is {wanted.family}, but "
                                  f"{file} is a {domain.rules.family} guest; drop 'machine' or fix it")])
     _check_nodes(domain, headroom)
+    _check_versions(domain.rules, headroom, spec)
     prefilled = _place_parents(domain)
     problem = domain.problem(headroom, right_size=right_size, layout=layout)
     key = (replace(problem, name="", source=""), allow_moves) if cache is not None else None
@@ -158,7 +160,8 @@ def _place_parents(domain: Domain) -> list:
         base = domain.layout()
         rule = rules.rule_for(dc.controller.model, dc.controller.index)
         problem = Problem(name=domain.name, family=rules.family, machine=domain.machine, arch=domain.arch,
-                          endpoints=(), headroom=(), source=domain.file, base=base, keep=(dc.controller,))
+                          endpoints=(), headroom=(), source=domain.file, base=base, keep=(dc.controller,),
+                          target=rules.target)
         layout = place(problem, rules, Counts({rule.name: 1}, {}))
         placed = next(c for c in layout.controllers if c.index == dc.controller.index)
         if "busNr" in rule.target and "busNr" not in dict(dc.controller.target):
@@ -178,6 +181,20 @@ BUS_NR_CEILING = 256
 def _new_bus_nr(domain: Domain) -> int:
     given = [dict(c.controller.target)["busNr"] for c in domain.controllers if "busNr" in dict(c.controller.target)]
     return min(given + [BUS_NR_CEILING]) - BUS_NR_STEP
+
+
+def _check_versions(rules: RuleSet, headroom: tuple[Headroom, ...], spec: str | None) -> None:
+    """Headroom of a model the target's libvirt or QEMU lacks, or cannot hotplug: one finding each,
+    naming the option (or the spec's hotplug entry)."""
+    problems = []
+    for h in headroom:
+        row = rules.devices.get(h.label)
+        why = row.missing or (row.hotplug_why if not row.hotplug else "") if row is not None else ""
+        if why:
+            problems.append(Finding(spec or "topo-solve", None, f"hotplug {h.label}" if spec else
+                                    f"--hotplug {h.label}={h.count}", why))
+    if problems:
+        raise SpecError(problems)
 
 
 def _check_nodes(domain: Domain, headroom: tuple[Headroom, ...]) -> None:

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field, replace
 from lxml import etree
 
 from ..errors import Finding, SpecError
-from ..model import Address, Controller, Endpoint, EndpointClass, Layout, Placed, Problem
-from ..rules import DeviceKind, Implicit, RuleSet, family_for, machine_suggestions
+from ..model import Address, Controller, Endpoint, EndpointClass, Layout, Placed, Problem, Target
+from ..rules import DeviceKind, Implicit, RuleSet, family_for, machine_missing, machine_suggestions
 from ..rules.devices import KINDS
 from ..rules.firmware import KINDS as FIRMWARE_KINDS
 from .classify import NOT_PCI_ADDRESSES, classify
@@ -136,10 +136,12 @@ class Domain:
         keep = tuple(c.controller for c in self.controllers if not c.placed and (c.index_given or not right_size))
         return Problem(name=self.name, family=self.rules.family, machine=self.machine, arch=self.arch,
                        endpoints=endpoints, headroom=tuple(headroom), source=self.file, io_ports=io_ports,
-                       base=self.layout(), keep=keep, layout=layout, firmware=self.firmware)
+                       base=self.layout(), keep=keep, layout=layout, firmware=self.firmware,
+                       target=self.rules.target)
 
 
-def _machine(root: etree._Element, file: str, problems: list[Finding]) -> tuple[RuleSet | None, str]:
+def _machine(root: etree._Element, file: str, problems: list[Finding],
+             target: Target | None = None) -> tuple[RuleSet | None, str]:
     t = root.find("os/type")
     machine = t.get("machine") if t is not None else None
     if not machine:
@@ -147,7 +149,7 @@ def _machine(root: etree._Element, file: str, problems: list[Finding]) -> tuple[
                                 "no machine type; write <type arch='...' machine='...'>hvm</type> (q35, pc, "
                                 "pseries or virt) as virt-install and virsh dumpxml do"))
         return None, ""
-    rules = family_for(machine)
+    rules = family_for(machine, target)
     if rules is None:
         guess = machine_suggestions(machine)
         problems.append(Finding(file, t.sourceline, "os/type@machine",
@@ -156,6 +158,10 @@ def _machine(root: etree._Element, file: str, problems: list[Finding]) -> tuple[
                                 + " topo-solve plans the PCI topology of the q35, pc (i440fx), pseries and "
                                 "virt families (s390x, microvm and other machines have none to plan)"))
         return None, machine
+    why = machine_missing(rules, machine)
+    if why:  # a machine type newer than the target's QEMU (a dump of a newer libvirt, say)
+        problems.append(Finding(file, t.sourceline, "os/type@machine", f"{why}; write the family's alias "
+                                f"('{rules.default_machine}') or a machine type of that QEMU"))
     arch = t.get("arch")
     if arch is not None and arch not in rules.arches:
         problems.append(Finding(file, t.sourceline, "os/type@arch",
@@ -278,8 +284,9 @@ def _target(el: etree._Element, file: str, problems: list[Finding]) -> tuple[tup
     return tuple(target), not (tgt is not None and tgt.get("hotplug") == "off")
 
 
-def read_domain(data: str | bytes, file: str = "<domain>") -> Domain:
-    """Read a domain XML, defined or not (see the module docstring).
+def read_domain(data: str | bytes, file: str = "<domain>", target: Target | None = None) -> Domain:
+    """Read a domain XML, defined or not (see the module docstring), for the libvirt and QEMU of
+    ``target`` (None: the newest the tables know).
 
     Raise :class:`SpecError` with one finding per problem, all at once."""
     doc = parse_document(data, file)
@@ -289,7 +296,7 @@ def read_domain(data: str | bytes, file: str = "<domain>") -> Domain:
                                  "not <domain>: this is not a libvirt domain XML; give it what "
                                  "'virsh dumpxml GUEST' or 'virt-install --print-xml' prints")])
     problems: list[Finding] = []
-    rules, machine = _machine(root, file, problems)
+    rules, machine = _machine(root, file, problems, target)
     devices_el = root.find("devices")
     if rules is None:
         # without a family the devices cannot be read, but their addresses can be checked
@@ -400,6 +407,9 @@ def read_domain(data: str | bytes, file: str = "<domain>") -> Domain:
         address, malformed = _address(el, file, problems)
         if _unknown_address_type(el, file, problems):
             continue
+        if found.missing:  # the target's libvirt or QEMU lacks it (or its default is not known there)
+            problems.append(Finding(file, el.sourceline, el.tag, found.missing))
+            continue
         if found.unknown:
             problems.append(Finding(file, el.sourceline, el.tag,
                                     f"{found.unknown}: topo-solve does not know whether this model takes a PCI "
@@ -461,7 +471,11 @@ def read_domain(data: str | bytes, file: str = "<domain>") -> Domain:
     _consistency(controllers, seen, file, problems)
     if problems:
         raise SpecError(sorted(problems, key=lambda p: p.line or 0))
-    devices += _added_at_define(children, rules, roles_taken, arch)
+    added, unknown = _added_at_define(children, rules, roles_taken, arch)
+    if unknown:
+        raise SpecError([Finding(file, devices_el.sourceline if devices_el is not None else root.sourceline,
+                                 "devices", why) for why in unknown])
+    devices += added
     return Domain(document=doc, rules=rules, name=name or _stem(file), machine=machine, arch=arch, acpi=acpi,
                   firmware=firmware, numa_cells=numa_cells, controllers=controllers, devices=devices)
 
@@ -615,18 +629,22 @@ def _by_tag(children: list[etree._Element]) -> dict[str, list[etree._Element]]:
 
 
 def _added_at_define(children: list[etree._Element], rules: RuleSet, roles_taken: set[str],
-                     arch: str) -> list[DomainDevice]:
-    """The devices libvirt adds at define (``RuleSet.added_at_define``), as devices without an element."""
-    out = []
+                     arch: str) -> tuple[list[DomainDevice], list[str]]:
+    """The devices libvirt adds at define (``RuleSet.added_at_define``), as devices without an element;
+    and, where the target's version leaves it open whether libvirt adds one, what to write instead."""
+    out, unknown = [], []
     by_tag = _by_tag(children)
     for imp in rules.added_at_define:
         if imp.arches is not None and arch not in imp.arches:
             continue
-        if _present(by_tag, imp.unless, "", ""):
+        if _present(by_tag, *(imp.unless_match or (imp.unless, "", ""))):
             continue
         if imp.needs and not any(_present(by_tag, tag, path, value) for tag, path, value in imp.needs):
             continue
-        kind = KINDS[imp.kind]
+        kind = rules.device(imp.kind)
+        if imp.unknown:
+            unknown.append(f"{imp.unknown}; write that device into the XML (or switch it off with model='none')")
+            continue
         role = _role(kind, rules, roles_taken, None)
         cls = kind.cls
         fixed = rules.fixed.get(role) if role else None
@@ -635,15 +653,15 @@ def _added_at_define(children: list[etree._Element], rules: RuleSet, roles_taken
         endpoint = Endpoint(name=f"{kind.element} (libvirt adds it)", kind=kind.name, cls=cls, fixed_role=role,
                             implicit=True, root_ok=not kind.detach)
         out.append(DomainDevice(endpoint, [], None, implicit=imp))
-    return out
+    return out, unknown
 
 
-def read_layout(data: str | bytes, file: str = "<domain>") -> tuple[Layout, RuleSet]:
+def read_layout(data: str | bytes, file: str = "<domain>", target: Target | None = None) -> tuple[Layout, RuleSet]:
     """The layout of a guest libvirt has defined (``virsh dumpxml``): every device has its address.
 
     A document that was never defined is one finding saying so (``topo-solve plan`` places what
     it lacks, and ``audit`` predicts it)."""
-    domain = read_domain(data, file)
+    domain = read_domain(data, file, target)
     if not domain.defined:
         devices = len([d for d in domain.unplaced if d.implicit is None])
         ctrls = len([c for c in domain.unplaced_controllers if not c.implicit])

@@ -13,7 +13,7 @@ from __future__ import annotations
 from lxml import etree
 
 from ..model import Address, Controller, Plan
-from ..rules import FAMILIES
+from ..rules import rules_for
 from ..rules.devices import kind as device_kind
 
 __all__ = ["render_domain", "domain_element", "controllers_element", "device_element", "implicit_element"]
@@ -32,7 +32,7 @@ def _address(parent: etree._Element, addr: Address, multifunction: bool = False)
 
 
 def _controller(c: Controller, family: str) -> etree._Element:
-    rules = FAMILIES[family]
+    rules = rules_for(family)  # a controller model's XML is the same in every version
     rule = rules.rule_for(c.model, c.index)
     el = _E("controller", type="pci", index=str(c.index), model=c.model)
     if rule is not None and rule.qemu_name:
@@ -133,7 +133,7 @@ def controllers_element(plan: Plan) -> etree._Element:
 
 def domain_element(plan: Plan) -> etree._Element:
     p = plan.problem
-    rules = FAMILIES[p.family]
+    rules = rules_for(p.family, p.target)
     dom = _E("domain", type=p.virt_type)
     _S(dom, "name").text = p.name
     _S(dom, "memory", unit="MiB").text = str(p.memory_mib)

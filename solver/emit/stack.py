@@ -23,7 +23,7 @@ from __future__ import annotations
 import shlex
 
 from ..model import Address, Controller, Plan
-from ..rules import FAMILIES
+from ..rules import rules_for
 from ..rules.devices import kind as device_kind
 
 __all__ = ["attach_files", "controller_options", "device_options", "virt_install", "virt_xml"]
@@ -106,7 +106,7 @@ def _quote_lines(command: str, options: list[tuple[str, str]]) -> str:
 def virt_install(plan: Plan) -> str:
     """The ``virt-install`` command of a spec's plan (see the module docstring)."""
     p = plan.problem
-    rules = FAMILIES[p.family]
+    rules = rules_for(p.family, p.target)
     opts: list[tuple[str, str]] = [("--name", p.name), ("--memory", str(p.memory_mib)), ("--vcpus", str(p.vcpus)),
                                    ("--arch", p.arch), ("--machine", p.machine), ("--virt-type", p.virt_type)]
     if p.numa:

@@ -7,19 +7,27 @@ look rules up here and never test a machine name: a new machine type or
 controller model is new rows, not new code.
 
 Every row names the libvirt (or QEMU) source it mirrors, so a reader can check
-it; the facts were read there, and the measured behaviour of libvirt 9.0 +
-QEMU 7.2 wins where the two disagree.
+it; the facts were read there, and the measured behaviour of the judges
+(libvirt 9.0 + QEMU 7.2, libvirt 11.3 + QEMU 10.0) wins where the two disagree.
+
+Rows that hold only for some versions carry a :class:`~topo_solve.rules.versions.Range`
+(``versions``; a device's ``hotplug_versions``; a default's or an implicit device's
+range).  :func:`rules_for` is the one place that selects the rows for a target: it
+returns the family's :class:`RuleSet` as that libvirt and QEMU see it, and the
+solver, placer, verifier and domain-XML code only ever look at such a view.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Mapping
 
-from ..model import Address, Connect, EndpointClass
+from ..model import Address, Connect, EndpointClass, Target
+from .versions import ALWAYS, NEWEST, Bound, Range
 
 __all__ = [
     "BusRule",
@@ -29,6 +37,11 @@ __all__ = [
     "Fixed",
     "RuleSet",
     "family_for",
+    "rules_for",
+    "machine_missing",
+    "version_facts",
+    "VersionFact",
+    "Default",
     "FAMILIES",
     "MACHINE_WORDS",
 ]
@@ -65,6 +78,7 @@ class BusRule:
     # libvirt auto-places a hotplugged device on its free slots, but QEMU refuses it there
     # (a free slot of such a bus ends libvirt's search with QEMU's error, not libvirt's)
     hotplug_trap: bool = False
+    versions: Range = ALWAYS  # the libvirt and QEMU that have this controller model
     # Connect types the plan may put on this bus (at an address it writes) only under a layout
     # policy: (policy, types).  'libvirt-accepts' allows what libvirt takes but QEMU's
     # docs/pcie.txt advises against (a pci-bridge on pcie-root).
@@ -114,6 +128,16 @@ class DeviceKind:
     role: str | None = None  # the chipset role whose fixed address it takes (RuleSet.fixed)
     companions: str | None = None  # key of the multifunction set it belongs to (USB2 companions)
     function: int | None = None  # its function inside that set
+    versions: Range = ALWAYS  # the libvirt and QEMU that have it (outside: ``missing`` in a target's view)
+    # where ``hotplug`` holds when it depends on the version (hotplug then says: in these versions)
+    hotplug_versions: Range | None = None
+    what: str = ""  # how messages name it ("an NVMe disk"); the row name when empty
+    # topo-solve cannot plan around it even where it exists (what libvirt does with it is not known)
+    unplanned: str = ""
+    # Set by rules_for, never in the tables: why the target lacks the model ("" = it has it), and
+    # why it cannot hotplug it when ``hotplug_versions`` says so.
+    missing: str = ""
+    hotplug_why: str = ""
     # libvirt gives it a virtio-mmio address instead of a PCI one on an ARM or RISC-V virt guest
     # whose XML already has a virtio-mmio device and gives this one no address
     # (qemu_domain_address.c qemuDomainAssignVirtioMMIOAddresses, qemuDomainPrimeVirtioDeviceAddresses)
@@ -122,6 +146,10 @@ class DeviceKind:
     @property
     def detach(self) -> bool:
         return self.hotplug if self.unplug is None else self.unplug
+
+    @property
+    def called(self) -> str:
+        return self.what or self.name
 
 
 @dataclass(frozen=True)
@@ -148,6 +176,25 @@ class Implicit:
     source: str
     needs: tuple[tuple[str, str, str], ...] = ()  # (tag, path, value): any one present triggers it
     arches: tuple[str, ...] | None = None  # only on these architectures of the family
+    versions: Range = ALWAYS  # the libvirt versions that add it
+    # (tag, path, value): an element like this stops it too, where ``unless`` names the tag of
+    # several models (only an itco <watchdog> stops libvirt adding the iTCO one)
+    unless_match: tuple[str, str, str] | None = None
+    # Set by rules_for: the target lies where the tables do not know whether libvirt adds it (why).
+    unknown: str = ""
+
+
+@dataclass(frozen=True)
+class Default:
+    """A value libvirt fills in for an element that leaves it out, where it depends on the version.
+
+    ``key`` as in ``RuleSet.element_defaults`` ("scsi @model"); the entries of one key have
+    disjoint ranges."""
+
+    key: str
+    value: str | None  # None: the tables do not know what libvirt fills in there
+    versions: Range
+    source: str
 
 
 @dataclass(frozen=True)
@@ -188,6 +235,28 @@ class RuleSet:
     # The controller libvirt adds for an index nobody uses below the highest one in use
     # (qemuDomainPCIAddressSetCreate fills the gaps: "PCI controller index N is missing")
     gap_model: str = "pci-bridge"
+    # Defaults that depend on the version; in a target's view they are merged into element_defaults.
+    versioned_defaults: tuple[Default, ...] = ()
+    # Upstream's versioned machine names, major and minor as groups: QEMU X.Y brings the machine types
+    # named X.Y (and keeps the older ones for years: QEMU 10.0 runs pc-q35-7.2, measured).
+    machine_versions: str = ""
+    # -- set by rules_for, never in the tables --
+    target: Target | None = None  # the versions this view is for (None: the raw table)
+    devices: Mapping[str, DeviceKind] = field(default_factory=dict)  # every device row, in match order
+    # element_defaults keys the tables do not know for this target -> why (the element must say it)
+    undecided: Mapping[str, str] = field(default_factory=dict)
+
+    def device(self, name: str) -> DeviceKind:
+        """A device row as the target sees it."""
+        return self.devices[name]
+
+    @functools.cached_property
+    def by_tag(self) -> Mapping[str, tuple[DeviceKind, ...]]:
+        """The device rows of each element tag, in match order."""
+        out: dict[str, list[DeviceKind]] = {}
+        for row in self.devices.values():
+            out.setdefault(row.element, []).append(row)
+        return MappingProxyType({k: tuple(v) for k, v in out.items()})
     # libvirt gives unaddressed virtio devices (DeviceKind.mmio) virtio-mmio addresses instead of PCI ones
     # when the XML already has a device at a virtio-mmio address (qemuDomainAssignVirtioMMIOAddresses:
     # ARM and RISC-V virt machines)
@@ -256,7 +325,134 @@ def _freeze(d: dict) -> Mapping:
 # Imported late: the family modules use the classes above.
 from . import pc, pseries, q35, virt  # noqa: E402
 
-FAMILIES: Mapping[str, RuleSet] = _freeze({r.family: r for r in (q35.RULES, pc.RULES, pseries.RULES, virt.RULES)})
+# The raw tables: every row of every version.  Code that plans or reads uses rules_for's views.
+TABLES: Mapping[str, RuleSet] = _freeze({r.family: r for r in (q35.RULES, pc.RULES, pseries.RULES, virt.RULES)})
+
+
+def rules_for(family: str, target: Target | None = None) -> RuleSet:
+    """The family's rules as ``target``'s libvirt and QEMU see them (None: the newest known).
+
+    The one place where versions are compared: every row whose range holds is kept; a device
+    model the target lacks stays in the view (so its elements are still recognised) with
+    ``missing`` saying why; a hotplug that depends on the version is resolved; the devices
+    libvirt adds at define and the defaults it fills in are those of the target's version."""
+    t = target if target is not None else NEWEST
+    return _view(family, Target(t.libvirt, t.qemu))  # the versions only: one view whatever the alias
+
+
+@functools.lru_cache(maxsize=128)
+def _view(family: str, t: Target) -> RuleSet:
+    from .devices import ROWS
+
+    base = TABLES[family]
+    devices: dict[str, DeviceKind] = {}
+    for row in ROWS:
+        ok = row.versions.holds(t)
+        missing = "" if ok else row.versions.explain(row.called, t)
+        if ok and row.unplanned:
+            missing = row.unplanned
+        hot, why = row.hotplug, ""
+        if row.hotplug_versions is not None and row.hotplug:
+            h = row.hotplug_versions.holds(t)
+            hot = bool(h)
+            why = "" if h else row.hotplug_versions.explain(f"hotplugging {row.called}", t)
+        devices[row.name] = replace(row, missing=missing, hotplug=hot, hotplug_why=why)
+    buses = {k: b for k, b in base.buses.items() if b.versions.holds(t)}
+    added = []
+    for imp in base.added_at_define:
+        h = imp.versions.holds(t)
+        if h is None:
+            added.append(replace(imp, unknown=f"the tables do not know whether {t.label} adds "
+                                              f"{imp.kind} here ({imp.versions.describe()})"))
+        elif h:
+            added.append(imp)
+    defaults = dict(base.element_defaults)
+    undecided: dict[str, str] = {}
+    for key in dict.fromkeys(d.key for d in base.versioned_defaults):
+        entries = [d for d in base.versioned_defaults if d.key == key]
+        chosen = [d for d in entries if d.versions.holds(t)]
+        defaults.pop(key, None)
+        if chosen and chosen[0].value is not None:
+            defaults[key] = chosen[0].value
+        elif chosen or any(d.versions.holds(t) is None for d in entries):
+            known = "; ".join(f"{d.value} for {d.versions.describe()}" for d in entries if d.value is not None)
+            undecided[key] = f"the tables do not know what {t.label} fills in for it ({known})"
+    return replace(base, buses=_freeze(buses), added_at_define=tuple(added), element_defaults=_freeze(defaults),
+                   target=t, devices=_freeze(devices), undecided=_freeze(undecided))
+
+
+@dataclass(frozen=True)
+class VersionFact:
+    """A row of the tables that holds only for some versions (for the tests and the docs).
+
+    ``kind``: "device" (the model exists), "hotplug" (libvirt hotplugs it), "implicit" (libvirt adds it at
+    define), "default" (libvirt fills in ``value`` for ``name``), "controller" (a PCI controller model)."""
+
+    kind: str
+    family: str | None  # None: every family (device rows)
+    name: str  # the device row, the implicit device's row, the default's key, the controller model
+    versions: Range
+    value: str | None = None  # a default's value
+    arches: tuple[str, ...] | None = None  # an implicit device's architectures
+
+    @property
+    def key(self) -> str:
+        where = f" {self.family}" if self.family else ""
+        what = f"{self.name}={self.value}" if self.kind == "default" else self.name
+        return f"{self.kind}{where} {what}" + (f" ({'/'.join(self.arches)})" if self.arches else "")
+
+
+def version_facts() -> list[VersionFact]:
+    """Every row of the tables that depends on the libvirt or QEMU version, in a stable order."""
+    from .devices import ROWS
+
+    out = []
+    for row in ROWS:
+        if not row.versions.always:
+            out.append(VersionFact("device", None, row.name, row.versions))
+        if row.hotplug_versions is not None:
+            out.append(VersionFact("hotplug", None, row.name, row.hotplug_versions))
+    for family, base in TABLES.items():
+        for b in base.buses.values():
+            if not b.versions.always:
+                out.append(VersionFact("controller", family, b.name, b.versions))
+        for imp in base.added_at_define:
+            if not imp.versions.always:
+                out.append(VersionFact("implicit", family, imp.kind, imp.versions, arches=imp.arches))
+        for d in base.versioned_defaults:
+            out.append(VersionFact("default", family, d.key, d.versions, value=d.value))
+    return out
+
+
+MACHINE_SOURCE = ("QEMU X.Y adds the machine types named X.Y (hw/i386/pc_q35.c, pc_piix.c, hw/ppc/spapr.c, "
+                  "hw/arm/virt.c); measured: libvirt 9.0 + QEMU 7.2 refuses pc-q35-10.0")
+
+
+def machine_missing(rules: RuleSet, machine: str) -> str:
+    """Why the target's QEMU has no such machine type ("" when it has it, or the name is not versioned)."""
+    m = re.fullmatch(rules.machine_versions, machine) if rules.machine_versions else None
+    if m is None or rules.target is None:
+        return ""
+    needs = Range(since=(Bound("qemu", (int(m.group(1)), int(m.group(2))), MACHINE_SOURCE),))
+    return "" if needs.holds(rules.target) else needs.explain(f"machine type {machine}", rules.target)
+
+
+class _Views(Mapping):
+    """FAMILIES: each family's rules for the newest known versions (``rules_for(family)``)."""
+
+    def __getitem__(self, family: str) -> RuleSet:
+        if family not in TABLES:
+            raise KeyError(family)
+        return rules_for(family)
+
+    def __iter__(self):
+        return iter(TABLES)
+
+    def __len__(self) -> int:
+        return len(TABLES)
+
+
+FAMILIES: Mapping[str, RuleSet] = _Views()
 
 # Words a spec may use for a family besides libvirt's versioned machine names.
 MACHINE_WORDS: Mapping[str, str] = _freeze(
@@ -266,13 +462,14 @@ MACHINE_WORDS: Mapping[str, str] = _freeze(
 # aliases for its newest machines: libvirt resolves them at define).
 
 
-def family_for(machine: str) -> RuleSet | None:
-    """The rule table for a machine type (``q35``, ``pc-i440fx-7.2``, ``virt-7.2`` ...)."""
+def family_for(machine: str, target: Target | None = None) -> RuleSet | None:
+    """The rules for a machine type (``q35``, ``pc-i440fx-7.2``, ``virt-7.2`` ...), as ``target``
+    sees them (None: the newest known versions)."""
     if machine in MACHINE_WORDS:
-        return FAMILIES[MACHINE_WORDS[machine]]
-    for rules in FAMILIES.values():
+        return rules_for(MACHINE_WORDS[machine], target)
+    for rules in TABLES.values():
         if re.fullmatch(rules.machine_pattern, machine):
-            return rules
+            return rules_for(rules.family, target)
     return None
 
 

@@ -27,6 +27,7 @@ from types import MappingProxyType
 
 from ..model import EndpointClass
 from . import DeviceKind
+from .versions import Bound, Range
 
 E, P, H = EndpointClass.PCIE, EndpointClass.PCI, EndpointClass.HOSTDEV
 _SRC = "qemuDomainDeviceCalculatePCIConnectFlags"
@@ -34,8 +35,44 @@ _HOT = "qemu_hotplug.c qemuDomainAttachDeviceLive"
 
 # Category numbers follow qemuDomainAssignDevicePCISlots.
 (FS, NET, SOUND, CONTROLLER, DISK, HOSTDEV, BALLOON, RNG, WATCHDOG, VIDEO, SHMEM, INPUT, SERIAL, IOMMU, VSOCK,
- MEMORY, CRYPTO, PANIC) = range(2, 20)
+ MEMORY, CRYPTO_CAT, PANIC) = range(2, 20)
 NONE = 0  # takes no PCI address
+
+# -- version ranges (rules_for selects by them; tests/test_judges.py measures each on both judges)
+_NEWS = "libvirt NEWS.rst"
+# QEMU 8.0 added the igb device (qemu docs/system/devices/igb.rst @ 28ea66f6f985).  libvirt 9.3 added 'igb'
+# to its NIC model list (NEWS v9.3.0); libvirt 9.0 keeps the string as an unknown model and places it like a
+# PCIe device all the same (measured), so only QEMU's version decides.  Measured: QEMU 7.2 refuses "'igb' is
+# not a valid device model name" at start and at hotplug; QEMU 10.0 starts and hotplugs it.
+IGB = Range(since=(Bound("qemu", (8, 0), "QEMU 8.0: hw/net/igb.c, docs/system/devices/igb.rst @ 28ea66f6f985"),))
+# libvirt NEWS v10.4.0: <sound model='virtio'/>, for QEMU 8.2's virtio-sound-pci.  Measured: libvirt 9.0
+# refuses "Invalid value for attribute 'model' in element 'sound': 'virtio'"; 11.3 + QEMU 10.0 starts it.
+VIRTIO_SOUND = Range(since=(Bound("libvirt", (10, 4), _NEWS + " v10.4.0: virtio sound"),
+                            Bound("qemu", (8, 2), _NEWS + " v10.4.0: needs QEMU 8.2 (virtio-sound-pci)")))
+# libvirt NEWS v9.1.0: virtio-crypto and <panic model='pvpanic'/> (pvpanic-pci).  Measured: 9.0 defines a
+# <crypto> and drops it silently, and refuses "unknown panic model 'pvpanic'".
+CRYPTO = Range(since=(Bound("libvirt", (9, 1), _NEWS + " v9.1.0: virtio-crypto; measured: 9.0 drops <crypto> "
+                                                       "silently"),))
+PVPANIC_PCI = Range(since=(Bound("libvirt", (9, 1), _NEWS + " v9.1.0: pvpanic-pci; measured: 9.0 refuses "
+                                                            "\"unknown panic model 'pvpanic'\""),))
+# libvirt NEWS v9.1.0, 'QEMU: iTCO watchdog made operational'; measured: 9.0 refuses "unknown watchdog model
+# 'itco'", 11.3 takes it (and adds one to every q35 guest, rules/q35.py).
+ITCO = Range(since=(Bound("libvirt", (9, 1), _NEWS + " v9.1.0: iTCO watchdog; measured: 9.0 refuses \"unknown "
+                                                     "watchdog model 'itco'\""),))
+# libvirt NEWS v10.6.0: pstore device (acpi-erst; QEMU 7.1, older than the oldest target).
+PSTORE = Range(since=(Bound("libvirt", (10, 6), _NEWS + " v10.6.0: pstore (acpi-erst)"),))
+# libvirt NEWS v11.5.0: NVMe disks (<target bus='nvme'/>, on an NVMe controller libvirt adds).  Neither judge
+# has them: both refuse "Invalid value for attribute 'bus' in element 'target': 'nvme'" (measured).
+NVME = Range(since=(Bound("libvirt", (11, 5), _NEWS + " v11.5.0: NVMe disks"),))
+_NVME_UNPLANNED = ("an NVMe disk hangs on an NVMe controller that libvirt 11.5 and later add and place; topo-solve "
+                   "has not measured where (no judge has libvirt 11.5), so it cannot plan around one yet")
+# Hotplug of a virtio-serial controller: qemuDomainAttachControllerDevice took SCSI controllers only in 9.0
+# (measured: "'virtio-serial' controller cannot be hot plugged."); 11.3 attaches one like any endpoint of its
+# class (measured; qemu_hotplug.c 11.3 takes SCSI and VIRTIO_SERIAL).  libvirt's NEWS from 9.1 to 11.3 does
+# not name the change, so the first version that accepts it is not known.  Detach: refused in both.
+VIRTIO_SERIAL_HOTPLUG = Range(since=(Bound("libvirt", None, "measured: 9.0 refuses, 11.3 accepts "
+                                           "(attach-device --live); the first version is not in NEWS",
+                                           old=(9, 0), new=(11, 3)),))
 
 # The model values libvirt reads as modern (PCI Express) virtio, and as transitional.
 MODERN = ("", "virtio", "virtio-non-transitional")
@@ -55,8 +92,8 @@ _rows: list[DeviceKind] = [
                match=(("model/@type", ("e1000",)),)),
     DeviceKind("e1000e", E, "interface", "e1000e", NET, True, _SRC + ": e1000e", spec=True, io_bar=True,
                match=(("model/@type", ("e1000e",)),)),
-    DeviceKind("igb", E, "interface", "igb", NET, True, _SRC + ": igb (QEMU >= 8.0 has the device)", spec=True,
-               io_bar=True, match=(("model/@type", ("igb",)),)),
+    DeviceKind("igb", E, "interface", "igb", NET, True, _SRC + ": igb (libvirt 9.3 names it; QEMU 8.0 has the "
+               "device)", spec=True, io_bar=True, versions=IGB, match=(("model/@type", ("igb",)),)),
     DeviceKind("rtl8139", P, "interface", "rtl8139", NET, True, _SRC + ": non-virtio NIC", spec=True, io_bar=True,
                match=(("model/@type", ("rtl8139",)),)),
     # the other NIC models of libvirt's own list (virDomainNetModel) are conventional PCI
@@ -77,6 +114,8 @@ _rows: list[DeviceKind] = [
                mmio=True, match=(("target/@bus", ("virtio",)), ("@model", MODERN))),
     DeviceKind("virtio-blk-transitional", P, "disk", "virtio-transitional", DISK, True, _SRC, spec=True, io_bar=True,
                mmio=True, match=(("target/@bus", ("virtio",)), ("@model", TRANSITIONAL))),
+    DeviceKind("nvme-disk", None, "disk", "", NONE, False, _NEWS + " v11.5.0: a namespace of an NVMe controller",
+               versions=NVME, what="an NVMe disk", unplanned=_NVME_UNPLANNED, match=(("target/@bus", ("nvme",)),)),
     DeviceKind("disk", None, "disk", "", NONE, False, _SRC + ": a disk on a controller's bus",
                match=(("target/@bus", ANY),)),
 
@@ -91,11 +130,19 @@ _rows: list[DeviceKind] = [
                                                        "megasas", "buslogic", "vmpvscsi", "am53c974", "dc390")))),
     DeviceKind("ibmvscsi", None, "scsi", "ibmvscsi", NONE, False, _SRC + ": spapr-vio, not PCI",
                match=(("@type", ("scsi",)), ("@model", ("ibmvscsi", "ncr53c90", "virtio-mmio")))),
-    DeviceKind("virtio-serial", E, "virtio-serial", "virtio", CONTROLLER, False,
-               _SRC + "; real libvirt 9.0: 'virtio-serial' controller cannot be hot plugged", spec=True,
-               mmio=True, match=(("@type", ("virtio-serial",)), ("@model", MODERN))),
-    DeviceKind("virtio-serial-transitional", P, "virtio-serial", "virtio-transitional", CONTROLLER, False, _SRC,
-               spec=True, io_bar=True, mmio=True, match=(("@type", ("virtio-serial",)), ("@model", TRANSITIONAL))),
+    DeviceKind("virtio-serial", E, "virtio-serial", "virtio", CONTROLLER, True,
+               _SRC + "; hotplug: see VIRTIO_SERIAL_HOTPLUG; never unplugged ('virtio-serial' controller cannot "
+               "be hot unplugged, 9.0 and 11.3)", spec=True, unplug=False, hotplug_versions=VIRTIO_SERIAL_HOTPLUG,
+               what="a virtio-serial controller", mmio=True,
+               match=(("@type", ("virtio-serial",)), ("@model", MODERN))),
+    DeviceKind("virtio-serial-transitional", P, "virtio-serial", "virtio-transitional", CONTROLLER, True,
+               _SRC + "; hotplug as virtio-serial (measured 11.3: on a pcie-to-pci-bridge slot)", spec=True,
+               io_bar=True, unplug=False, hotplug_versions=VIRTIO_SERIAL_HOTPLUG, mmio=True,
+               what="a transitional virtio-serial controller",
+               match=(("@type", ("virtio-serial",)), ("@model", TRANSITIONAL))),
+    # <controller type='nvme'> (libvirt 11.5): a PCIe endpoint (QEMU's nvme device); not measured
+    DeviceKind("nvme", E, "nvme", "", CONTROLLER, False, _NEWS + " v11.5.0: NVMe controller", versions=NVME,
+               what="an NVMe controller", unplanned=_NVME_UNPLANNED, match=(("@type", ("nvme",)),)),
     DeviceKind("qemu-xhci", E, "usb", "qemu-xhci", CONTROLLER, False, _SRC + ": USB qemu-xhci; "
                "'usb' controller cannot be hot plugged", spec=True,
                match=(("@type", ("usb",)), ("@model", ("qemu-xhci", "nec-xhci")))),
@@ -134,7 +181,7 @@ _rows: list[DeviceKind] = [
     DeviceKind("ac97", P, "sound", "ac97", SOUND, False, _SRC + ": sound ac97/es1370 (I/O BARs, measured)",
                io_bar=True, match=(("@model", ("ac97", "es1370")),)),
     DeviceKind("virtio-sound", E, "sound", "virtio", SOUND, False, _SRC + ": virtio sound (libvirt 10.4, QEMU 8.2)",
-               match=(("@model", ("virtio",)),)),
+               versions=VIRTIO_SOUND, what="a virtio sound card", match=(("@model", ("virtio",)),)),
     DeviceKind("sound-isa", None, "sound", "", NONE, False, _SRC + ": sb16, pcspk, usb, ich7: not PCI",
                match=(("@model", ("sb16", "pcspk", "usb", "ich7")),)),
 
@@ -165,8 +212,11 @@ _rows: list[DeviceKind] = [
 
     DeviceKind("i6300esb", P, "watchdog", "i6300esb", WATCHDOG, True, _SRC + ": i6300esb watchdog",
                match=(("@model", ("i6300esb",)),)),
-    DeviceKind("watchdog", None, "watchdog", "", NONE, False, "ib700, diag288, itco: not PCI",
-               match=(("@model", ("ib700", "diag288", "itco")),)),
+    DeviceKind("itco-watchdog", None, "watchdog", "itco", NONE, False, "the ICH9 TCO watchdog: a chipset "
+               "function, not a PCI slot (libvirt 9.1)", versions=ITCO, what="the itco watchdog",
+               match=(("@model", ("itco",)),)),
+    DeviceKind("watchdog", None, "watchdog", "", NONE, False, "ib700, diag288: not PCI",
+               match=(("@model", ("ib700", "diag288")),)),
 
     # -- video: the primary one prefers a chipset address (q35 00:01.0, pc 00:02.0)
     DeviceKind("virtio-gpu", E, "video", "virtio", VIDEO, False, _SRC + ": virtio video", spec=True, video=True,
@@ -189,7 +239,7 @@ _rows: list[DeviceKind] = [
     DeviceKind("ivshmem", P, "shmem", "ivshmem-plain", SHMEM, True, _SRC + ": ivshmem (shmem)",
                match=(("model/@type", ("", "ivshmem", "ivshmem-plain", "ivshmem-doorbell")),)),
     DeviceKind("acpi-erst", P, "pstore", "acpi-erst", PANIC + 1, False, _SRC + ": pstore acpi-erst (libvirt 10.6)",
-               match=(("@backend", ("acpi-erst",)),)),
+               versions=PSTORE, what="a pstore (acpi-erst) device", match=(("@backend", ("acpi-erst",)),)),
 
     DeviceKind("virtio-input", E, "input", "virtio", INPUT, True, _SRC + ": virtio input", spec=True,
                mmio=True, match=(("@bus", ("virtio",)), ("@model", MODERN))),
@@ -225,10 +275,12 @@ _rows: list[DeviceKind] = [
     DeviceKind("virtio-mem", E, "memory", "virtio-mem", MEMORY, True, _SRC + ": virtio-mem / virtio-pmem",
                mmio=True, match=(("@model", ("virtio-mem", "virtio-pmem")),)),
     DeviceKind("memory", None, "memory", "", NONE, False, "dimm, nvdimm: not PCI", match=(("@model", ANY),)),
-    DeviceKind("virtio-crypto", P, "crypto", "virtio", CRYPTO, False, _SRC + ": crypto takes pciFlags",
-               match=(("@model", ANY),)),
+    DeviceKind("virtio-crypto", P, "crypto", "virtio", CRYPTO_CAT, False, _SRC + ": crypto takes pciFlags",
+               versions=CRYPTO, what="a virtio-crypto device", match=(("@model", ANY),)),
+    # model 'pvpanic' is the PCI one (an ISA pvpanic is model 'isa', x86's default); an isa address makes it
+    # no PCI device at all (NOT_PCI_ADDRESSES)
     DeviceKind("pvpanic-pci", P, "panic", "pvpanic", PANIC, False, _SRC + ": pvpanic-pci is integrated",
-               integrated=True, match=(("@model", ("pvpanic",)), ("address/@type", ("pci",)))),
+               integrated=True, versions=PVPANIC_PCI, what="a pvpanic-pci device", match=(("@model", ("pvpanic",)),)),
     DeviceKind("panic", None, "panic", "", NONE, False, "isa pvpanic, pseries, hyperv, s390: not PCI",
                match=(("@model", ANY),)),
 ]

@@ -7,7 +7,14 @@ qemuDomainAssignVirtioSerialAddresses); measured with libvirt 9.0 by defining
 a guest without them and reading ``virsh dumpxml``.
 """
 
-from . import Implicit
+from . import Default, Implicit
+from .versions import Bound, Range
+
+# libvirt NEWS v11.9.0: the USB controller model libvirt picks (for <controller type='usb'/> without a model and
+# for the one it adds by itself) was reworked, "Intel USB only for x86"; what it picks since is not read here.
+# So before 11.9 the models below hold (measured 9.0 and 11.3), and from 11.9 on the tables do not know.
+USB_UNTIL_11_9 = Range(until=(Bound("libvirt", (11, 9), "libvirt NEWS.rst v11.9.0: USB controller model selection "
+                                    "reworked (what it picks since is not known here)", unknown_from=True),))
 
 # A virtio console or channel needs a virtio-serial controller; libvirt adds one (index 0) if the
 # XML has none, and it takes a PCI slot like any virtio device.
@@ -35,4 +42,22 @@ def video(model: str) -> Implicit:
 
 
 def usb(model: str) -> Implicit:
-    return Implicit(model, unless="usb", source="qemuDomainDefAddDefaultDevices (addDefaultUSB); measured 9.0")
+    return Implicit(model, unless="usb", source="qemuDomainDefAddDefaultDevices (addDefaultUSB); measured 9.0",
+                    versions=USB_UNTIL_11_9)
+
+
+def usb_default(model: str) -> tuple[Default, ...]:
+    """<controller type='usb'/> without a model: ``model`` before libvirt 11.9, not known from 11.9 on."""
+    return (Default("usb @model", model, USB_UNTIL_11_9, "qemuDomainControllerDefPostParse; measured 9.0"),)
+
+
+# The iTCO watchdog of the ICH9 chipset: libvirt 9.1 and later add <watchdog model='itco' action='reset'/> to
+# every q35 guest that has no itco watchdog (another model does not stop it: measured 11.3 with an
+# i6300esb).  It is a chipset function with no PCI address, so it takes no slot; the define-diff and audit
+# checks must not count it as a change.  libvirt NEWS v9.1.0 ("iTCO watchdog made operational"); measured:
+# 9.0 adds none (and refuses the model), 11.3 adds it, to pc-q35-7.2 guests too.
+ITCO_WATCHDOG = Implicit("itco-watchdog", unless="watchdog", unless_match=("watchdog", "@model", "itco"),
+                         source="qemuDomainDefAddDefaultDevices (addITCOWatchdog), libvirt NEWS.rst v9.1.0; "
+                                "measured 9.0 and 11.3",
+                         versions=Range(since=(Bound("libvirt", (9, 1), "libvirt NEWS.rst v9.1.0: iTCO watchdog "
+                                                     "made operational; measured 9.0 (none) and 11.3 (added)"),)))

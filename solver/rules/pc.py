@@ -8,7 +8,7 @@ pci-bridge, none at all without ACPI).
 
 from ..model import Address, Connect as C, EndpointClass as K
 from . import BusRule, Fixed, Implicit, RuleSet, _freeze
-from .implicit import BALLOON, VIRTIO_SERIAL, disk_controller, usb, video
+from .implicit import BALLOON, VIRTIO_SERIAL, disk_controller, usb, usb_default, video
 from .q35 import PCI_BRIDGE
 
 _BAS = "domain_addr.c virDomainPCIAddressBusSetModel"
@@ -47,6 +47,7 @@ RULES = RuleSet(
     # libvirt's prefixes for i440fx (qemuDomainIsI440FX): pc, pc-i440fx-*, pc-0.*, pc-1.*, rhel*; Ubuntu's
     # 'ubuntu' is its alias for the newest pc-i440fx-<release>
     machine_pattern=r"pc|pc-i440fx-.+|i440fx|pc-[01]\..+|rhel.+|ubuntu",
+    machine_versions=r"pc-i440fx-([0-9]+)\.([0-9]+)",  # QEMU X.Y brings pc-i440fx-X.Y (rules.machine_missing)
     arches=("x86_64", "i686"),
     root="pci-root",
     buses=_freeze({b.model: b for b in _buses}),
@@ -73,9 +74,9 @@ RULES = RuleSet(
     hotplug_needs_acpi=True,
     sources=("real-libvirt.md rows 15-20",),
     numa_root="pci-expander-bus",
-    element_defaults=_freeze({"interface model/@type": "rtl8139", "usb @model": "piix3-uhci",
-                              "scsi @model": "lsilogic", "video model/@type": "cirrus", "panic @model": "pvpanic",
-                              "panic address/@type": "isa"}),
+    element_defaults=_freeze({"interface model/@type": "rtl8139", "scsi @model": "lsilogic",
+                              "video model/@type": "cirrus", "panic @model": "isa"}),
+    versioned_defaults=usb_default("piix3-uhci"),
     added_at_define=(usb("piix3-uhci"), BALLOON,
                      # the chipset's IDE function, as a controller element only when an IDE disk needs it
                      Implicit("piix3-ide", unless="ide", needs=(("disk", "target/@bus", "ide"),),

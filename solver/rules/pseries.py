@@ -10,7 +10,7 @@ real-libvirt.md rows 21-23 (31 hotplugs per PHB, 29 with the defaults).
 
 from ..model import Connect as C, EndpointClass as K
 from . import BusRule, RuleSet, _freeze
-from .implicit import BALLOON, VIRTIO_SERIAL, disk_controller, usb, video
+from .implicit import BALLOON, VIRTIO_SERIAL, disk_controller, usb, usb_default, video
 
 _phb = dict(
     accepts=frozenset({C.PCI_DEVICE, C.PCI_BRIDGE}),
@@ -35,6 +35,7 @@ RULES = RuleSet(
     summary="ppc64 pseries (PHBs, IOMMU-group isolation)",
     default_machine="pseries",
     machine_pattern=r"pseries(-.+)?",  # libvirt: the pseries prefix (qemuDomainIsPSeries); -sxxm, -rhel8.2.0 ...
+    machine_versions=r"pseries-([0-9]+)\.([0-9]+)",  # QEMU X.Y brings pseries-X.Y (rules.machine_missing)
     arches=("ppc64le", "ppc64"),
     root="pci-root",
     # The extra PHB row is stored under its own key; both write model='pci-root'.
@@ -58,8 +59,9 @@ RULES = RuleSet(
     numa_memory_align=256,
     # measured, libvirt 9.0: <interface/> is rtl8139, <controller type='scsi'/> ibmvscsi (spapr-vio),
     # <video/> vga
-    element_defaults=_freeze({"interface model/@type": "rtl8139", "usb @model": "qemu-xhci",
-                              "scsi @model": "ibmvscsi", "video model/@type": "vga", "panic @model": "pseries"}),
+    element_defaults=_freeze({"interface model/@type": "rtl8139", "scsi @model": "ibmvscsi",
+                              "video model/@type": "vga", "panic @model": "pseries"}),
+    versioned_defaults=usb_default("qemu-xhci"),
     # a bus='scsi' disk gets an ibmvscsi (spapr-vio, no PCI slot), so no row for it
     added_at_define=(usb("qemu-xhci"), BALLOON, disk_controller("ich9-ahci", "sata", "sata"), VIRTIO_SERIAL,
                      video("vga")),

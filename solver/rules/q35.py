@@ -9,7 +9,7 @@ libvirt 9.0 + QEMU 7.2 (shared docs, real-libvirt.md section 4).
 
 from ..model import Address, Connect as C, EndpointClass as K
 from . import BusRule, Fixed, Implicit, RuleSet, _freeze
-from .implicit import BALLOON, VIRTIO_SERIAL, disk_controller, usb, video
+from .implicit import BALLOON, ITCO_WATCHDOG, VIRTIO_SERIAL, disk_controller, usb, usb_default, video
 
 _BAS = "domain_addr.c virDomainPCIAddressBusSetModel"
 
@@ -134,6 +134,7 @@ RULES = RuleSet(
     # libvirt tells the family by the prefix alone (qemuDomainIsQ35): upstream pc-q35-7.2, RHEL's
     # pc-q35-rhel9.6.0, Ubuntu's pc-q35-jammy, pc-q35-noble-v2, pc-q35-jammy-hpb-maxcpus ...
     machine_pattern=r"pc-q35-.+|q35|ubuntu-q35",
+    machine_versions=r"pc-q35-([0-9]+)\.([0-9]+)",  # QEMU X.Y brings pc-q35-X.Y (rules.machine_missing)
     arches=("x86_64", "i686"),
     root="pcie-root",
     buses=_freeze({b.model: b for b in PCIE_BUSES}),
@@ -160,11 +161,12 @@ RULES = RuleSet(
     numa_root="pcie-expander-bus",
     gap_model="pcie-root-port",
     # measured, libvirt 9.0: <interface/> is rtl8139, an explicit <controller type='usb'/> piix3-uhci (the
-    # implicit one is qemu-xhci), <controller type='scsi'/> lsilogic, <video/> cirrus
-    element_defaults=_freeze({"interface model/@type": "rtl8139", "usb @model": "piix3-uhci",
-                              "scsi @model": "lsilogic", "video model/@type": "cirrus", "panic @model": "pvpanic",
-                              "panic address/@type": "isa"}),
+    # implicit one is qemu-xhci), <controller type='scsi'/> lsilogic, <video/> cirrus, <panic/> isa (an ISA
+    # pvpanic: qemuDomainDefaultPanicModel)
+    element_defaults=_freeze({"interface model/@type": "rtl8139", "scsi @model": "lsilogic",
+                              "video model/@type": "cirrus", "panic @model": "isa"}),
+    versioned_defaults=usb_default("piix3-uhci"),
     added_at_define=(usb("qemu-xhci"), BALLOON,
                      Implicit("ich9-ahci", unless="sata", source="qemuDomainDefAddDefaultDevices: SATA 0 on q35"),
-                     disk_controller("lsilogic", "scsi", "scsi"), VIRTIO_SERIAL, video("cirrus")),
+                     disk_controller("lsilogic", "scsi", "scsi"), VIRTIO_SERIAL, video("cirrus"), ITCO_WATCHDOG),
 )
