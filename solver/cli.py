@@ -8,9 +8,7 @@ the commands, so ``--help`` and start-up stay light.
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import click
@@ -71,31 +69,13 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _write(text: str, output: str | None, force: bool) -> None:
-    """Print, or write atomically: a temp file in the same folder, then rename."""
+    """Print, or write through :func:`topo_solve.files.write_output` (atomic, never over a file without force)."""
     if output is None or output == "-":
         click.echo(text, nl=False)
         return
-    path = Path(output)
-    if path.exists() and not force:
-        raise _usage(f"{output} exists; pass --force to replace it")
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        # mkstemp makes a private (0600) file: give the result the mode the file had,
-        # or the one any new file gets
-        if path.exists():
-            mode = path.stat().st_mode & 0o7777
-        else:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from .files import write_output
+
+    write_output(output, text, force=force)
 
 
 def _usage(msg: str):
@@ -241,11 +221,15 @@ def batch(specs: tuple[str, ...], outdir: str, jobs: int | None, force: bool, re
 
     from . import batch as b
 
-    if report and report != "-" and Path(report).exists() and not force:
-        raise _usage(f"{report} exists; pass --force to replace it")
+    if report and report != "-" and Path(report).exists() and not force and not Path(report).is_char_device():
+        from .errors import OutputExists
+
+        raise OutputExists(report)
     start = time.perf_counter()
     paths, results = b.collect_specs(specs)
-    stream = b.plan_many(paths, workers=jobs, outdir=outdir, force=force, virt_type=virt_type)
+    stream = b.plan_many(paths, workers=jobs, outdir=outdir, force=force, virt_type=virt_type,
+                         on_wait=lambda: click.echo(f"waiting for another topo-solve batch writing {outdir} ...",
+                                                    err=True))
     if sys.stderr.isatty():
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
@@ -294,7 +278,9 @@ def check(domain: str, uri: str, max_per_class: int) -> None:
     from .model import EndpointClass
     from .verify import verify
 
-    text = _read_text(domain)
+    from .files import decode_text
+
+    text = decode_text(_read_domain(domain), domain)
     layout, rules = read_domain(text, domain)
     report = verify(layout, rules, strict_auto=False)
     classes = [str(c) for c in report.capacity if str(c) != "hostdev"]
@@ -333,8 +319,7 @@ def audit(domains: tuple[str, ...], emit: str) -> None:
 
     results = []
     for path in domains:
-        text = _read_text(path)
-        layout, rules = read_domain(text, path)
+        layout, rules = read_domain(_read_domain(path), "<stdin>" if path == "-" else path)
         report = verify(layout, rules, strict_auto=False)
         warnings = list(report.warnings)
         if rules.root_hotplug_needs_acpi and not layout.acpi:
@@ -416,14 +401,31 @@ def extend(domain: str, hotplugs: tuple[str, ...], output: str | None, in_place:
 
 def _extend_run(domain: str, headroom, *, output, in_place, force, allow_moves, emit, quiet,
                 machine: str | None = None, spec: str | None = None) -> None:
+    if in_place and (output or domain == "-"):
+        raise _usage("--in-place replaces DOMAIN itself; it cannot be combined with -o or standard input")
+    if in_place:
+        # Read, extend and replace under one lock: a second run on the same file waits and then
+        # extends this run's result, so neither extension is lost.
+        from .files import MAX_DOMAIN_BYTES, locked_input
+
+        with locked_input(domain, MAX_DOMAIN_BYTES, "a libvirt domain XML") as data:
+            _extend_and_write(domain, data, headroom, output=None, in_place=True, force=force,
+                              allow_moves=allow_moves, emit=emit, quiet=quiet, machine=machine, spec=spec)
+        return
+    _extend_and_write(domain, _read_domain(domain), headroom, output=output, in_place=False, force=force,
+                      allow_moves=allow_moves, emit=emit, quiet=quiet, machine=machine, spec=spec)
+
+
+def _extend_and_write(domain: str, data: bytes, headroom, *, output, in_place, force, allow_moves, emit, quiet,
+                      machine, spec) -> None:
     import json
 
     from .domain_edit import extend_text
+    from .files import decode_text
 
-    if in_place and (output or domain == "-"):
-        raise _usage("--in-place replaces DOMAIN itself; it cannot be combined with -o or standard input")
-    text = _read_text(domain)
-    edited = extend_text(text, domain, tuple(headroom), allow_moves=allow_moves, machine=machine, spec=spec)
+    shown = "<stdin>" if domain == "-" else domain
+    text = decode_text(data, shown)  # no newline translation: CR LF files keep their line ends
+    edited = extend_text(text, shown, tuple(headroom), allow_moves=allow_moves, machine=machine, spec=spec)
     name, rules, ext, new_text, exact = edited.name, edited.rules, edited.extension, edited.text, edited.exact
     if emit == "json":
         report = {
@@ -439,8 +441,10 @@ def _extend_run(domain: str, headroom, *, output, in_place, force, allow_moves, 
         click.echo(json.dumps(report, indent=2))
     if in_place:
         if not ext.unchanged:
-            _write(text, domain + ".bak", force)
-            _write(new_text, domain, True)
+            from .files import write_output
+
+            write_output(domain + ".bak", data, force=force)  # the bytes as read: the backup is the original
+            write_output(domain, new_text, force=True)
     elif emit == "domain" or output:
         _write(new_text, output, force)
     if quiet:
@@ -479,20 +483,11 @@ def _ranges(ix: list[int]) -> str:
     return ", ".join(out)
 
 
-def _read_text(path: str) -> str:
-    """A domain XML file (or stdin), read no further than the reader's size limit: one character
-    past it, so a file too large is refused by the reader without being read whole."""
-    from .domain_read import MAX_BYTES
+def _read_domain(path: str) -> bytes:
+    """A domain XML file (or stdin, ``-``) as bytes, no more than the size limit."""
+    from .files import MAX_DOMAIN_BYTES, read_input
 
-    if path == "-":
-        return sys.stdin.read(MAX_BYTES + 1)
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read(MAX_BYTES + 1)
-    except UnicodeDecodeError:
-        raise _usage(f"cannot read {path}: not a UTF-8 text file") from None
-    except OSError as exc:
-        raise _usage(f"cannot read {path}: {exc.strerror or exc}") from None
+    return read_input(path, MAX_DOMAIN_BYTES, "a libvirt domain XML")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -510,6 +505,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except OSError as exc:  # what the readers and writers did not name: standard output, mostly
+        if debug:
+            raise
+        _os_fault(exc)
     except Exception as exc:  # noqa: BLE001 - the one place that turns faults into exit codes
         from .errors import ProgrammingError, SpecError, TopoSolveError
 
@@ -528,4 +527,25 @@ def main(argv: list[str] | None = None) -> None:
                        "run again with --debug for the traceback", err=True)
             sys.exit(EXIT_BUG)
         sys.exit(exc.exit_code)
+    try:
+        sys.stdout.flush()
+    except OSError as exc:  # a full disk or a closed pipe behind standard output
+        _os_fault(exc)
     sys.exit(0)
+
+
+def _os_fault(exc: OSError) -> None:
+    """An OSError no reader or writer named: an environment fault (exit 2), never a bug."""
+    import os
+
+    what = f"{exc.filename}" if exc.filename is not None else "cannot write standard output"
+    try:  # standard output may be what failed: nothing more goes there, not even at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    try:
+        click.echo(f"error: {what}: {exc.strerror or exc}", err=True)
+    except OSError:
+        pass
+    sys.exit(2)
