@@ -54,4 +54,7 @@ RULES = RuleSet(
     # qemuDomainGetMemorySizeAlignment: ppc64 memory (and each NUMA cell) is rounded up to 256 MiB at
     # start (QEMU's spapr needs node memory in 256 MiB blocks); cells written aligned stay as written.
     numa_memory_align=256,
+    # QEMU 7.2's pseries takes 4096 CPUs (domcapabilities <vcpu max='4096'/>); measured: 4097 fails.
+    max_vcpus=4096,
+    max_vcpus_why="the pseries machine type's limit",
 )
