@@ -8,6 +8,7 @@ the commands, so ``--help`` and start-up stay light.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -179,8 +180,16 @@ def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str |
     if isinstance(problem, DomainRequest):  # a spec with 'domain': extend that guest
         if emit not in ("domain", "json"):
             raise _usage(f"{spec} extends an existing guest; --emit {emit} is for new guests (use domain or json)")
-        _extend_run(str(problem.domain), problem.headroom, output=output, in_place=False, force=force,
-                    allow_moves=False, emit=emit, quiet=quiet, machine=problem.machine, spec=spec)
+        from .errors import Finding, SpecError
+
+        domain = str(problem.domain)
+        try:  # a fault of the domain file is reported at the spec's 'domain:' line too
+            data = _read_domain(domain)
+        except SpecError as exc:
+            raise SpecError([Finding(spec, problem.line, "domain", f"{domain}: {p.message}")
+                             for p in exc.problems]) from None
+        _extend_and_write(domain, data, problem.headroom, output=output, in_place=False, force=force,
+                          allow_moves=False, emit=emit, quiet=quiet, machine=problem.machine, spec=spec)
         return
     if virt_type:
         problem = replace(problem, virt_type=virt_type)
@@ -221,10 +230,10 @@ def batch(specs: tuple[str, ...], outdir: str, jobs: int | None, force: bool, re
 
     from . import batch as b
 
-    if report and report != "-" and Path(report).exists() and not force and not Path(report).is_char_device():
-        from .errors import OutputExists
+    if report and report != "-":
+        from .files import check_output
 
-        raise OutputExists(report)
+        check_output(report, force=force)  # before the batch runs, not after
     start = time.perf_counter()
     paths, results = b.collect_specs(specs)
     stream = b.plan_many(paths, workers=jobs, outdir=outdir, force=force, virt_type=virt_type,
@@ -443,7 +452,9 @@ def _extend_and_write(domain: str, data: bytes, headroom, *, output, in_place, f
         if not ext.unchanged:
             from .files import write_output
 
-            write_output(domain + ".bak", data, force=force)  # the bytes as read: the backup is the original
+            # the bytes as read: the backup is the original (one that holds them already, left by a run
+            # killed before it replaced DOMAIN, is kept as it is)
+            write_output(domain + ".bak", data, force=force, identical_ok=True)
             write_output(domain, new_text, force=True)
     elif emit == "domain" or output:
         _write(new_text, output, force)
@@ -497,6 +508,14 @@ def main(argv: list[str] | None = None) -> None:
     args = [a for a in args if a != "--debug"]  # accepted anywhere on the line, not only first
     try:
         cli.main(args=args, prog_name="topo-solve", standalone_mode=False)
+    except SystemExit as exc:
+        # click ends a write to a closed pipe with a silent exit 1, which here means "infeasible":
+        # it is an output fault (exit 2), and says so
+        if exc.code == 1 and type(sys.stdout).__name__.endswith("PacifyFlushWrapper"):  # click's EPIPE wrapper
+            import errno
+
+            _os_fault(OSError(errno.EPIPE, os.strerror(errno.EPIPE)))
+        raise
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
@@ -536,8 +555,6 @@ def main(argv: list[str] | None = None) -> None:
 
 def _os_fault(exc: OSError) -> None:
     """An OSError no reader or writer named: an environment fault (exit 2), never a bug."""
-    import os
-
     what = f"{exc.filename}" if exc.filename is not None else "cannot write standard output"
     try:  # standard output may be what failed: nothing more goes there, not even at exit
         devnull = os.open(os.devnull, os.O_WRONLY)

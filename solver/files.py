@@ -13,9 +13,9 @@
   ``/dev/stdout``) is written through, as a shell redirect would; anything else (a folder, a block
   device, a socket) is refused.  An existing path (a dangling link too) is replaced only with
   ``force``.
-* **Temporary files** are named ``.NAME.PID-N.tmp`` next to the target.  Only ``kill -9`` (or a
-  power cut) can leave one behind; the next write of the same target removes those whose process
-  is gone.
+* **Temporary files** are named ``.NAME.topo-PID-N.tmp`` next to the target (hidden).  Only
+  ``kill -9`` (or a power cut) can leave one behind; the next write into the same folder removes
+  those whose process is gone (once per folder and process, so a batch pays one listing).
 * **Locks**: :func:`locked_input` holds an advisory ``flock`` on a file while it is read,
   changed and replaced (``extend --in-place``): a second run waits, then reads the first run's
   result, so no change is lost; :func:`locked_folder` holds one on a folder for a whole batch.
@@ -76,6 +76,9 @@ def read_input(path: str, limit: int, what: str) -> bytes:
                 os.close(fd)
     except OSError as exc:
         raise SpecError([Finding(shown, None, "", f"cannot read the file: {exc.strerror or exc}")]) from None
+    except ValueError:  # os.open refuses a path with a NUL in it
+        raise SpecError([Finding(repr(path)[1:-1], None, "", "cannot read the file: its name has a NUL character")]) \
+            from None
     if len(data) > limit:
         raise _too_large(shown, limit, what)
     return data
@@ -107,6 +110,32 @@ def _write_fd(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
+def check_output(path: str, *, force: bool) -> None:
+    """Raise what :func:`write_output` would raise for ``path`` before writing anything (a folder, an
+    existing file without ``force``, a missing folder), so a long run does not fail at its end."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        folder = os.path.dirname(path) or "."
+        if not os.path.isdir(folder):
+            raise FileError(path, os.strerror(errno.ENOENT)) from None
+        return
+    except OSError as exc:
+        raise FileError(path, exc.strerror or str(exc)) from None
+    try:
+        tst = os.stat(path)
+    except OSError:
+        tst = None
+    if tst is not None and (stat.S_ISCHR(tst.st_mode) or stat.S_ISFIFO(tst.st_mode)):
+        return
+    if tst is not None and not stat.S_ISREG(tst.st_mode):
+        kind = "a folder" if stat.S_ISDIR(tst.st_mode) else _kind(tst.st_mode)
+        raise FileError(path, f"it is {kind}; topo-solve writes regular files (and writes through to "
+                              "character devices and pipes)")
+    if not force:
+        raise OutputExists(path)
+
+
 def write_output(path: str, data: str | bytes, *, force: bool, identical_ok: bool = False) -> bool:
     """Write ``data`` to ``path`` as described in the module docstring; FileError or OutputExists otherwise.
 
@@ -132,29 +161,32 @@ def write_output(path: str, data: str | bytes, *, force: bool, identical_ok: boo
             st = None
         if identical_ok and st is not None and stat.S_ISREG(st.st_mode) and st.st_size == len(data) \
                 and _holds(path, data):
+            clean_stale_temps(os.path.dirname(path) or ".")  # a run killed after its rename left one
             return False
-        if st is not None and not force and not _written_through(path, st):
-            raise OutputExists(path)
-        target = path
+        target, tst = path, st
         if st is not None and stat.S_ISLNK(st.st_mode):
             target = os.path.realpath(path)  # replace what the link points to, keep the link
             try:
-                st = os.stat(target)
+                tst = os.stat(target)
             except FileNotFoundError:
-                st = None  # a dangling link (and force): create its target
-        if st is not None and not stat.S_ISREG(st.st_mode):
-            if _written_through(target, st):
-                _write_through(target, data)
+                tst = None  # a dangling link: its target is created (with force)
+        if tst is not None and not stat.S_ISREG(tst.st_mode):
+            if stat.S_ISCHR(tst.st_mode) or stat.S_ISFIFO(tst.st_mode):
+                _write_through(target, data)  # as a shell redirect: nothing is replaced
                 return True
-            kind = "a folder" if stat.S_ISDIR(st.st_mode) else _kind(st.st_mode)
+            kind = "a folder" if stat.S_ISDIR(tst.st_mode) else _kind(tst.st_mode)
             raise FileError(path, f"it is {kind}; topo-solve writes regular files (and writes through to "
                                   "character devices and pipes)")
-        _replace(target, data, st, force=force)
+        if st is not None and not force:
+            raise OutputExists(path)
+        _replace(target, data, tst, force=force)
         return True
     except (FileError, OutputExists):
         raise
     except OSError as exc:
         raise FileError(path, exc.strerror or str(exc)) from None
+    except ValueError:  # a NUL in the path
+        raise FileError(repr(path)[1:-1], "its name has a NUL character") from None
 
 
 def _holds(path: str, data: bytes) -> bool:
@@ -163,16 +195,6 @@ def _holds(path: str, data: bytes) -> bool:
             return f.read(len(data) + 1) == data
     except OSError:
         return False
-
-
-def _written_through(path: str, st: os.stat_result) -> bool:
-    """A character device or a pipe (or a link to one): written to, never replaced."""
-    if stat.S_ISLNK(st.st_mode):
-        try:
-            st = os.stat(path)
-        except OSError:
-            return False
-    return stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode)
 
 
 def _kind(mode: int) -> str:
@@ -192,7 +214,8 @@ def _write_through(path: str, data: bytes) -> None:
 
 
 _TEMPS = 0
-_TEMP_NAME = re.compile(r"\.(.+)\.([0-9]+)-[0-9]+\.tmp")
+_TEMP_NAME = re.compile(r"\..+\.topo-([0-9]+)-[0-9]+\.tmp")
+_CLEANED: set[str] = set()  # folders this process has cleaned
 
 
 def _temp_stem(name: str) -> str:
@@ -200,30 +223,34 @@ def _temp_stem(name: str) -> str:
 
 
 def _new_temp(folder: str, name: str) -> tuple[int, str]:
-    """Create ``folder/.NAME.PID-N.tmp`` (mode 0666 less the umask, as any new file); never reuse a name."""
+    """Create ``folder/.NAME.topo-PID-N.tmp`` (mode 0666 less the umask, as any new file); never reuse a name."""
     global _TEMPS
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     while True:
         _TEMPS += 1
-        tmp = os.path.join(folder, f".{_temp_stem(name)}.{os.getpid()}-{_TEMPS}.tmp")
+        tmp = os.path.join(folder, f".{_temp_stem(name)}.topo-{os.getpid()}-{_TEMPS}.tmp")
         try:
             return os.open(tmp, flags, 0o666), tmp
         except FileExistsError:  # left behind by a killed run that had the same pid
             continue
 
 
-def clean_stale_temps(folder: str, name: str) -> None:
-    """Remove ``.NAME.PID-N.tmp`` files in ``folder`` whose process no longer runs (a run killed with -9)."""
-    stem = _temp_stem(name)
+def clean_stale_temps(folder: str) -> None:
+    """Remove ``.NAME.topo-PID-N.tmp`` files in ``folder`` whose process no longer runs (a run killed
+    with -9 left them); once per folder and process."""
+    key = os.path.abspath(folder)
+    if key in _CLEANED:
+        return
+    _CLEANED.add(key)
     try:
         entries = os.listdir(folder)
     except OSError:
         return
     for entry in entries:
         m = _TEMP_NAME.fullmatch(entry)
-        if m is None or m.group(1) != stem:
+        if m is None:
             continue
-        pid = int(m.group(2))
+        pid = int(m.group(1))
         if pid == os.getpid() or _alive(pid):
             continue
         try:
@@ -245,7 +272,7 @@ def _alive(pid: int) -> bool:
 def _replace(target: str, data: bytes, old: os.stat_result | None, *, force: bool) -> None:
     folder, name = os.path.split(target)
     folder = folder or "."
-    clean_stale_temps(folder, name)
+    clean_stale_temps(folder)
     fd, tmp = _new_temp(folder, name)
     try:
         try:

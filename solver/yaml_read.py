@@ -151,8 +151,8 @@ class _Reader:
     def _count(self, size: int, depth: int, line: int) -> None:
         self.total += size
         if self.total > MAX_VALUES:
-            raise YamlProblem(f"the document holds more than {MAX_VALUES:,} values (aliases count once per use); "
-                              "a spec is far smaller: look for aliases that multiply", line)
+            raise YamlProblem(f"the document holds more than {MAX_VALUES:,} values, an alias counting what it "
+                              "stands for at every use; a spec is far smaller: look for aliases of aliases", line)
         if len(self.stack) + depth > MAX_DEPTH:
             raise YamlProblem(f"values nest deeper than {MAX_DEPTH} levels (aliases included); a spec nests "
                               "5 levels", line)
@@ -184,7 +184,8 @@ class _Reader:
         line = event.start_mark.line + 1
         tag = event.tag
         if tag not in (None, "!") and tag not in _COLLECTION_TAGS:
-            raise YamlProblem(f"not a plain YAML value: the tag {tag} is not allowed; a spec uses no YAML tags", line)
+            raise YamlProblem(f"not a plain YAML value: the tag {_tag(tag)} is not allowed; a spec uses no YAML tags",
+                              line, event.start_mark.column + 1)
         if self.stack and self.stack[-1].kind == "map" and not self.stack[-1].have_key:
             raise YamlProblem(f"a key is a {'mapping' if kind == 'map' else 'list'} here; keys are plain words "
                               "such as 'name'", line)
@@ -219,8 +220,8 @@ class _Reader:
                 raise YamlProblem("a key is a mapping or a list here; keys are plain words such as 'name'",
                                   line) from None
             if seen is not None:
-                raise YamlProblem(f"key {_shown(key)} appears twice, on lines {seen} and {line}; YAML keys are "
-                                  "unique: keep one", line)
+                where = f"on lines {seen} and {line}" if seen != line else f"on line {line}"
+                raise YamlProblem(f"key {_shown(key)} appears twice, {where}; YAML keys are unique: keep one", line)
             first[key] = line
             out[key] = value
             self.lines[frame.path + (key,)] = line
@@ -273,7 +274,7 @@ class _Reader:
         if tag is None or tag == "!":
             tag = self.loader.resolve(yaml.ScalarNode, event.value, event.implicit)
         if tag not in _SCALAR_TAGS and tag != _MERGE:
-            raise YamlProblem(f"not a plain YAML value: the tag {tag} is not allowed; a spec uses no YAML tags",
+            raise YamlProblem(f"not a plain YAML value: the tag {_tag(tag)} is not allowed; a spec uses no YAML tags",
                               line, column)
         if tag in _NUMBER_TAGS and len(event.value) > MAX_NUMBER_CHARS:
             raise YamlProblem(f"a number of {len(event.value):,} characters; numbers in a spec have at most "
@@ -298,6 +299,11 @@ class _Reader:
         self._add(value, 1, 1, line, is_key_ok=True)
         if is_merge_key:
             self.stack[-1].merge = True
+
+
+def _tag(tag: str) -> str:
+    """A tag as it is usually written: !!python/object rather than tag:yaml.org,2002:python/object."""
+    return "!!" + tag[len(_T):] if tag.startswith(_T) else tag
 
 
 def _shown(value: Any) -> str:
