@@ -44,11 +44,19 @@ class Finding:
     column: int | None = None  # 1-based, when the reader knows it (YAML syntax, a bad character)
 
     def __str__(self) -> str:
-        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        where = _printable(self.file) if self.line is None else f"{_printable(self.file)}:{self.line}"
         if self.line is not None and self.column is not None:
             where += f":{self.column}"  # FILE:LINE:COLUMN, as compilers write it and editors read it
-        field_ = f" {self.path}:" if self.path else ""
-        return f"{where}:{field_} {self.message}"
+        field_ = f" {_printable(self.path)}:" if self.path else ""
+        return f"{where}:{field_} {_printable(self.message)}"
+
+
+def _printable(text: str) -> str:
+    """Control characters from the input (a newline in a name, a NUL in a path) written as escapes: one
+    problem stays one line, and nothing reaches the terminal that it would act on."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
 class SpecError(TopoSolveError):

@@ -326,7 +326,8 @@ class DomainRequest:
     name: str | None
     machine: str | None
     source: str
-    line: int | None
+    line: int | None  # of 'domain:'
+    machine_line: int | None = None  # of 'machine:', for a message that it names another family
 
 
 def load_request(path: str | Path) -> Problem | DomainRequest:
@@ -366,7 +367,8 @@ def to_request(spec: Spec, lines: dict[tuple, int], file: str, base: Path) -> Do
         raise SpecError(problems)
     domain = Path(spec.domain)
     return DomainRequest(domain=domain if domain.is_absolute() else base / domain, headroom=tuple(headroom),
-                         name=spec.name, machine=spec.machine, source=file, line=_line(lines, ("domain",)))
+                         name=spec.name, machine=spec.machine, source=file, line=_line(lines, ("domain",)),
+                         machine_line=lines.get(("machine",)))
 
 
 # -- from the YAML model to the core problem --------------------------------
