@@ -1,0 +1,70 @@
+"""Known, open faults the fuzzer meets: each with its reason, the code it lives in and how to recognise it.
+
+A problem that matches one of these is reported by a fuzz run but does not fail it; every
+entry has a deterministic reproduction in ``tests/test_known_faults.py`` marked
+``xfail(strict=True)``, so when the fault is fixed that test passes unexpectedly, fails
+the suite, and both the mark and the entry here are removed.  Keep this list short:
+a new kind of failure is a bug to fix, not an entry to add.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+__all__ = ["Known", "KNOWN", "classify"]
+
+
+@dataclass(frozen=True)
+class Known:
+    id: str
+    reason: str
+    where: str  # the module that has to change
+    matches: Callable[[object, bytes, str], bool]  # (problem, input bytes, "spec" | "xml")
+
+
+def _exit3(text: str) -> Callable[[object, bytes, str], bool]:
+    return lambda p, data, kind: p.kind == "exit3" and text in p.detail
+
+
+def _element_count(data: bytes) -> int:
+    return len(re.findall(rb"<[A-Za-z_]", data))
+
+
+KNOWN: list[Known] = [
+    Known("extend-without-devices",
+          "extend of a domain without a <devices> element ends in 'the edit changed more than the extension'",
+          "solver/domain_edit.py (apply_extension / _tree_edit)",
+          _exit3("the edit changed more than the extension")),
+    Known("unknown-controller-model",
+          "extend of a domain with a PCI controller model the rule tables do not know is a programming error",
+          "solver/extend.py (extend needs a verified layout)",
+          _exit3("has no rule; extend needs a verified layout")),
+    Known("xml-cost",
+          "a domain XML of 10^5 - 2*10^6 elements or deep nesting (within 8 MiB) costs seconds and hundreds of MB: "
+          "one pass per ancestor per element, the text parsed several times; no element-count limit",
+          "solver/domain_read.py (parse_xml), solver/domain_edit.py",
+          lambda p, data, kind: kind == "xml" and p.kind in ("slow", "memory")
+          and (_element_count(data) > 50_000 or data.count(b"<a>") >= 100)),
+    Known("slow-explanation",
+          "explaining why a large request is infeasible (extend of a big guest, several classes at their limits) "
+          "takes seconds where the bounds would say it at once",
+          "solver/solve.py, solver/extend.py (_largest)",
+          lambda p, data, kind: p.kind == "slow" and p.detail.endswith("exit 1")),
+    Known("planner-fault",
+          "the planner disagrees with itself on valid input (counts vs placer, NUMA expander busNr ranges)",
+          "solver/counts.py, solver/place.py, solver/extend.py",
+          lambda p, data, kind: p.kind == "exit3" and any(t in p.detail for t in (
+              "though the counts said it fits", "fails its own verification"))),
+]
+
+
+def classify(problems: list, data: bytes, kind: str) -> list:
+    """Mark each problem that matches a known fault (``problem.known = id``); returns the list."""
+    for p in problems:
+        for k in KNOWN:
+            if k.matches(p, data, kind):
+                p.known = k.id
+                break
+    return problems

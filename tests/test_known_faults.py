@@ -1,0 +1,133 @@
+"""Open faults of issue 11 that live in the domain-XML code and the planner, each reproduced.
+
+Every test states what the behaviour must be and is marked ``xfail(strict=True)`` with
+the reason: when the fault is fixed the test passes, strict xfail turns that into a
+failure, and the mark (and the entry in tests/fuzz/known.py, if any) is removed.  The
+fuzzer (tests/test_fuzz.py) meets the same faults on mutated inputs and counts them
+as known instead of failing.
+
+Memory is measured by tests/fuzz/runner.py (a forked run, its peak resident-set growth);
+times are not asserted here (speed targets live in benchmarks/), so the costly-XML
+reproduction is judged by memory, which does not depend on the machine's speed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from topo_solve.cli import main
+from tests.fuzz.runner import run_cli
+
+REPO = Path(__file__).resolve().parent.parent
+WEB02 = REPO / "specs" / "domains" / "web-02.xml"
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return (info.value.code or 0), out, err
+
+
+NO_DEVICES = """<domain type='kvm'>
+  <name>nodev</name>
+  <memory unit='MiB'>1024</memory>
+  <os><type arch='x86_64' machine='pc-q35-7.2'>hvm</type></os>
+</domain>
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="extend of a domain without <devices> is a programming error (exit 3): "
+                   "solver/domain_edit.py; fuzz id extend-without-devices")
+def test_extend_of_a_domain_without_devices(tmp_path, capsys):
+    path = tmp_path / "nodev.xml"
+    path.write_text(NO_DEVICES)
+    code, _, err = run(["extend", path, "--hotplug", "pcie=1", "-o", tmp_path / "out.xml"], capsys)
+    assert code in (0, 1, 2) and "programming error" not in err, err
+    assert code != 2 or str(path) in err
+
+
+@pytest.mark.xfail(strict=True, reason="extend of a domain with a PCI controller model the tables do not know is a "
+                   "programming error (exit 3): solver/extend.py; fuzz id unknown-controller-model")
+def test_extend_with_an_unknown_controller_model(tmp_path, capsys):
+    path = tmp_path / "frob.xml"
+    path.write_text(WEB02.read_text().replace("model='pcie-root-port'>", "model='pcie-frobnicator'>"))
+    code, _, err = run(["extend", path, "--hotplug", "pcie=4", "-o", tmp_path / "out.xml"], capsys)
+    assert code == 2 and "pcie-frobnicator" in err and f"{path}:" in err, err
+
+
+@pytest.mark.xfail(strict=True, reason="a spec whose 'machine' names another family than its domain's gets a "
+                   "message without the line: solver/domain_edit.py extend_text raises Finding(spec, None, "
+                   "'machine', ...); DomainRequest.machine_line has it")
+def test_machine_mismatch_names_the_line(tmp_path, capsys):
+    (tmp_path / "web-02.xml").write_bytes(WEB02.read_bytes())
+    spec = tmp_path / "mismatch.yaml"
+    spec.write_text("domain: web-02.xml\nmachine: pc\nhotplug:\n  - {class: pcie, count: 2}\n")
+    code, _, err = run([spec], capsys)
+    assert code == 2 and f"{spec}:2: machine:" in err, err
+
+
+def _broken_layout(tmp_path: Path) -> Path:
+    """Root port 8 plugged into root port 5's bus at slot 3 (a root port's bus has only slot 0)."""
+    text = WEB02.read_text().replace(
+        "<target chassis='8' port='0xe'/>\n      <address type='pci' domain='0x0000' bus='0x00' slot='0x01' "
+        "function='0x6'/>",
+        "<target chassis='8' port='0xe'/>\n      <address type='pci' domain='0x0000' bus='0x05' slot='0x03' "
+        "function='0x0'/>")
+    assert "bus='0x05' slot='0x03'" in text
+    path = tmp_path / "broken.xml"
+    path.write_text(text)
+    return path
+
+
+def test_audit_says_the_broken_layout_is_broken(tmp_path, capsys):
+    """The reproduction's premise: audit itself calls this guest broken."""
+    code, out, _ = run(["audit", _broken_layout(tmp_path)], capsys)
+    assert code == 0 and "rule broken: controller 8 (pcie-root-port)" in out
+
+
+@pytest.mark.xfail(strict=True, reason="extend works on a guest its own audit calls broken, without a word "
+                   "(libvirt refuses to define it): solver/extend.py / domain_edit.py")
+def test_extend_of_a_broken_layout_says_so(tmp_path, capsys):
+    path = _broken_layout(tmp_path)
+    code, _, err = run(["extend", path, "--hotplug", "pcie=3", "-o", tmp_path / "out.xml"], capsys)
+    assert "controller 8" in err, f"exit {code}, nothing said about the broken controller:\n{err}"
+
+
+@pytest.mark.xfail(strict=True, reason="extend rewrites the whole file (tree edit) when a text holds U+2028 or NEL: "
+                   "solver/domain_edit.py _lines_of splits on str.splitlines() line ends that XML does not count")
+def test_extend_keeps_bytes_around_unicode_line_separators(tmp_path, capsys):
+    text = WEB02.read_text().replace("<name>web-02</name>",
+                                     "<name>web-02</name>\n  <description>a\u2028b\x85c</description>", 1)
+    path = tmp_path / "ls.xml"
+    path.write_text(text)
+    code, _, err = run(["extend", path, "--hotplug", "virtio-net=4", "-o", tmp_path / "out.xml"], capsys)
+    assert code == 0, err
+    assert "could not be edited line by line" not in err
+    assert (tmp_path / "out.xml").read_text().startswith(text.split("<controller type='pci' index='1'")[0])
+
+
+def _many_elements(tmp_path: Path, n: int = 1_900_000) -> Path:
+    """web-02 with n empty elements in <metadata>: 7.6 MB, under the 8 MiB limit."""
+    text = WEB02.read_text().replace("</devices>", "</devices>\n  <metadata>" + "<a/>" * n + "</metadata>", 1)
+    path = tmp_path / "many.xml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.xfail(strict=True, reason="no element-count limit and a cost per element and ancestor: audit of "
+                   "1.9 million elements takes ~270 MB (and seconds): solver/domain_read.py parse_xml; fuzz id "
+                   "xml-cost")
+def test_audit_of_two_million_elements_is_bounded(tmp_path):
+    outcome = run_cli(["audit", str(_many_elements(tmp_path))], cpu_limit=60, wall_limit=180)
+    assert outcome.code in (0, 2) and outcome.memory_mb < 200, f"{outcome.memory_mb:.0f} MB, exit {outcome.code}"
+
+
+@pytest.mark.xfail(strict=True, reason="extend of 1.9 million elements takes ~1.1 GB (and tens of seconds): the text "
+                   "is parsed several times: solver/domain_edit.py, domain_read.py; fuzz id xml-cost")
+def test_extend_of_two_million_elements_is_bounded(tmp_path):
+    outcome = run_cli(["extend", str(_many_elements(tmp_path)), "--hotplug", "pcie=3", "-o",
+                       str(tmp_path / "out.xml")], cpu_limit=120, wall_limit=300, mem_limit_mb=3000)
+    assert outcome.code in (0, 2) and outcome.memory_mb < 200, f"{outcome.memory_mb:.0f} MB, exit {outcome.code}"
