@@ -511,6 +511,7 @@ class SpecCase:
     mutations: list[str] = field(default_factory=list)
     domain_seed: str | None = None  # which seed domain to copy to DOMAIN_FILE (the generator of XML chooses)
     parsed: Any = None  # the data before serializing (None when the bytes were mutated past YAML)
+    batch: bool = False  # also run it through `topo-solve batch` (same answer, same bytes)
 
     def describe(self) -> str:
         return f"seed {self.seed}; mutations: {', '.join(self.mutations) or 'none'}"
@@ -548,4 +549,5 @@ def spec_case(c: Chooser) -> SpecCase:
         case.mutations.append(name)
     case.data = raw
     case.parsed = data
+    case.batch = c.boolean(0.15)
     return case

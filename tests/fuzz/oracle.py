@@ -223,10 +223,37 @@ def check_spec(case: SpecCase, relaxng, stats: Stats | None = None, domain: byte
                 problems += _accepted(out, spec, relaxng, stats, is_extension=b"domain" in case.data)
         elif outcome.code != 0 and os.path.exists(out):
             problems.append(Problem("partial-output", f"exit {outcome.code} but {out} was written", outcome.argv))
-        problems += _leftovers(work, {"spec.yaml", DOMAIN_FILE, "out.xml"}, outcome.argv)
+        expected = {"spec.yaml", DOMAIN_FILE, "out.xml"}
+        if case.batch:
+            expected.add("batch")
+            problems += _batch_agrees(work, spec, out, outcome, stats)
+        problems += _leftovers(work, expected, outcome.argv)
         return classify(problems, case.data, "spec")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _batch_agrees(work: str, spec: str, out: str, plan: Outcome, stats: Stats | None) -> list[Problem]:
+    """`topo-solve batch` on the same spec: the exit code `plan` gave, and on success the same bytes."""
+    outdir = os.path.join(work, "batch")
+    outcome = _run(["batch", spec, "-o", outdir, "-j", "1", "-q"], stats)
+    problems = _basic(outcome, [spec])
+    if plan.code is None or outcome.code is None or problems:
+        return problems
+    if outcome.code != plan.code:
+        problems.append(Problem("batch-differs", f"batch exit {outcome.code}, plan exit {plan.code}: "
+                                                 f"{_tail(outcome.stderr)}", outcome.argv))
+    elif plan.code == 0:
+        written = os.path.join(outdir, "spec.xml")
+        with open(out, "rb") as a:
+            mine = a.read()
+        same = os.path.exists(written) and open(written, "rb").read() == mine
+        if not same:
+            problems.append(Problem("batch-differs", "batch wrote other bytes than plan", outcome.argv))
+    extra = [n for n in os.listdir(outdir) if n != "spec.xml"] if os.path.isdir(outdir) else []
+    if extra:
+        problems.append(Problem("leftover", f"files left in the batch folder: {extra}", outcome.argv))
+    return problems
 
 
 def _accepted(out: str, spec: str, relaxng, stats: Stats | None, *, is_extension: bool) -> list[Problem]:
