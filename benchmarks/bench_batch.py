@@ -8,6 +8,7 @@ Run from the repository root, with the package installed (``pip install -e .``):
     python benchmarks/bench_batch.py --distinct       # also: every template a different problem (no cache hits)
     python benchmarks/bench_batch.py --profile        # cProfile of plan_many(workers=1) over 1,000 templates
     python benchmarks/bench_batch.py --keep DIR       # write the specs (and outputs) to DIR and keep them
+    python benchmarks/bench_batch.py --xml            # domain XML templates (never defined) instead of specs
 
 The generator writes one YAML spec per template into a temporary folder.  A
 fleet's templates repeat: each is drawn (seeded, so every run writes the same
@@ -23,6 +24,11 @@ report.json`` in a new process (interpreter start-up, finding the files,
 reading, parsing and validating YAML, planning, rendering and writing every
 XML file, the report); the output folder is emptied between runs.  Afterwards
 the script checks that every spec has its XML file with its own guest name.
+With ``--xml`` the templates are domain XML as a tool writes it before
+``virsh define`` (virt-install's shape: no PCI address anywhere, 14 pcie-root-ports
+without index on q35 and virt, a <uuid> and MAC address of its own), one per
+fleet template, and the batch plans every one for the same ``--hotplug``
+headroom (XML_HOTPLUG), each written back as the user's document.
 Exit status: 0 when the median run meets the target (500 templates/s), 1 otherwise.
 """
 
@@ -141,13 +147,60 @@ def generate(folder: Path, count: int, distinct: bool = False, seed: int = 6) ->
     return len(used)
 
 
+# -- domain XML templates (--xml) --------------------------------------------
+
+XML_HOTPLUG = ["pcie=2", "hostdev=1"]  # every template of the XML fleet is planned for this headroom
+
+
+def xml_template(fam: str, prof: str, head: str, d: int) -> str:
+    """A flavor as a never-defined domain XML: the spec's plan with every PCI controller and address,
+    alias and placeholder host address taken out, and virt-install's 14 root ports on PCIe machines."""
+    import re
+
+    from topo_solve.domain.write import render_domain
+    from topo_solve.solve import solve
+    from topo_solve.spec import parse_spec, to_problem
+
+    spec, lines = parse_spec(spec_text("NAME", fam, prof, head, d), "flavor.yaml")
+    xml = render_domain(solve(to_problem(spec, lines, "flavor.yaml")))
+    xml = re.sub(r"\n *<address type=.pci.[^>]*/>", "", xml)
+    xml = re.sub(r"\n *<alias name=[^>]*/>", "", xml)
+    xml = re.sub(r"\n *<controller type=.pci.[^>]*/>", "", xml)
+    xml = re.sub(r"\n *<controller type=.pci.[^>]*[^/]>.*?</controller>", "", xml, flags=re.S)
+    root = {"q35": "pcie-root", "virt": "pcie-root", "pc": "pci-root", "pseries": "pci-root"}[fam]
+    ports = "".join("\n    <controller type='pci' model='pcie-root-port'/>" for _ in range(14)) \
+        if root == "pcie-root" else ""
+    xml = xml.replace("<devices>", f"<devices>\n    <controller type='pci' model='{root}'/>{ports}", 1)
+    xml = xml.replace("<name>NAME</name>", "<name>NAME</name>\n  <uuid>UUID</uuid>", 1)
+    return xml.replace('<interface type="user">', '<interface type="user">\n      <mac address="MAC"/>')
+
+
+def generate_xml(folder: Path, count: int, seed: int = 6) -> int:
+    import uuid
+
+    rng = random.Random(seed)
+    table = flavors()
+    cache: dict = {}
+    used = set()
+    for i in range(count):
+        flavor = rng.choice(table)
+        used.add(flavor)
+        if flavor not in cache:
+            cache[flavor] = xml_template(*flavor)
+        text = (cache[flavor].replace("NAME", f"{flavor[0]}-{flavor[1]}-{i:05d}")
+                .replace("UUID", str(uuid.UUID(int=rng.getrandbits(128))))
+                .replace("MAC", "52:54:00:%02x:%02x:%02x" % (i >> 16 & 255, i >> 8 & 255, i & 255)))
+        (folder / f"tpl-{i:05d}.xml").write_text(text, encoding="utf-8")
+    return len(used)
+
+
 # -- the runs ----------------------------------------------------------------
 
-def run_cli(specs: Path, out: Path, report: Path, jobs: int | None) -> float:
+def run_cli(specs: Path, out: Path, report: Path, jobs: int | None, extra: list[str] = ()) -> float:
     if out.exists():
         shutil.rmtree(out)
     argv = [sys.executable, "-m", "topo_solve", "batch", str(specs), "-o", str(out), "-q", "--report", str(report),
-            "--force"] + (["-j", str(jobs)] if jobs else [])
+            "--force"] + (["-j", str(jobs)] if jobs else []) + list(extra)
     t = time.perf_counter()
     proc = subprocess.run(argv, capture_output=True, text=True)
     seconds = time.perf_counter() - t
@@ -160,28 +213,30 @@ def check_outputs(specs: Path, out: Path, report: Path) -> dict:
     data = json.loads(report.read_text())
     results = data["results"]
     names = {Path(r["spec"]).stem: r["name"] for r in results}
-    for spec in specs.glob("*.yaml"):
+    for spec in [*specs.glob("*.yaml"), *specs.glob("*.xml")]:
         xml = (out / f"{spec.stem}.xml").read_text()
         if f"<name>{names[spec.stem]}</name>" not in xml:
             sys.exit(f"{out / spec.stem}.xml does not carry its guest name {names[spec.stem]}")
     return data
 
 
-def measure(label: str, count: int, distinct: bool, runs: int, jobs: int | None, keep: Path | None) -> float:
+def measure(label: str, count: int, distinct: bool, runs: int, jobs: int | None, keep: Path | None,
+            xml: bool = False) -> float:
     root = Path(tempfile.mkdtemp(prefix="bench-batch-")) if keep is None else keep
     specs = root / ("specs-distinct" if distinct else "specs")
     if specs.exists():
         shutil.rmtree(specs)
     specs.mkdir(parents=True)
     t = time.perf_counter()
-    used = generate(specs, count, distinct)
+    used = generate_xml(specs, count) if xml else generate(specs, count, distinct)
+    extra = [a for h in XML_HOTPLUG for a in ("--hotplug", h)] if xml else []
     print(f"{label}: {count} specs written in {time.perf_counter() - t:.1f} s to {specs} "
           f"({used} flavors{', every template a different problem' if distinct else ''})")
     out, report = root / "out", root / "report.json"
     times = []
     try:
         for i in range(runs):
-            s = run_cli(specs, out, report, jobs)
+            s = run_cli(specs, out, report, jobs, extra)
             data = check_outputs(specs, out, report)
             times.append(s)
             print(f"  run {i + 1}: {s:6.2f} s  {count / s:7.0f} templates/s   "
@@ -222,6 +277,7 @@ def main() -> int:
     ap.add_argument("--distinct", action="store_true", help="also measure templates that are all different problems")
     ap.add_argument("--profile", action="store_true", help="cProfile plan_many(workers=1) over 1,000 templates")
     ap.add_argument("--keep", type=Path, help="write specs and outputs here and keep them")
+    ap.add_argument("--xml", action="store_true", help="domain XML templates (never defined) instead of specs")
     args = ap.parse_args()
     if args.profile:
         profile(min(args.count, 1000))
@@ -230,7 +286,8 @@ def main() -> int:
         print(f"{k:7} {v}")
     print(f"target  >= {TARGET_PER_S:.0f} templates/s, end to end (new process, XML written), median of "
           f"{args.runs} runs\n")
-    rate = measure("fleet", args.count, False, args.runs, args.jobs, args.keep)
+    rate = measure("xml fleet" if args.xml else "fleet", args.count, False, args.runs, args.jobs, args.keep,
+                   xml=args.xml)
     if args.distinct:
         measure("distinct", args.count, True, args.runs, args.jobs, args.keep)
     ok = rate >= TARGET_PER_S

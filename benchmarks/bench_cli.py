@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
         show_imports("import topo_solve.cli", args.top, cached)
         # what `plan` imports by the time it has solved and rendered (constraint: inside choose_counts)
-        show_imports("import topo_solve.cli, topo_solve.spec, topo_solve.solve, topo_solve.domain_xml, constraint",
+        show_imports("import topo_solve.cli, topo_solve.spec, topo_solve.solve, topo_solve.domain.write, constraint",
                      args.top, cached)
 
     med = max(results[(f"topo-solve {SPEC}", m)] for m in ("as is", "cached"))

@@ -58,7 +58,7 @@ def _cases(tmp: Path) -> list[tuple[str, str, list[str]]]:
 
 def main() -> int:
     import topo_solve.cli  # noqa: F401 - loaded before the forks
-    import topo_solve.domain_edit  # noqa: F401
+    import topo_solve.domain.plan  # noqa: F401
     import topo_solve.solve  # noqa: F401
 
     missed = 0

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_plan import load, machine, measure  # noqa: E402
 
-from topo_solve.domain_xml import render_domain  # noqa: E402
+from topo_solve.domain.write import render_domain  # noqa: E402
 from topo_solve.errors import InfeasibleError  # noqa: E402
 from topo_solve.solve import solve  # noqa: E402
 

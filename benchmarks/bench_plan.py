@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from topo_solve.domain_xml import render_domain
+from topo_solve.domain.write import render_domain
 from topo_solve.errors import InfeasibleError
 from topo_solve.solve import solve
 from topo_solve.spec import parse_spec, to_problem

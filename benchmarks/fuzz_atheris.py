@@ -35,8 +35,10 @@ except ImportError:  # pragma: no cover
 with atheris.instrument_imports(include=["topo_solve"]):
     import topo_solve.batch  # noqa: F401
     import topo_solve.cli
-    import topo_solve.domain_edit  # noqa: F401
-    import topo_solve.domain_read  # noqa: F401
+    import topo_solve.domain.edit  # noqa: F401
+    import topo_solve.domain.parse  # noqa: F401
+    import topo_solve.domain.plan  # noqa: F401
+    import topo_solve.domain.read  # noqa: F401
     import topo_solve.extend  # noqa: F401
     import topo_solve.files  # noqa: F401
     import topo_solve.solve  # noqa: F401

@@ -43,7 +43,7 @@ def _schema():
 def _preload() -> None:
     import topo_solve.batch  # noqa: F401
     import topo_solve.cli  # noqa: F401
-    import topo_solve.domain_edit  # noqa: F401
+    import topo_solve.domain.plan  # noqa: F401
     import topo_solve.solve  # noqa: F401
     import topo_solve.spec  # noqa: F401
     import topo_solve.verify  # noqa: F401

@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.test_conformance import SPECS, _generated, _plannable, _prepare  # noqa: E402
-from topo_solve.domain_xml import render_domain  # noqa: E402
+from topo_solve.domain.write import render_domain  # noqa: E402
 from topo_solve.hypervisor import Virsh, ensure_daemon, measure  # noqa: E402
 from topo_solve.model import EndpointClass  # noqa: E402
 from topo_solve.solve import solve  # noqa: E402

@@ -1,7 +1,7 @@
 """topo-solve: plan the PCI topology of libvirt guests.
 
 The public surface is small: load a spec, solve it, render the plan; plan many
-specs at once (``plan_many``); extend an existing guest's XML (``extend_text``).  Names are
+specs at once (``plan_many``); plan a domain XML, defined or not (``plan_document``).  Names are
 imported lazily so that ``topo-solve --help`` does not pay for pydantic, lxml
 or the solver.
 """
@@ -17,7 +17,7 @@ __all__ = [
     "render_domain",
     "read_domain",
     "plan_many",
-    "extend_text",
+    "plan_document",
     "TopoSolveError",
     "SpecError",
     "InfeasibleError",
@@ -29,10 +29,10 @@ _LAZY = {
     "load_spec": "spec",
     "solve": "solve",
     "verify": "verify",
-    "render_domain": "domain_xml",
-    "read_domain": "domain_read",
+    "render_domain": "domain.write",
+    "read_domain": "domain.read",
     "plan_many": "batch",
-    "extend_text": "domain_edit",
+    "plan_document": "domain.plan",
     "TopoSolveError": "errors",
     "SpecError": "errors",
     "InfeasibleError": "errors",

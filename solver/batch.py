@@ -43,8 +43,9 @@ from .errors import Finding, InfeasibleError, ProgrammingError, SpecError, TopoS
 __all__ = ["BatchResult", "BatchOptions", "plan_many", "collect_specs", "exit_code", "STATUSES"]
 
 STATUSES = ("ok", "infeasible", "error")
-SPEC_SUFFIXES = (".yaml", ".yml")
+SPEC_SUFFIXES = (".yaml", ".yml", ".xml")  # specs, and domain XML templates
 MAX_CHUNK = 32  # paths per task sent to a worker
+MAX_DOMAIN_BYTES = 8 * 1024 * 1024  # the domain reader's own limit (topo_solve.domain.parse.MAX_BYTES)
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,8 @@ class BatchOptions:
     outdir: str | None = None  # None: do not write; each result carries its XML instead
     force: bool = False  # replace existing output files
     virt_type: str | None = None  # override every spec's domain type (kvm | qemu)
+    hotplug: tuple = ()  # headroom (Headroom entries) every domain XML template is planned for
+    right_size: bool = False  # domain XML templates: keep only the unaddressed controllers the plan needs
 
 
 # -- choosing the specs ------------------------------------------------------
@@ -84,7 +87,7 @@ class BatchOptions:
 def collect_specs(args: Iterable[str]) -> tuple[list[str], list[BatchResult]]:
     """Expand DIR, GLOB and FILE arguments into spec paths, in a stable order.
 
-    A folder gives its ``*.yaml`` and ``*.yml`` files (not its subfolders'); a
+    A folder gives its ``*.yaml``, ``*.yml`` and ``*.xml`` files (not its subfolders'); a
     pattern (``*``, ``?``, ``[``; ``**`` recurses) gives the files it matches, sorted;
     a plain path is taken as it is (a missing one is then reported as that
     spec's error).  A file met twice is planned once.  Returns the paths, and an
@@ -106,7 +109,7 @@ def collect_specs(args: Iterable[str]) -> tuple[list[str], list[BatchResult]]:
                 found = sorted(os.path.join(arg, e.name) for e in entries
                                if e.name.endswith(SPEC_SUFFIXES) and e.is_file())
             if not found:
-                unmatched.append(_error(arg, None, 2, f"{arg}: no *.yaml or *.yml file in this folder"))
+                unmatched.append(_error(arg, None, 2, f"{arg}: no *.yaml, *.yml or *.xml file in this folder"))
         elif glob.has_magic(arg):
             found = sorted(p for p in glob.glob(arg, recursive=True) if os.path.isfile(p))
             if not found:
@@ -187,15 +190,20 @@ def _plan_one(path: str, options: BatchOptions, cache: dict) -> BatchResult:
 
     request = None
     try:
-        request = load_request(path)
-        if isinstance(request, DomainRequest):
+        if path.endswith(".xml"):  # a domain XML template, planned for the batch's shared --hotplug
+            result, text = _xml_template(path, options)
+        else:
+            request = load_request(path)
+        if request is None:
+            pass
+        elif isinstance(request, DomainRequest):
             result, text = _extend_one(path, request)
         else:
             result, text = _new_guest(path, request, options, cache)
         if text is None:
             return result
         if options.outdir is None:
-            return replace(result, xml=text)
+            return replace(result, xml=text if isinstance(text, str) else text.decode("utf-8", "replace"))
         output = os.path.join(options.outdir, Path(path).stem + ".xml")
         _write_new(output, text, options.force)
         return replace(result, output=output)
@@ -214,7 +222,7 @@ def _plan_one(path: str, options: BatchOptions, cache: dict) -> BatchResult:
 
 def _new_guest(path: str, problem, options: BatchOptions, cache: dict) -> tuple[BatchResult, str | None]:
     """Plan a new guest, or take the plan of an identical problem; the XML is always rendered for this spec."""
-    from .domain_xml import render_domain
+    from .domain.write import render_domain
     from .solve import solve
 
     if options.virt_type:
@@ -251,26 +259,41 @@ def _renamed(exc: InfeasibleError, name: str) -> InfeasibleError:
 
 
 def _extend_one(path: str, request) -> tuple[BatchResult, str]:
-    """A spec with 'domain': add the fewest controllers to that guest, moving nothing (as `topo-solve SPEC`)."""
-    from .domain_edit import extend_text
-
-    from .files import MAX_DOMAIN_BYTES, decode_text, read_input
+    """A spec with 'domain': plan that guest with the spec's headroom, moving nothing (as `topo-solve SPEC`)."""
+    from .files import read_input
 
     domain = str(request.domain)
     try:  # bounded like every input: `domain: /dev/zero` is refused, not read until memory runs out
-        text = decode_text(read_input(domain, MAX_DOMAIN_BYTES, "a libvirt domain XML"), domain)
+        data = read_input(domain, MAX_DOMAIN_BYTES, "a libvirt domain XML")
     except SpecError as exc:
-        raise SpecError([Finding(path, request.line, "domain", f"{domain}{':' + str(p.line) if p.line else ''}: "
-                                 f"{p.message}") for p in exc.problems]) from None
-    edited = extend_text(text, domain, tuple(request.headroom), machine=request.machine, spec=path)
-    name, rules, ext, new_text = edited.name, edited.rules, edited.extension, edited.text
+        raise SpecError([Finding(path, request.line, "domain", f"{domain}: {p.message}")
+                         for p in exc.problems]) from None
+    return _domain_result(path, domain, data, tuple(request.headroom), machine=request.machine)
+
+
+def _xml_template(path: str, options: BatchOptions) -> tuple[BatchResult, str]:
+    from .files import read_input
+
+    data = read_input(path, MAX_DOMAIN_BYTES, "a libvirt domain XML")
+    return _domain_result(path, path, data, options.hotplug, right_size=options.right_size, cache=_CACHE)
+
+
+def _domain_result(path: str, domain: str, data: bytes, headroom, *, machine: str | None = None,
+                   right_size: bool = False, cache: dict | None = None) -> tuple[BatchResult, str]:
+    from .domain.plan import plan_document
+
+    planned = plan_document(data, domain, headroom, machine=machine, spec=path, right_size=right_size,
+                            surplus=False, cache=cache)
+    ext = planned.extension
     added: dict[str, int] = {}
     for c in ext.added:
         added[c.model] = added.get(c.model, 0) + 1
-    return BatchResult(spec=path, status="ok", code=0, name=name, machine=rules.family, added=dict(sorted(added.items())),
+    return BatchResult(spec=path, status="ok", code=0, name=planned.name, machine=planned.rules.family,
+                       cached=planned.cached,
+                       added=dict(sorted(added.items())),
                        capacity={str(k): v for k, v in ext.capacity.items()},
                        requested={str(k): v for k, v in ext.requested.items()},
-                       message="\n".join(f"{path}: warning: {w}" for w in ext.warnings)), new_text
+                       message="\n".join(f"{path}: warning: {w}" for w in ext.warnings)), planned.edit.data
 
 
 def _error(path: str, request, code: int, message: str) -> BatchResult:
@@ -290,14 +313,17 @@ def _write_new(path: str, text: str, force: bool) -> None:
 # -- many specs --------------------------------------------------------------
 
 def plan_many(specs: Iterable[str | os.PathLike], workers: int | None = None, *, outdir: str | os.PathLike | None = None,
-              force: bool = False, virt_type: str | None = None, on_wait=None) -> Iterator[BatchResult]:
+              force: bool = False, virt_type: str | None = None, hotplug: tuple = (),
+              right_size: bool = False, on_wait=None) -> Iterator[BatchResult]:
     """Plan every spec; yield a :class:`BatchResult` for each as it finishes.
 
     ``workers``: processes to use (default ``os.cpu_count()``; 1 plans in this
     process).  ``outdir``: write ``OUTDIR/<stem>.xml`` for each planned spec
     (created if missing); without it, each result carries its XML text instead.
     ``force``: replace existing output files.  ``virt_type``: override each
-    spec's domain type.  Never raises for one spec's fault; it becomes that
+    spec's domain type.  ``hotplug`` (Headroom entries) and ``right_size``: how the
+    domain XML templates among ``specs`` (``*.xml``) are planned.  Never raises for one
+    spec's fault; it becomes that
     spec's result.  Raises :class:`SpecError` when OUTDIR cannot be created.
 
     With ``outdir``, the batch holds an advisory lock on OUTDIR until the last
@@ -316,7 +342,8 @@ def plan_many(specs: Iterable[str | os.PathLike], workers: int | None = None, *,
             os.makedirs(out, exist_ok=True)
         except OSError as exc:  # the whole batch's fault, not one spec's
             raise SpecError([Finding(out, None, "", f"cannot create the output folder: {exc.strerror}")]) from None
-    options = BatchOptions(outdir=out, force=force, virt_type=virt_type)
+    options = BatchOptions(outdir=out, force=force, virt_type=virt_type, hotplug=tuple(hotplug),
+                           right_size=right_size)
     todo: list[str] = []
     owner: dict[str, str] = {}
     duplicates: list[BatchResult] = []
@@ -375,7 +402,8 @@ def _in_pool(first: list[BatchResult], paths: list[str], workers: int,
     # pool starts all its processes at the first submit, which happens here, before the caller starts any thread.
     ctx = multiprocessing.get_context("fork") if sys.platform == "linux" else None
     if ctx is not None:
-        from . import domain_xml, solve, spec  # noqa: F401 - imported for the workers to inherit
+        from . import solve, spec  # noqa: F401 - imported for the workers to inherit
+        from .domain import plan, write  # noqa: F401
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                                initargs=(options, os.getpid()))
     pending = {pool.submit(_run_chunk, chunk): chunk for chunk in _chunks(paths, workers)}

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -69,10 +71,16 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
-def _write(text: str, output: str | None, force: bool) -> None:
-    """Print, or write through :func:`topo_solve.files.write_output` (atomic, never over a file without force)."""
+def _write(text: str | bytes, output: str | None, force: bool) -> None:
+    """Print, or write through :func:`topo_solve.files.write_output` (atomic, never over a file without
+    force).  Bytes are written as they are (a domain XML keeps its own encoding and line endings)."""
     if output is None or output == "-":
-        click.echo(text, nl=False)
+        if isinstance(text, bytes):
+            sys.stdout.flush()
+            sys.stdout.buffer.write(text)
+            sys.stdout.buffer.flush()
+        else:
+            click.echo(text, nl=False)
         return
     from .files import write_output
 
@@ -161,35 +169,57 @@ def _tree(plan) -> str:
 
 
 @cli.command()
-@click.argument("spec", type=click.Path(dir_okay=False))
+@click.argument("spec", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--emit", type=click.Choice(EMITS), default="domain", show_default=True,
               help="What to print: the domain XML, only its PCI controllers, JSON, or a tree.")
 @click.option("-o", "--output", metavar="FILE", help="Write here (atomically) instead of stdout.")
 @click.option("--force", is_flag=True, help="Replace FILE if it exists.")
 @click.option("--virt-type", type=click.Choice(["kvm", "qemu"]), default=None,
               help="Override the spec's domain type (qemu = TCG, for hosts without KVM).")
+@click.option("--hotplug", "hotplugs", multiple=True, metavar="MODEL=N[@NODE]",
+              help="For a domain XML: headroom to reach (a device model or pcie, pci, hostdev); repeat it.")
+@click.option("--right-size", is_flag=True,
+              help="For a domain XML: keep only as many of its unaddressed controllers as the plan needs.")
+@click.option("--in-place", is_flag=True, help="For a domain XML: replace it, keeping the original as FILE.bak.")
+@click.option("--allow-moves", is_flag=True, help="For a domain XML: move devices when no addition is enough.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
-def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str | None, quiet: bool) -> None:
-    """Plan SPEC.yaml: the fewest controllers that give it its hotplug headroom."""
+def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str | None, hotplugs: tuple[str, ...],
+         right_size: bool, in_place: bool, allow_moves: bool, quiet: bool) -> None:
+    """Plan SPEC.yaml, or a libvirt domain XML (defined or not): the fewest controllers that give
+    it its hotplug headroom, every device and controller with its address.
+
+    A domain XML (a file, or - for standard input) comes back as the same document with the PCI
+    controllers and addresses filled in; everything else stays byte for byte."""
     from dataclasses import replace
 
+    with _domain_input(spec, in_place, "a spec or a libvirt domain XML") as data:  # read once: stdin, a pipe
+        if _is_xml(data):
+            if emit not in ("domain", "json"):
+                raise _usage(f"--emit {emit} is for specs; a domain XML is planned as domain or json")
+            _domain_run(spec, data, _headroom(hotplugs), output=output, in_place=in_place, force=force,
+                        allow_moves=allow_moves, right_size=right_size, emit=emit, quiet=quiet, verb="plan")
+            return
+    for flag, given in (("--hotplug", hotplugs), ("--right-size", right_size), ("--in-place", in_place),
+                        ("--allow-moves", allow_moves)):
+        if given:
+            raise _usage(f"{flag} is for a domain XML; {spec} is a spec (write its headroom under 'hotplug:')")
     from .solve import solve
     from .spec import DomainRequest, load_request
 
-    problem = load_request(spec)
-    if isinstance(problem, DomainRequest):  # a spec with 'domain': extend that guest
+    problem = load_request("<stdin>" if spec == "-" else spec, data=data)
+    if isinstance(problem, DomainRequest):  # a spec with 'domain': plan that guest
         if emit not in ("domain", "json"):
-            raise _usage(f"{spec} extends an existing guest; --emit {emit} is for new guests (use domain or json)")
+            raise _usage(f"{spec} plans an existing guest; --emit {emit} is for new guests (use domain or json)")
         from .errors import Finding, SpecError
 
         domain = str(problem.domain)
         try:  # a fault of the domain file is reported at the spec's 'domain:' line too
-            data = _read_domain(domain)
+            xml = _read_domain(domain)
         except SpecError as exc:
             raise SpecError([Finding(spec, problem.line, "domain", f"{domain}: {p.message}")
                              for p in exc.problems]) from None
-        _extend_and_write(domain, data, problem.headroom, output=output, in_place=False, force=force,
-                          allow_moves=False, emit=emit, quiet=quiet, machine=problem.machine, spec=spec)
+        _domain_run(domain, xml, problem.headroom, output=output, in_place=False, force=force, allow_moves=False,
+                    right_size=False, emit=emit, quiet=quiet, machine=problem.machine, spec=spec, verb="plan")
         return
     if virt_type:
         problem = replace(problem, virt_type=virt_type)
@@ -201,12 +231,31 @@ def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str |
     elif emit == "tree":
         text = _tree(result)
     else:
-        from .domain_xml import _tostring, controllers_element, render_domain
+        from .domain.write import _tostring, controllers_element, render_domain
 
         text = render_domain(result) if emit == "domain" else _tostring(controllers_element(result))
     _write(text, output, force)
     if not quiet:
         click.echo(_summary(result), err=True)
+
+
+def _is_xml(data: bytes) -> bool:
+    """A domain XML starts with '<' (after a byte order mark and blanks); a YAML spec never does."""
+    return data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<")
+
+
+def _headroom(hotplugs: tuple[str, ...]):
+    from .spec import parse_hotplug_option
+
+    out = []
+    for h in hotplugs:
+        try:
+            entry = parse_hotplug_option(h)
+        except ValueError as exc:
+            raise _usage(f"--hotplug {h}: {exc}") from None
+        if entry is not None:
+            out.append(entry)
+    return tuple(out)
 
 
 @cli.command()
@@ -217,12 +266,17 @@ def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str |
 @click.option("--force", is_flag=True, help="Replace output files (and the report) that exist.")
 @click.option("--report", metavar="FILE", help="Also write every spec's result as JSON.")
 @click.option("--virt-type", type=click.Choice(["kvm", "qemu"]), default=None, help="Override every spec's domain type.")
+@click.option("--hotplug", "hotplugs", multiple=True, metavar="MODEL=N[@NODE]",
+              help="Headroom for every domain XML template (*.xml); repeat it.")
+@click.option("--right-size", is_flag=True,
+              help="Domain XML templates: keep only the unaddressed controllers the plan needs.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary table on stdout (errors still go to stderr).")
 def batch(specs: tuple[str, ...], outdir: str, jobs: int | None, force: bool, report: str | None,
-          virt_type: str | None, quiet: bool) -> None:
-    """Plan many specs in parallel, each to OUTDIR/<spec stem>.xml.
+          virt_type: str | None, hotplugs: tuple[str, ...], right_size: bool, quiet: bool) -> None:
+    """Plan many specs and domain XML templates in parallel, each to OUTDIR/<stem>.xml.
 
-    SPECS are folders (their *.yaml and *.yml files), glob patterns or files.
+    SPECS are folders (their *.yaml, *.yml and *.xml files), glob patterns or files; a domain
+    XML template is planned for the headroom --hotplug gives (defined or not, as `plan` does).
     One bad spec never stops the rest; each is reported on stderr, then a table
     of all of them goes to stdout.  Exit code: 0 all planned, 1 some spec has no
     layout, 2 some spec (or output) is bad, 3 a bug; the highest one wins."""
@@ -237,6 +291,7 @@ def batch(specs: tuple[str, ...], outdir: str, jobs: int | None, force: bool, re
     start = time.perf_counter()
     paths, results = b.collect_specs(specs)
     stream = b.plan_many(paths, workers=jobs, outdir=outdir, force=force, virt_type=virt_type,
+                         hotplug=_headroom(hotplugs), right_size=right_size,
                          on_wait=lambda: click.echo(f"waiting for another topo-solve batch writing {outdir} ...",
                                                     err=True))
     if sys.stderr.isatty():
@@ -282,15 +337,14 @@ def schema() -> None:
 def check(domain: str, uri: str, max_per_class: int) -> None:
     """Prove DOMAIN.xml in a real libvirt: define it under a temporary name, hotplug
     each class to capacity, compare with the promise, clean up."""
-    from .domain_read import read_domain
+    from .domain.read import read_layout
     from .hypervisor import Virsh, measure
     from .model import EndpointClass
     from .verify import verify
 
-    from .files import decode_text
-
-    text = decode_text(_read_domain(domain), domain)
-    layout, rules = read_domain(text, domain)
+    data = _read_domain(domain)
+    text = data.decode("utf-8", errors="replace")
+    layout, rules = read_layout(data, domain)
     report = verify(layout, rules, strict_auto=False)
     classes = [str(c) for c in report.capacity if str(c) != "hostdev"]
     m = measure(text, classes, virsh=Virsh(uri), max_per_class=max_per_class)
@@ -322,16 +376,16 @@ def audit(domains: tuple[str, ...], emit: str) -> None:
     DOMAINS are files, or - for standard input."""
     import json
 
-    from .domain_read import read_domain
+    from .domain.read import read_layout
     from .model import HOTPLUG_CLASSES
     from .verify import verify
 
     results = []
     for path in domains:
-        layout, rules = read_domain(_read_domain(path), "<stdin>" if path == "-" else path)
+        layout, rules = read_layout(_read_domain(path), "<stdin>" if path == "-" else path)
         report = verify(layout, rules, strict_auto=False)
         warnings = list(report.warnings)
-        if rules.root_hotplug_needs_acpi and not layout.acpi:
+        if rules.hotplug_needs_acpi and not layout.acpi:
             warnings.append(f"no <acpi/>: {rules.bus(rules.root).model} of a {rules.family} guest takes no hotplug "
                             "at all (QEMU: Bus 'pci.0' does not support hotplugging)")
         off = [c.index for c in layout.controllers if not c.hotplug]
@@ -392,91 +446,98 @@ def extend(domain: str, hotplugs: tuple[str, ...], output: str | None, in_place:
     without moving a device; every index, address, alias, attribute and comment stays as it was.
 
     DOMAIN is a libvirt domain XML as `virsh dumpxml` prints it, or - for standard input."""
-    from .spec import parse_hotplug_option
-
     if not hotplugs:
         raise _usage("extend needs at least one --hotplug MODEL=N (e.g. --hotplug virtio-net=4)")
-    headroom = []
-    for h in hotplugs:
-        try:
-            entry = parse_hotplug_option(h)
-        except ValueError as exc:
-            raise _usage(f"--hotplug {h}: {exc}") from None
-        if entry is not None:
-            headroom.append(entry)
-    _extend_run(domain, tuple(headroom), output=output, in_place=in_place, force=force, allow_moves=allow_moves,
-                emit=emit, quiet=quiet)
+    headroom = _headroom(hotplugs)
+    with _domain_input(domain, in_place) as data:
+        _domain_run(domain, data, headroom, output=output, in_place=in_place, force=force,
+                    allow_moves=allow_moves, right_size=False, emit=emit, quiet=quiet, verb="extend")
 
 
-def _extend_run(domain: str, headroom, *, output, in_place, force, allow_moves, emit, quiet,
-                machine: str | None = None, spec: str | None = None) -> None:
-    if in_place and (output or domain == "-"):
-        raise _usage("--in-place replaces DOMAIN itself; it cannot be combined with -o or standard input")
-    if in_place:
-        # Read, extend and replace under one lock: a second run on the same file waits and then
-        # extends this run's result, so neither extension is lost.
-        from .files import MAX_DOMAIN_BYTES, locked_input
-
-        with locked_input(domain, MAX_DOMAIN_BYTES, "a libvirt domain XML") as data:
-            _extend_and_write(domain, data, headroom, output=None, in_place=True, force=force,
-                              allow_moves=allow_moves, emit=emit, quiet=quiet, machine=machine, spec=spec)
-        return
-    _extend_and_write(domain, _read_domain(domain), headroom, output=output, in_place=False, force=force,
-                      allow_moves=allow_moves, emit=emit, quiet=quiet, machine=machine, spec=spec)
-
-
-def _extend_and_write(domain: str, data: bytes, headroom, *, output, in_place, force, allow_moves, emit, quiet,
-                      machine, spec) -> None:
+def _domain_run(domain: str, data: bytes, headroom, *, output, in_place, force, allow_moves, right_size, emit,
+                quiet, verb: str, machine: str | None = None, spec: str | None = None) -> None:
+    """Plan a domain XML and write the result (plan, extend, and specs with 'domain')."""
     import json
 
-    from .domain_edit import extend_text
-    from .files import decode_text
+    from .domain.plan import plan_document
 
-    shown = "<stdin>" if domain == "-" else domain
-    text = decode_text(data, shown)  # no newline translation: CR LF files keep their line ends
-    edited = extend_text(text, shown, tuple(headroom), allow_moves=allow_moves, machine=machine, spec=spec)
-    name, rules, ext, new_text, exact = edited.name, edited.rules, edited.extension, edited.text, edited.exact
+    if in_place and (output or domain == "-"):
+        raise _usage("--in-place replaces the file itself; it cannot be combined with -o or standard input")
+    planned = plan_document(data, domain, tuple(headroom), allow_moves=allow_moves, right_size=right_size,
+                            machine=machine, spec=spec)
+    name, rules, ext, edit = planned.name, planned.rules, planned.extension, planned.edit
+    defined = planned.domain.defined
     if emit == "json":
         report = {
-            "file": domain, "name": name, "machine": rules.family, "changed": not ext.unchanged,
+            "file": domain, "name": name, "machine": rules.family, "changed": not planned.unchanged,
+            "defined": defined,
             "added": [{"index": c.index, "model": c.model, "address": None if c.address is None else str(c.address)}
                       for c in ext.added],
+            "filled": [{"index": c.index, "model": c.model, "address": str(c.address)} for c in ext.filled],
+            "placed": [{"name": p.endpoint.name, "model": p.endpoint.kind,
+                        "address": None if p.address is None else str(p.address),
+                        "added_by_libvirt": p.endpoint.implicit} for p in ext.placed],
+            "removed": list(planned.removed),
+            "surplus": [{"model": x.model, "have": x.have, "needed": x.needed} for x in planned.surplus],
             "moves": [{"name": m.name, "from": str(m.old), "to": str(m.new)} for m in ext.moves],
             "before": {str(k): v for k, v in ext.before.items()},
             "capacity": {str(k): v for k, v in ext.capacity.items()},
             "requested": {str(k): v for k, v in ext.requested.items()},
+            "budgets": {k: {"used": u, "limit": lim} for k, (u, lim) in (ext.budgets or {}).items()},
             "warnings": list(ext.warnings),
         }
         click.echo(json.dumps(report, indent=2))
     if in_place:
-        if not ext.unchanged:
+        if not planned.unchanged:
             from .files import write_output
 
             # the bytes as read: the backup is the original (one that holds them already, left by a run
-            # killed before it replaced DOMAIN, is kept as it is)
+            # killed before it replaced the file, is kept as it is)
             write_output(domain + ".bak", data, force=force, identical_ok=True)
-            write_output(domain, new_text, force=True)
+            write_output(domain, edit.data, force=True)
     elif emit == "domain" or output:
-        _write(new_text, output, force)
+        _write(edit.data, output, force)
     if quiet:
         return
-    cap = "  ".join(f"{c} {ext.before[c]} -> {ext.capacity[c]}/{ext.requested[c]}" for c in ext.capacity)
-    if ext.unchanged:
+    if planned.unchanged:
         click.echo(f"{name} ({rules.family}): already meets the request; nothing changed", err=True)
-        click.echo(f"  hotplug capacity/requested: " + "  ".join(
+        click.echo("  hotplug capacity/requested: " + "  ".join(
             f"{c} {ext.capacity[c]}/{ext.requested[c]}" for c in ext.capacity), err=True)
         return
+    gaps = {c.index for c in edit.gap_controllers}
     by_model: dict[str, list[int]] = {}
-    for c in ext.added:
-        by_model.setdefault(c.model, []).append(c.index)
+    for c in edit.new_controllers:
+        if c.index not in gaps:
+            by_model.setdefault(c.model, []).append(c.index)
     added = ", ".join(f"{len(ix)} {m} (index {_ranges(ix)})" for m, ix in by_model.items()) or "nothing"
     click.echo(f"{name} ({rules.family}): added {added}", err=True)
-    click.echo(f"  hotplug capacity before -> after/requested: {cap}", err=True)
+    if defined and not edit.filled_controllers and not edit.added_by_libvirt and not edit.gap_controllers:
+        cap = "  ".join(f"{c} {ext.before[c]} -> {ext.capacity[c]}/{ext.requested[c]}" for c in ext.capacity)
+        click.echo(f"  hotplug capacity before -> after/requested: {cap}", err=True)
+    else:
+        what = [f"{n} {w}" for n, w in ((edit.filled_devices, "device(s)"),
+                                         (edit.filled_controllers, "controller(s)")) if n]
+        libvirt = list(edit.added_by_libvirt) + [f"{c.model} (the root bus)" if c.index == 0 else
+                                                 f"{c.model} {c.index} (an unused index)"
+                                                 for c in edit.gap_controllers]
+        if what:
+            click.echo(f"  addresses written: {', '.join(what)}", err=True)
+        if libvirt:
+            click.echo(f"  written out as libvirt adds them at define: {', '.join(libvirt)}", err=True)
+        cap = "  ".join(f"{c} {ext.capacity[c]}/{ext.requested[c]}" for c in ext.capacity)
+        click.echo(f"  hotplug capacity/requested: {cap}", err=True)
+    if ext.budgets:
+        click.echo("  budgets used/limit: " + ", ".join(f"{k} {u}/{lim}" for k, (u, lim) in ext.budgets.items()),
+                   err=True)
+    for x in planned.surplus:
+        click.echo(f"  surplus: {x} (--right-size keeps only what the plan needs)", err=True)
+    if right_size and (edit.reused_controllers or edit.removed_controllers):
+        models = sorted(set(edit.reused_controllers) | set(edit.removed_controllers))
+        click.echo("  right-sized: " + ", ".join(
+            f"{edit.reused_controllers.count(m)} of the {edit.reused_controllers.count(m) + edit.removed_controllers.count(m)} "
+            f"{m} without an address kept, {edit.removed_controllers.count(m)} removed" for m in models), err=True)
     for m in ext.moves:
         click.echo(f"  moved {m.name}: {m.old} -> {m.new}", err=True)
-    if not exact:
-        click.echo("  note: the file could not be edited line by line, so it was rewritten; elements, attributes "
-                   "and comments are kept, whitespace and quotes may differ", err=True)
     if in_place:
         click.echo(f"  {domain} replaced; the original is {domain}.bak", err=True)
     for w in ext.warnings:
@@ -494,11 +555,27 @@ def _ranges(ix: list[int]) -> str:
     return ", ".join(out)
 
 
-def _read_domain(path: str) -> bytes:
-    """A domain XML file (or stdin, ``-``) as bytes, no more than the size limit."""
+def _read_domain(path: str, what: str = "a libvirt domain XML") -> bytes:
+    """A domain XML file (or stdin, ``-``) as bytes, no more than the size limit (topo_solve.files)."""
     from .files import MAX_DOMAIN_BYTES, read_input
 
-    return read_input(path, MAX_DOMAIN_BYTES, "a libvirt domain XML")
+    return read_input(path, MAX_DOMAIN_BYTES, what)
+
+
+@contextmanager
+def _domain_input(path: str, in_place: bool, what: str = "a libvirt domain XML") -> Iterator[bytes]:
+    """The bytes of a domain XML; with ``in_place``, read and held under the file's lock until the
+    body has replaced it: a second run on the same file waits, then plans this run's result, so no
+    change is lost."""
+    if not in_place:
+        yield _read_domain(path, what)
+        return
+    if path == "-":
+        raise _usage("--in-place replaces the file itself; it cannot be combined with standard input")
+    from .files import MAX_DOMAIN_BYTES, locked_input
+
+    with locked_input(path, MAX_DOMAIN_BYTES, what) as data:
+        yield data
 
 
 def main(argv: list[str] | None = None) -> None:

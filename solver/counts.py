@@ -94,6 +94,10 @@ class Existing:
     # and the numbers that range already holds; new controllers of the root bus's tree go there.
     bus_limit: int | None = None
     root_range_used: int = 0
+    # Controllers the guest's XML has without an address (kept): by table key, the least the plan
+    # has of each; their indexes are already counted in ``max_index``.
+    kept: dict[str, int] = field(default_factory=dict)
+    root_hotplug: bool = True  # False: the root bus has <target hotplug='off'/> (pci-root, libvirt 7.9)
 
 
 @dataclass
@@ -117,6 +121,7 @@ class CountModel:
     fixed: dict[str, int] = field(default_factory=dict)  # controllers of other trees that plug in here
     nodes: dict[int, "CountModel"] = field(default_factory=dict)  # the trees of the NUMA nodes
     outside: Counter = field(default_factory=Counter)  # controllers of the other trees, for the budgets
+    integrated: int = 0  # endpoints libvirt puts on the root bus only (virtio-iommu, pvpanic-pci)
 
     @property
     def root(self) -> BusRule:
@@ -128,6 +133,10 @@ class CountModel:
 
     def _free(self, key: str) -> int:
         return self.existing.free.get(key, 0) if self.existing else 0
+
+    def kept(self, key: str) -> int:
+        """The least number of ``key`` controllers: the ones the guest's XML has without an address."""
+        return self.existing.kept.get(key, 0) if self.existing and self.node is None else 0
 
     @property
     def pool_rules(self) -> tuple[BusRule, ...]:
@@ -146,10 +155,12 @@ class CountModel:
     def _bus_pools(self, connect: Connect, *, endpoint: bool, hotplug: bool) -> frozenset[str]:
         """Pools whose bus auto-accepts ``connect`` (and hotplugs, if asked)."""
         out = set()
+        if hotplug and self.rules.hotplug_needs_acpi and not self.acpi:
+            return frozenset()  # no bus takes a hotplug without ACPI (i440fx)
         root = self.root
-        if self.rules.accepts(root, connect, auto=True, endpoint=endpoint) and (root.hotplug or not hotplug):
-            if not (hotplug and self.rules.root_hotplug_needs_acpi and not self.acpi):
-                out.add(ROOT)
+        root_live = root.hotplug and (self.existing is None or self.existing.root_hotplug or self.node is not None)
+        if self.rules.accepts(root, connect, auto=True, endpoint=endpoint) and (root_live or not hotplug):
+            out.add(ROOT)
         for b in self.pool_rules:
             if self.rules.accepts(b, connect, auto=True, endpoint=endpoint) and (b.hotplug or not hotplug):
                 out.add(b.name)
@@ -159,6 +170,9 @@ class CountModel:
         """Every demand for the controller counts ``n`` (ports excluded)."""
         rules = self.rules
         out: list[Demand] = []
+        if self.integrated:
+            out.append(Demand("root:integrated", self.integrated, frozenset({ROOT}),
+                              "devices libvirt puts on the root bus only"))
         for (connect, root_ok), count in sorted(self.endpoint_demand.items()):
             if root_ok:
                 k = on_root.get(connect, 0)
@@ -267,7 +281,8 @@ class CountModel:
             excess = need - sum(caps.values()) - self._free(h)
             if excess > 0:
                 n[h] = ceil(excess / max(b.nslots - 1, 1))  # each holds nslots ports and takes one
-                need += n[h]  # each switch's upstream port takes a port
+            n[h] = max(n[h], self.kept(h))
+            need += n[h]  # each switch's upstream port takes a port
         capped = [p for p in self.ports if p in caps]
         for p in capped:
             n[p] = min(need, caps[p])
@@ -275,6 +290,8 @@ class CountModel:
         rest = [p for p in self.ports if p not in caps] or capped[-1:]
         if rest:
             n[rest[0]] += need  # past every cap: the flow says what does not fit
+        for p in self.ports:
+            n[p] = max(n[p], self.kept(p))  # the XML's own ports stay, even where fewer would do
         return n, self.demands(n, on_root)
 
     def feasible(self, n: dict[str, int], demands: list[Demand]) -> tuple[bool, dict]:
@@ -303,7 +320,8 @@ class CountModel:
         causes = []
         ex = self.existing
         n = Counter(n) + Counter(self.fixed) + self.outside
-        total = sum(n.values()) + (ex.max_index if ex else 0)  # new indexes follow the highest in use
+        # new indexes follow the highest in use; the kept controllers have theirs already
+        total = sum(n.values()) + (ex.max_index - sum(ex.kept.values()) if ex else 0)
         if total > self.rules.max_index:
             causes.append(Cause("controller indexes", total + 1, self.rules.max_index + 1,
                                 f"libvirt numbers PCI controllers 0-{self.rules.max_index}",
@@ -371,11 +389,15 @@ def _tree(problem: Problem, rules: RuleSet, given: dict, existing: Existing | No
     groups: Counter = Counter()
     root = root_rule or rules.bus(rules.root)
     kinds: Counter = Counter()  # (class, never unplugged) -> endpoints: the rules are asked once per kind
+    integrated = 0
     for ep in problem.endpoints:
         if ep.cls is None or ep.node != node or ep.name in given:
             continue
         if ep.cls in rules.isolated:
             groups[ep.group if ep.group is not None else -1 - len(groups)] += 1
+            continue
+        if ep.integrated:
+            integrated += 1
             continue
         kinds[(ep.cls, ep.root_ok)] += 1
     for (cls, never_unplugged), count in kinds.items():
@@ -387,7 +409,7 @@ def _tree(problem: Problem, rules: RuleSet, given: dict, existing: Existing | No
     hotplug = problem.requested() if node is None else problem.requested_by_node().get(node, {})
     model = CountModel(problem=problem, rules=rules, root_free=root_free, endpoint_demand=endpoint_demand,
                        hotplug=dict(hotplug), groups=dict(groups), existing=existing,
-                       root_rule=root_rule, node=node)
+                       root_rule=root_rule, node=node, integrated=integrated)
     model.ports = [b.name for b in rules.addable if b.is_port]
     model.hubs = [b.name for b in rules.addable if not b.is_port and _is_hub(model, b)]
     model.searched = [b.name for b in rules.addable if not b.is_port and b.name not in model.hubs]
@@ -425,7 +447,7 @@ def _upper_bound(model: CountModel, b: BusRule) -> int:
     if b.name in rules.max_count:
         have = model.existing.counts.get(b.name, 0) if model.existing else 0
         bound = min(bound, max(rules.max_count[b.name] - have, 0) + 1)  # one past the limit: lets the budget explain
-    return bound
+    return max(bound, model.kept(b.name))
 
 
 def choose_counts(model: CountModel) -> Counts | None:
@@ -478,7 +500,7 @@ def _choose(model: CountModel) -> Counts | None:
             return [{}] if ok() else []
         csp = CSP(BacktrackingSolver())
         for key in model.searched:
-            csp.addVariable(key, list(range(model.bounds[key] + 1)))
+            csp.addVariable(key, list(range(model.kept(key), model.bounds[key] + 1)))
         for connect, k in model.root_ok_max.items():
             csp.addVariable(f"root:{connect}", list(range(min(k, model.root_free) + 1)))
         if total is not None:
@@ -519,9 +541,10 @@ def _searched_lower_bound(model: CountModel) -> int:
     spare = model.new_whole_bus_need()[1] * iso.nslots if iso is not None else 0
     room = max((model.rules.bus(k).nslots for k in model.searched), default=0)
     whole = model.new_whole_bus_need()[0]
+    kept = sum(model.kept(k) for k in model.searched)
     if need <= have + spare or room == 0:
-        return whole
-    return whole + ceil((need - have - spare) / room)
+        return max(whole, kept)
+    return max(whole + ceil((need - have - spare) / room), kept)
 
 
 def _split(model: CountModel, assignment: dict) -> tuple[dict[str, int], dict[Connect, int]]:
@@ -554,7 +577,7 @@ def _explain(model: CountModel) -> list[Cause]:
     import itertools
 
     best = None  # (shortfall, cost, full counts, demands, info)
-    ranges = [range(model.bounds[k] + 1) for k in model.searched]
+    ranges = [range(model.kept(k), model.bounds[k] + 1) for k in model.searched]
     # Below the lower bound every candidate falls short; from it upwards, fewest controllers
     # first, so a budget that binds is named by the first candidate whose positions all fit.
     low = _searched_lower_bound(model) if model.searched else 0

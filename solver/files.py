@@ -41,7 +41,7 @@ MAX_SPEC_BYTES = 1024 * 1024  # a spec of 10,000 device entries is about 600 KiB
 MAX_DOMAIN_BYTES = 8 * 1024 * 1024  # a domain with thousands of devices is well under 1 MiB
 
 
-def _too_large(path: str, limit: int, what: str) -> SpecError:
+def too_large(path: str, limit: int, what: str) -> SpecError:
     size = f"{limit // (1024 * 1024)} MiB" if limit >= 1024 * 1024 else f"{limit // 1024} KiB"
     return SpecError([Finding(path, None, "", f"larger than {size}; {what} is far smaller: check that this is "
                               "the right file")])
@@ -80,7 +80,7 @@ def read_input(path: str, limit: int, what: str) -> bytes:
         raise SpecError([Finding(repr(path)[1:-1], None, "", "cannot read the file: its name has a NUL character")]) \
             from None
     if len(data) > limit:
-        raise _too_large(shown, limit, what)
+        raise too_large(shown, limit, what)
     return data
 
 
@@ -365,7 +365,7 @@ def locked_input(path: str, limit: int, what: str) -> Iterator[bytes]:
             except OSError as exc:
                 raise SpecError([Finding(path, None, "", f"cannot read the file: {exc.strerror or exc}")]) from None
             if len(data) > limit:
-                raise _too_large(path, limit, what)
+                raise too_large(path, limit, what)
             yield data
             return
         finally:

@@ -107,6 +107,10 @@ class Endpoint:
     host: str | None = None  # host PCI address of an assigned device
     line: int | None = None  # spec line, for messages
     node: int | None = None  # guest NUMA node it must sit on (behind that node's expander bus / PHB)
+    # The functions it takes in its slot: a multifunction set (a USB2 controller with its companions)
+    # takes one slot, function 0 first; its address is that of its lowest function.
+    functions: tuple[int, ...] = (0,)
+    integrated: bool = False  # libvirt puts it on the root bus only (virtio-iommu, pvpanic-pci)
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,12 @@ class Problem:
     source: str = "<spec>"
     io_ports: int | None = None  # a hard limit on ports with I/O-BAR devices; None: warn past the usual 14
     numa: tuple[NumaCell, ...] = ()  # guest NUMA nodes, node i = numa[i]; () without <cpu><numa>
+    # An existing guest (a domain XML): its controllers and devices that have addresses stay where
+    # they are; ``endpoints`` are then the devices still to place, and ``keep`` the controllers the
+    # XML has without an address (kept, with their index, and placed like new ones).
+    base: "Layout | None" = None
+    keep: tuple["Controller", ...] = ()
+    keep_minimum: bool = True  # False (right-size): only as many of ``keep`` as the plan needs stay
 
     def requested(self) -> dict[EndpointClass, int]:
         """Total headroom per class that names no NUMA node (see :meth:`request` for all of it)."""

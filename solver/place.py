@@ -3,8 +3,15 @@
 The order is libvirt's own (qemuDomainAssignDevicePCISlots and
 virDomainPCIAddressGetNextAddr): chipset and user-written addresses first, then
 the controllers in index order, then endpoints by libvirt's device category
-and, within one, in spec order; each takes the first fitting slot, scanning
-buses by index and slots upward.  Whatever is left empty is the headroom.
+and, within one, in the given order; each takes the first fitting slot,
+scanning buses by index and slots upward.  Whatever is left empty is the
+headroom.
+
+An existing guest (``Problem.base``) is the starting point: its controllers and
+devices stay where they are, new controllers are numbered after the highest
+index in use, and new root ports share only new slots, so no existing
+controller gains a function.  The controllers its XML has without an address
+(``Problem.keep``) keep their index and are placed like new ones.
 
 The count model promised that these counts fit; if first-fit disagrees, that is
 a bug and is reported as one.
@@ -21,14 +28,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .counts import Counts
-from .errors import ProgrammingError
+from .errors import Cause, InfeasibleError, ProgrammingError
 from .model import Address, Connect, Controller, Endpoint, Layout, Placed, Problem
 from .rules import BusRule, RuleSet
-from .rules.devices import kind as device_kind
+from .rules.devices import KINDS
 
-__all__ = ["place", "given_addresses"]
+__all__ = ["place", "given_addresses", "category"]
 
 _RESERVED = "<chipset>"
+_EXISTING = "<existing>"  # an occupant of the existing guest: never shares a slot with new ports
 
 
 @dataclass
@@ -72,27 +80,85 @@ class _Bus:
         self.slots.setdefault(slot, []).append((function, what))
 
 
-def place(problem: Problem, rules: RuleSet, counts: Counts) -> Layout:
-    root = _Bus(0, rules.bus(rules.root))
+def category(kind_name: str) -> int:
+    """libvirt's placement category of a device model (an unknown one goes last)."""
+    k = KINDS.get(kind_name)
+    return k.category if k is not None else 99
+
+
+def _start(problem: Problem, rules: RuleSet) -> tuple[list[_Bus], list[Controller], list[Placed], int]:
+    """The buses, controllers and placed devices to start from, and the next free index."""
+    base = problem.base
+    if base is None:
+        root = _Bus(0, rules.bus(rules.root))
+        for slot, _why in rules.reserved_root_slots:
+            root.take(slot, 0, _RESERVED)
+        return [root], [Controller(0, root.rule.model, None, target=_target(root, 0, None, 0))], [], 1
+    from .existing import node_buses
+
+    on_nodes = node_buses(base)
+    by_index: dict[int, _Bus] = {}
+    for c in base.controllers:
+        rule = rules.rule_for(c.model, c.index)
+        if rule is None:
+            raise ProgrammingError(f"controller {c.index} ({c.model}) has no rule; the reader lets none through")
+        by_index[c.index] = _Bus(c.index, rule)
+        if (not c.hotplug and rule.hotplug) or c.index in on_nodes:
+            by_index[c.index].full = True  # hotplug='off' or a NUMA node's bus: the count model left it out
+    root = by_index[0]
     for slot, _why in rules.reserved_root_slots:
         root.take(slot, 0, _RESERVED)
-    buses = [root]
+    for c in base.controllers:
+        if c.address is not None and c.address.bus in by_index:
+            by_index[c.address.bus].take(c.address.slot, c.address.function, _EXISTING)
+    for p in base.placed:
+        if p.address is None or p.address.bus not in by_index:
+            continue
+        bus = by_index[p.address.bus]
+        for f in p.endpoint.functions:
+            bus.take(p.address.slot, p.address.function + f - p.endpoint.functions[0], _EXISTING)
+        if p.endpoint.cls is not None and p.endpoint.cls in rules.isolated:
+            bus.group = p.endpoint.group if p.endpoint.group is not None else ("alone", p.endpoint.name)
+    buses = [by_index[i] for i in sorted(by_index)]
+    top = max([c.index for c in base.controllers] + [c.index for c in problem.keep])
+    return buses, list(base.controllers), list(base.placed), top + 1
+
+
+def place(problem: Problem, rules: RuleSet, counts: Counts) -> Layout:
+    """Lay out ``problem`` with the controllers of ``counts`` (kept ones first, by model)."""
+    buses, controllers, placed, next_index = _start(problem, rules)
+    root = buses[0]
+    new: list[_Bus] = []  # the buses of controllers placed here, in index order
+    kept = {}  # table key -> the XML's own unaddressed controllers of that model, by index
+    for c in sorted(problem.keep, key=lambda c: c.index):
+        rule = rules.rule_for(c.model, c.index)
+        kept.setdefault(rule.name, []).append(c)
+    keep_of: dict[int, Controller] = {}
     for b in rules.addable:
-        for _ in range(counts.controllers.get(b.name, 0)):
-            buses.append(_Bus(len(buses), b))
+        own = kept.get(b.name, [])
+        for i in range(counts.controllers.get(b.name, 0)):
+            if i < len(own):
+                bus = _Bus(own[i].index, b)
+                keep_of[bus.index] = own[i]
+            else:
+                bus = _Bus(next_index, b)
+                next_index += 1
+            new.append(bus)
     if counts.nodes:
         numa_root = rules.bus(rules.numa_root)
         for node, sub in sorted(counts.nodes.items()):
             if not numa_root.root:  # the node's expander bus, on the root bus
-                buses.append(_Bus(len(buses), numa_root, tree=node, home=None, node=node))
+                new.append(_Bus(next_index, numa_root, tree=node, home=None, node=node))
+                next_index += 1
             for b in rules.addable:
                 for _ in range(sub.controllers.get(b.name, 0)):
-                    buses.append(_Bus(len(buses), b, tree=node, home=node,
-                                      node=node if b.name == rules.numa_root else None))
-    if len(buses) - 1 > rules.max_index:
-        raise ProgrammingError(f"{len(buses) - 1} controllers exceed index {rules.max_index}")
+                    new.append(_Bus(next_index, b, tree=node, home=node,
+                                    node=node if b.name == rules.numa_root else None))
+                    next_index += 1
+    if next_index - 1 > rules.max_index:
+        raise ProgrammingError(f"controller index {next_index - 1} exceeds {rules.max_index}")
+    new.sort(key=lambda b: b.index)
 
-    placed: list[Placed] = []
     # 1. addresses the user or the chipset fixes
     given = given_addresses(problem, rules)
     rest: list[Endpoint] = []
@@ -100,43 +166,63 @@ def place(problem: Problem, rules: RuleSet, counts: Counts) -> Layout:
         if ep.name in given:
             addr = given[ep.name]
             if addr is not None and ep.cls is not None:
-                root.take(addr.slot, addr.function, ep.name)
+                for f in ep.functions:
+                    root.take(addr.slot, addr.function + f - ep.functions[0], ep.name)
             placed.append(Placed(ep, addr))
         else:
             rest.append(ep)
 
     # 2. controllers, in index order; a controller may only sit on a lower index of the tree it plugs into
-    controllers = [Controller(0, root.rule.model, None, target=_target(root, 0, None, 0))]
-    extra_roots = 0
-    for bus in buses[1:]:
+    all_buses = {b.index: b for b in buses}
+    added: list[Controller] = []
+    extra_roots = sum(1 for c in controllers if c.address is None and c.index != 0)
+    used_targets = {v for c in controllers for a, v in c.target if a == "index"}
+    for bus in new:
         b = bus.rule
+        all_buses[bus.index] = bus
+        own = keep_of.get(bus.index)
         if b.root:
             extra_roots += 1
-            controllers.append(Controller(bus.index, b.model, None, target=_target(bus, 0, None, extra_roots)))
+            t = extra_roots
+            if "index" in b.target:  # a PHB's target index: the lowest unused (qemuDomainAddressFindNewTargetIndex)
+                t = min(i for i in range(1, rules.max_index + 1) if i not in used_targets)
+                used_targets.add(t)
+            added.append(_keep_target(Controller(bus.index, b.model, None, target=_target(bus, 0, None, t)), own))
             continue
-        addr = _hang(rules, b, (p for p in buses[: bus.index] if p.tree == bus.home))
+        parents = (p for i, p in sorted(all_buses.items()) if i < bus.index and p.tree == bus.home
+                   and p.group is None)
+        addr = _hang(rules, b, parents)
         if addr is None:
+            if own is not None:
+                raise InfeasibleError(problem.name, [Cause(
+                    f"controller index {own.index} ({own.model})", 1, 0,
+                    "no bus with a lower index takes it, and libvirt wants a controller's index above its "
+                    "bus's", "drop its index (libvirt numbers it) or give it a higher one")])
             raise ProgrammingError(f"no slot for controller {bus.index} ({b.model}) though the counts said it fits")
-        controllers.append(Controller(bus.index, b.model, addr, target=_target(bus, addr.slot, addr, addr.function)))
-    controllers = _bus_numbers(controllers, buses, rules)
+        added.append(_keep_target(Controller(bus.index, b.model, addr,
+                                             target=_target(bus, addr.slot, addr, addr.function)), own))
+    added = _bus_numbers(added, new, rules)
+    buses = [all_buses[i] for i in sorted(all_buses)]
 
-    # 3. endpoints the user never unplugs go on the root complex, as many as the counts chose
+    # 3. integrated devices and devices the user never unplugs go on the root complex
     on_root = dict(counts.on_root)
     auto: list[Endpoint] = []
     for ep in rest:
         connect = rules.connect_of(ep.cls)
-        if ep.root_ok and ep.node is None and on_root.get(connect, 0) > 0:
+        if ep.integrated or (ep.root_ok and ep.node is None and on_root.get(connect, 0) > 0):
             spot = root.free_slot()
             if spot is None:
                 raise ProgrammingError(f"no root slot left for {ep.name}")
-            root.take(spot[0], 0, ep.name)
-            placed.append(Placed(ep, Address(0, spot[0], 0)))
-            on_root[connect] -= 1
+            for f in ep.functions:
+                root.take(spot[0], f, ep.name)
+            placed.append(Placed(ep, Address(0, spot[0], ep.functions[0])))
+            if not ep.integrated:
+                on_root[connect] -= 1
         else:
             auto.append(ep)
 
     # 4. everything else first-fit, in libvirt's category order, each in its own tree
-    auto.sort(key=lambda e: device_kind(e.kind).category)
+    auto.sort(key=lambda e: category(e.kind))
     trees: dict[int | None, list[_Bus]] = {}
     for bus in buses:
         trees.setdefault(bus.tree, []).append(bus)
@@ -152,15 +238,32 @@ def place(problem: Problem, rules: RuleSet, counts: Counts) -> Layout:
             raise ProgrammingError(f"no slot for {ep.name} ({ep.kind}) though the counts said it fits")
         placed.append(Placed(ep, addr))
 
-    controllers = [_multifunction(c, buses) for c in controllers]
-    order = {ep.name: i for i, ep in enumerate(problem.endpoints)}
-    placed.sort(key=lambda p: order[p.endpoint.name])
-    return Layout(family=rules.family, controllers=tuple(controllers), placed=tuple(placed), acpi=rules.acpi,
-                  numa_nodes=len(problem.numa))
+    added = [_multifunction(c, all_buses) for c in added]
+    if problem.base is None:
+        order = {ep.name: i for i, ep in enumerate(problem.endpoints)}
+    else:
+        order = {p.endpoint.name: i for i, p in enumerate(problem.base.placed)}
+        order.update({ep.name: len(order) + i for i, ep in enumerate(problem.endpoints)})
+    placed.sort(key=lambda p: order.get(p.endpoint.name, len(order)))
+    all_controllers = sorted(controllers + added, key=lambda c: c.index)
+    acpi = problem.base.acpi if problem.base is not None else rules.acpi
+    numa = problem.base.numa_nodes if problem.base is not None else len(problem.numa)
+    return Layout(family=rules.family, controllers=tuple(all_controllers), placed=tuple(placed), acpi=acpi,
+                  numa_nodes=numa)
+
+
+def _keep_target(c: Controller, own: Controller | None) -> Controller:
+    """A kept controller keeps what its XML says of its target (chassis, port, hotplug='off')."""
+    if own is None:
+        return c
+    mine = dict(own.target)
+    target = tuple((a, mine.get(a, v)) for a, v in c.target) + tuple(
+        (a, v) for a, v in own.target if a not in dict(c.target))
+    return Controller(c.index, c.model, c.address, target, own.hotplug, c.multifunction)
 
 
 def _bus_numbers(controllers: list[Controller], buses: list[_Bus], rules: RuleSet) -> list[Controller]:
-    """Give each expander bus its busNr: the guest bus numbers are split into ranges, the root
+    """Give each new expander bus its busNr: the guest bus numbers are split into ranges, the root
     bus's from 0, each expander's from its busNr up to the next one's (QEMU docs/pcie.txt section
     4), and each range must hold the buses of its subtree.  The expanders take the top of the 256,
     exactly as much as their subtrees need, the first expander highest (as libvirt counts busNr
@@ -168,14 +271,15 @@ def _bus_numbers(controllers: list[Controller], buses: list[_Bus], rules: RuleSe
     controllers."""
     top = rules.bus_number_limit
     out = list(controllers)
+    where = {c.index: i for i, c in enumerate(out)}
     for bus in buses:
         if "busNr" not in bus.rule.target or bus.home is not None:
             continue
         size = sum(other.rule.bus_numbers for other in buses if other.tree == bus.tree)
         top -= size
-        c = out[bus.index]
+        c = out[where[bus.index]]
         target = tuple(("busNr", top) if attr == "busNr" else (attr, value) for attr, value in c.target)
-        out[bus.index] = Controller(c.index, c.model, c.address, target, c.hotplug, c.multifunction)
+        out[where[bus.index]] = Controller(c.index, c.model, c.address, target, c.hotplug, c.multifunction)
     return out
 
 
@@ -184,6 +288,9 @@ def given_addresses(problem: Problem, rules: RuleSet) -> dict[str, Address | Non
     fixed by the chipset (when the chipset insists, or the slot is still free)."""
     out: dict[str, Address | None] = {}
     taken: set[int] = {s for s, _ in rules.reserved_root_slots}
+    if problem.base is not None:
+        taken |= {c.address.slot for c in problem.base.controllers if c.address is not None and c.address.bus == 0}
+        taken |= {p.address.slot for p in problem.base.placed if p.address is not None and p.address.bus == 0}
     for ep in problem.endpoints:
         if ep.pinned is not None:
             out[ep.name] = ep.pinned
@@ -195,7 +302,9 @@ def given_addresses(problem: Problem, rules: RuleSet) -> dict[str, Address | Non
         if fixed is not None and ep.node is not None and not fixed.insist:
             fixed = None  # a preferred root-bus slot, but the device belongs behind its node's expander
         if fixed is not None and (fixed.insist or fixed.address.slot not in taken or ep.cls is None):
-            out[ep.name] = fixed.address
+            # a multifunction set's address is that of its lowest function
+            out[ep.name] = fixed.address if ep.functions == (0,) else Address(
+                fixed.address.bus, fixed.address.slot, ep.functions[0], fixed.address.domain)
             taken.add(fixed.address.slot)
         elif ep.cls is None:
             out[ep.name] = None
@@ -226,10 +335,11 @@ def _first_fit(rules: RuleSet, buses: list[_Bus], ep: Endpoint) -> Address | Non
             continue
         spot = bus.free_slot()
         if spot:
-            bus.take(spot[0], 0, ep.name)
+            for f in ep.functions:
+                bus.take(spot[0], f, ep.name)
             if isolated:
                 bus.group = group
-            return Address(bus.index, spot[0], 0)
+            return Address(bus.index, spot[0], ep.functions[0])
     return None
 
 
@@ -274,82 +384,3 @@ def _multifunction(c: Controller, buses) -> Controller:
     if len(used) > 1:
         return Controller(c.index, c.model, c.address, c.target, c.hotplug, multifunction=True)
     return c
-
-
-_EXISTING = "<existing>"  # an occupant the extension keeps where it is; never shares a slot with new ports
-
-
-def place_extension(layout: Layout, rules: RuleSet, counts: Counts,
-                    moving: tuple[Endpoint, ...] = ()) -> tuple[Layout, tuple[Controller, ...]]:
-    """Add ``counts`` controllers to an existing layout, keeping every controller and
-    device where it is (but the ``moving`` ones, which are placed again).
-
-    New controllers are numbered after the highest index in use and take free
-    positions first-fit; ports share only new slots, so no existing controller
-    gains a function.  Returns the new layout and the added controllers.
-    """
-    moving_names = {ep.name for ep in moving}
-    by_index: dict[int, _Bus] = {}
-    for c in layout.controllers:
-        rule = rules.rule_for(c.model, c.index)
-        if rule is None:
-            raise ProgrammingError(f"controller {c.index} ({c.model}) has no rule; extend needs a verified layout")
-        by_index[c.index] = _Bus(c.index, rule)
-        if not c.hotplug and rule.hotplug:
-            by_index[c.index].full = True  # hotplug='off': the count model did not count its slots
-    root = by_index[0]
-    for slot, _why in rules.reserved_root_slots:
-        root.take(slot, 0, _RESERVED)
-    for c in layout.controllers:
-        if c.address is not None and c.address.bus in by_index:
-            by_index[c.address.bus].take(c.address.slot, c.address.function, _EXISTING)
-    for p in layout.placed:
-        if p.address is None or p.endpoint.name in moving_names or p.address.bus not in by_index:
-            continue
-        bus = by_index[p.address.bus]
-        bus.take(p.address.slot, p.address.function, _EXISTING)
-        if p.endpoint.cls is not None and p.endpoint.cls in rules.isolated:
-            bus.group = p.endpoint.group if p.endpoint.group is not None else ("alone", p.endpoint.name)
-
-    buses = [by_index[i] for i in sorted(by_index)]
-    next_index = max(by_index) + 1
-    used_targets = {v for c in layout.controllers for a, v in c.target if a == "index"}
-    added: list[Controller] = []
-    for b in rules.addable:
-        for _ in range(counts.controllers.get(b.name, 0)):
-            bus = _Bus(next_index, b)
-            next_index += 1
-            if b.root:
-                t = min(i for i in range(rules.max_index + 1) if i not in used_targets)
-                used_targets.add(t)
-                added.append(Controller(bus.index, b.model, None, target=_target(bus, 0, None, t)))
-                buses.append(bus)
-                continue
-            addr = _hang(rules, b, (p for p in buses if p.group is None))
-            if addr is None:
-                raise ProgrammingError(f"no slot for new controller {bus.index} ({b.model}) though the counts said "
-                                       "it fits")
-            added.append(Controller(bus.index, b.model, addr, target=_target(bus, addr.slot, addr, addr.function)))
-            buses.append(bus)
-
-    placed = [p for p in layout.placed if p.endpoint.name not in moving_names]
-    for ep in sorted(moving, key=lambda e: _category(e.kind)):
-        addr = _first_fit(rules, buses, ep)
-        if addr is None:
-            raise ProgrammingError(f"no slot for {ep.name} ({ep.kind}) though the counts said it fits")
-        placed.append(Placed(ep, addr))
-    order = {p.endpoint.name: i for i, p in enumerate(layout.placed)}
-    placed.sort(key=lambda p: order[p.endpoint.name])
-
-    index_of = {bus.index: bus for bus in buses}
-    added = [_multifunction(c, index_of) for c in added]
-    controllers = tuple(layout.controllers) + tuple(added)
-    return Layout(family=layout.family, controllers=controllers, placed=tuple(placed), acpi=layout.acpi,
-                  numa_nodes=layout.numa_nodes), tuple(added)
-
-
-def _category(kind_name: str) -> int:
-    from .rules.devices import CHIPSET, DEVICES
-
-    k = DEVICES.get(kind_name) or CHIPSET.get(kind_name)
-    return k.category if k is not None else 99  # a model topo-solve does not know: last

@@ -1,10 +1,15 @@
-"""The planner's entry point: a problem in, a verified plan out."""
+"""The planner's entry point: a problem in, a verified plan out.
+
+A problem is a new guest (a spec) or an existing one (``Problem.base``: a domain
+XML whose addressed controllers and devices stay put); both go through the same
+count model, placer and verifier.
+"""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from .counts import build_model, choose_counts, explain
+from .counts import Existing, build_model, choose_counts, explain
 from .errors import Cause, InfeasibleError, ProgrammingError
 from .model import EndpointClass, Headroom, Plan, Problem
 from .place import given_addresses, place
@@ -14,8 +19,16 @@ from .verify import verify
 __all__ = ["solve", "fits"]
 
 
+def _existing(problem: Problem, rules: RuleSet, without: frozenset[str] = frozenset()) -> Existing | None:
+    if problem.base is None:
+        return None
+    from .existing import existing_of
+
+    return existing_of(problem.base, rules, without, problem.keep, problem.keep_minimum)
+
+
 def _counts(problem: Problem, rules: RuleSet):
-    model = build_model(problem, rules, given_addresses(problem, rules))
+    model = build_model(problem, rules, given_addresses(problem, rules), _existing(problem, rules))
     return model, choose_counts(model)
 
 
@@ -46,6 +59,11 @@ def solve(problem: Problem) -> Plan:
                 problem, moved_off = relaxed, sorted(preferred)
     if counts is None:
         raise InfeasibleError(problem.name, explain(model), largest=_largest(problem), hints=_hints(problem, rules))
+    return _finish(problem, rules, counts, moved_off)
+
+
+def _finish(problem: Problem, rules: RuleSet, counts, moved_off: list[str]) -> Plan:
+    """Place the chosen counts, verify the layout, and make the plan."""
     layout = place(problem, rules, counts)
     report = verify(layout, rules, io_limit=problem.io_ports)
     requested = problem.requested()
@@ -60,13 +78,15 @@ def solve(problem: Problem) -> Plan:
         raise ProgrammingError(f"the plan for '{problem.name}' fails its own verification",
                                report.errors or [f"capacity {dict(report.capacity)} < request {requested}"])
     added: dict[str, int] = {}
-    for c in layout.controllers[1:]:
-        added[c.model] = added.get(c.model, 0) + 1
+    before = {c.index for c in problem.base.controllers} if problem.base is not None else {0}
+    for c in layout.controllers:
+        if c.index not in before:
+            added[c.model] = added.get(c.model, 0) + 1
     warnings = list(report.warnings)
     if moved_off:
         warnings.append(f"{', '.join(moved_off)} not at the chipset's preferred address: that root slot is "
                         "needed for ports")
-    if rules.root_hotplug_needs_acpi and not layout.acpi:
+    if rules.hotplug_needs_acpi and not layout.acpi:
         warnings.append(f"{rules.family} hotplug needs ACPI")
     return Plan(problem=problem, layout=layout, capacity=dict(report.capacity), added=added,
                 warnings=tuple(warnings), budgets={k: (b.used, b.limit) for k, b in report.budgets.items()},
@@ -104,6 +124,9 @@ def _hints(problem: Problem, rules: RuleSet) -> list[str]:
     from .rules.devices import DEVICES
 
     out = []
+    if rules.hotplug_needs_acpi and problem.base is not None and not problem.base.acpi and problem.headroom:
+        out.append(f"{rules.family} guests hotplug through ACPI only: without <features><acpi/></features> no "
+                   "bus takes a hotplug (QEMU: Bus 'pci.0' does not support hotplugging); add it to the XML")
     has_ports = any(b.is_port for b in rules.addable)
     legacy = sorted({e.kind for e in problem.endpoints
                      if e.cls is EndpointClass.PCI and not e.implicit and e.pinned is None})

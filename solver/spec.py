@@ -330,12 +330,17 @@ class DomainRequest:
     machine_line: int | None = None  # of 'machine:', for a message that it names another family
 
 
-def load_request(path: str | Path) -> Problem | DomainRequest:
-    """Read a spec: a new guest (a :class:`Problem`) or an extension of an existing one."""
-    from .files import MAX_SPEC_BYTES, read_input
+def load_request(path: str | Path, data: bytes | None = None) -> Problem | DomainRequest:
+    """Read a spec: a new guest (a :class:`Problem`) or an extension of an existing one.
+
+    ``data``: the file's bytes when the caller has read them already (standard input, a pipe)."""
+    from .files import MAX_SPEC_BYTES, read_input, too_large
 
     path = Path(path)
-    data = read_input(str(path), MAX_SPEC_BYTES, "a spec")
+    if data is None:
+        data = read_input(str(path), MAX_SPEC_BYTES, "a spec")
+    elif len(data) > MAX_SPEC_BYTES:
+        raise too_large(str(path), MAX_SPEC_BYTES, "a spec")
     spec, lines = parse_spec(data, str(path))
     if spec.domain is not None:
         return to_request(spec, lines, str(path), path.parent)
@@ -414,6 +419,14 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
         if kind is None:
             bad(path + ("model",), _unknown(d.model, list(DEVICES), "device model"))
             continue
+        if kind.families is not None and rules.family not in kind.families:
+            bad(path + ("model",), f"{d.model} does not exist on {rules.family} guests (QEMU has no such device "
+                f"there); it does on {', '.join(sorted(kind.families))}")
+            continue
+        if kind.video and d.model == "vga" and any(
+                DEVICES.get(e.model) is not None and DEVICES[e.model].video for e in spec.devices[:i]):
+            bad(path + ("model",), "libvirt takes vga as the primary video device only (qemu_validate.c): "
+                "list it first among the videos, or use another model")
         if kind.max_count is not None:
             # counted per element: virtio-balloon and its transitional twin are both <memballoon>
             limited[kind.element] = limited.get(kind.element, 0) + d.count
@@ -546,7 +559,10 @@ def _headroom(spec: Spec, bad) -> list[Headroom]:
 def headroom_entry(model: str | None, class_: str | None, count: int, node: int | None = None) -> Headroom | None:
     """One hotplug request by model or class; ValueError says what is wrong."""
     if model is not None:
-        kind = DEVICES.get(model)
+        from .rules.devices import KINDS
+
+        pci = {k: v for k, v in KINDS.items() if v.cls is not None}
+        kind = pci.get(model)
         if kind is None:
             raise ValueError(_unknown(model, list(DEVICES), "device model"))
         if not kind.hotplug:
@@ -559,18 +575,21 @@ def headroom_entry(model: str | None, class_: str | None, count: int, node: int 
 
 
 def parse_hotplug_option(text: str) -> Headroom | None:
-    """``MODEL=N`` or ``CLASS=N`` from the command line (``--hotplug virtio-net=4``)."""
-    what, sep, n = text.partition("=")
+    """``MODEL=N``, ``CLASS=N`` or either ``=N@NODE`` from the command line (``--hotplug virtio-net=4@1``)."""
+    what, sep, rest = text.partition("=")
     what = what.strip()
+    n, at, node = rest.partition("@")
+    usage = "write MODEL=COUNT or CLASS=COUNT (optionally @NODE), e.g. virtio-net=4, pcie=2 or hostdev=2@1"
     if not sep or not what:
-        raise ValueError(f"'{_cut(text)}' is not MODEL=COUNT or CLASS=COUNT, e.g. virtio-net=4 or pcie=2")
+        raise ValueError(f"'{_cut(text)}' is not MODEL=COUNT or CLASS=COUNT; {usage[6:]}")
     try:
         count = whole_number(n, 0, MAX_COUNT)
+        numa = whole_number(node, 0, MAX_NUMA_NODES - 1, "a guest NUMA node") if at else None
     except ValueError as exc:
-        raise ValueError(f"{exc}; write MODEL=COUNT or CLASS=COUNT, e.g. virtio-net=4 or pcie=2") from None
+        raise ValueError(f"{exc}; {usage}") from None
     if what in ("pcie", "pci", "hostdev"):
-        return headroom_entry(None, what, count)
-    return headroom_entry(what, None, count)
+        return headroom_entry(None, what, count, numa)
+    return headroom_entry(what, None, count, numa)
 
 
 def _cut(text: str) -> str:

@@ -73,7 +73,7 @@ def _record(module_name: str, function: str, sink: list, pick) -> None:
 
 
 _record("solve", "solve", PLANS, lambda plan: plan)
-_record("domain_read", "read_domain", READS, lambda result: result[0])
+_record("domain.read", "read_domain", READS, lambda domain: domain.layout())
 
 
 # -- options and markers ----------------------------------------------------

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from topo_solve.domain_xml import IMAGE_DIR, render_domain
+from topo_solve.domain.write import IMAGE_DIR, render_domain
 from topo_solve.model import EndpointClass
 from topo_solve.solve import solve
 from topo_solve.spec import load_spec, parse_spec, to_problem

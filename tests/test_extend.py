@@ -23,9 +23,9 @@ import pytest
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from topo_solve.domain_edit import apply_extension
-from topo_solve.domain_read import read_domain
-from topo_solve.domain_xml import render_domain
+from topo_solve.domain.plan import plan_document
+from topo_solve.domain.read import read_layout
+from topo_solve.domain.write import render_domain
 from topo_solve.errors import InfeasibleError
 from topo_solve.extend import MovesNeeded, extend
 from topo_solve.model import EndpointClass as K
@@ -46,7 +46,7 @@ def _run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
 
 
 def _audit(text: str) -> dict[K, int]:
-    layout, rules = read_domain(text)
+    layout, rules = read_layout(text)
     return dict(verify(layout, rules, strict_auto=False).capacity)
 
 
@@ -74,11 +74,10 @@ REQUESTS = [
 
 
 def _check_extension(text: str, headroom: tuple[Headroom, ...]) -> None:
-    layout, rules = read_domain(text)
-    ext = extend(layout, rules, headroom)
-    out, exact = apply_extension(text, "<test>", ext)
-    assert exact
-    new_layout, _ = read_domain(out)
+    layout, rules = read_layout(text)
+    planned = plan_document(text, "<test>", headroom)
+    ext, out = planned.extension, planned.edit.text
+    new_layout, _ = read_layout(out)
     report = verify(new_layout, rules, strict_auto=False)
     requested = {c: 0 for c in K}
     for h in headroom:
@@ -169,6 +168,7 @@ HAND = """<!-- kept: a comment before the root -->
       <model   type='virtio'/>
       <address type='pci' domain='0x0000' bus='0x01' slot='0x00' function='0x0'/>
     </interface>
+    <controller type='usb' index='0' model='none'/>
     <memballoon model='none'/>
     <unknown-to-topo-solve flavour='x'/>
   </devices>
@@ -222,7 +222,7 @@ def _pc_full() -> str:
 
 def test_moves_are_named_not_made(tmp_path):
     text = _pc_full()
-    layout, rules = read_domain(text)
+    layout, rules = read_layout(text)
     with pytest.raises(MovesNeeded) as err:
         extend(layout, rules, (Headroom(K.PCI, 3, "e1000"),))
     assert len(err.value.moves) == 1
@@ -235,11 +235,11 @@ def test_moves_are_named_not_made(tmp_path):
 
 def test_allow_moves_lists_every_move():
     text = _pc_full()
-    layout, rules = read_domain(text)
-    ext = extend(layout, rules, (Headroom(K.PCI, 3, "e1000"),), allow_moves=True)
-    out, exact = apply_extension(text, "<test>", ext)
-    assert exact and len(ext.moves) == 1
-    new_layout, _ = read_domain(out)
+    layout, rules = read_layout(text)
+    planned = plan_document(text, "<test>", (Headroom(K.PCI, 3, "e1000"),), allow_moves=True)
+    ext, out = planned.extension, planned.edit.text
+    assert len(ext.moves) == 1
+    new_layout, _ = read_layout(out)
     old, new = _addresses(layout), _addresses(new_layout)
     changed = {k for k in old if old[k] != new[k]}
     assert changed == {m.name for m in ext.moves}
@@ -248,7 +248,7 @@ def test_allow_moves_lists_every_move():
 
 def test_infeasible_extension_says_what_fits():
     text = render_domain(solve(load_spec(ROOT / "specs/q35-web.yaml")))
-    layout, rules = read_domain(text)
+    layout, rules = read_layout(text)
     with pytest.raises(InfeasibleError) as err:
         extend(layout, rules, (Headroom(K.PCIE, 500, "virtio-net"),))
     assert not isinstance(err.value, MovesNeeded)
@@ -327,7 +327,6 @@ def test_numbers_are_read_as_libvirt_reads_them():
     """'02' and '0x02' are one slot (libvirt reads base 0: a leading 0 is octal); extend reads them alike."""
     text = HAND.replace("slot='0x02' function='0x1'/>", "slot='02' function='01'/>")
     assert text != HAND
-    layout, rules = read_domain(text)
-    ext = extend(layout, rules, (Headroom(K.PCIE, 3, "virtio-net"),))
-    out, exact = apply_extension(text, "<test>", ext)
-    assert exact and "slot='02' function='01'/>" in out and _audit(out)[K.PCIE] == 3
+    layout, rules = read_layout(text)
+    out = plan_document(text, "<test>", (Headroom(K.PCIE, 3, "virtio-net"),)).edit.text
+    assert "slot='02' function='01'/>" in out and _audit(out)[K.PCIE] == 3

@@ -214,13 +214,13 @@ def test_batch_names_the_file_it_cannot_write(tmp_path, capfd):
 INPUT_CASES = [
     (["audit", "/dev/zero"], 2, "/dev/zero: larger than 8 MiB"),
     (["extend", "/dev/zero", "--hotplug", "pcie=1"], 2, "/dev/zero: larger than 8 MiB"),
-    (["/dev/zero"], 2, "/dev/zero: larger than 1 MiB"),
+    (["/dev/zero"], 2, "/dev/zero: larger than 8 MiB; a spec or a libvirt domain XML"),
     (["audit", "{tmp}"], 2, "cannot read the file: Is a directory"),
     (["{tmp}/zero-domain.yaml"], 2, "zero-domain.yaml:1: domain: /dev/zero: larger than 8 MiB"),
     (["{tmp}/dir-domain.yaml"], 2, "dir-domain.yaml:1: domain: {tmp}: cannot read the file: Is a directory"),
     (["{tmp}/nul-domain.yaml"], 2, "its name has a NUL character"),
     (["audit", "{tmp}/latin1.xml"], 2, "latin1.xml:1: not well-formed XML"),
-    (["extend", "{tmp}/latin1.xml", "--hotplug", "pcie=1"], 2, "latin1.xml:1:18: byte 0xe9 is not UTF-8"),
+    (["extend", "{tmp}/latin1.xml", "--hotplug", "pcie=1"], 2, "latin1.xml:1: not well-formed XML"),
 ]
 
 

@@ -62,7 +62,7 @@ def _preloaded():
     """Import what the CLI runs before the first fork, so each forked run starts warm."""
     import topo_solve.batch  # noqa: F401
     import topo_solve.cli  # noqa: F401
-    import topo_solve.domain_edit  # noqa: F401
+    import topo_solve.domain.plan  # noqa: F401
     import topo_solve.solve  # noqa: F401
     import topo_solve.spec  # noqa: F401
     import topo_solve.verify  # noqa: F401

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from topo_solve.domain_xml import render_domain
+from topo_solve.domain.write import render_domain
 from topo_solve.errors import InfeasibleError
 from topo_solve.solve import solve
 from topo_solve.spec import load_spec
@@ -92,7 +92,7 @@ def test_output_does_not_depend_on_the_hash_seed():
 
     script = (
         "import sys, yaml\n"
-        "from topo_solve.domain_xml import render_domain\n"
+        "from topo_solve.domain.write import render_domain\n"
         "from topo_solve.solve import solve\n"
         "from topo_solve.spec import load_spec, parse_spec, to_problem\n"
         "for path in sys.argv[1:]:\n"

@@ -196,7 +196,7 @@ AT_THE_BOUNDS = [
 
 @pytest.mark.parametrize(("family", "text"), AT_THE_BOUNDS, ids=[f for f, _ in AT_THE_BOUNDS])
 def test_specs_at_the_bounds_give_schema_valid_xml(family, text, schema_valid):
-    from topo_solve.domain_xml import render_domain
+    from topo_solve.domain.write import render_domain
     from topo_solve.solve import solve
 
     schema_valid(render_domain(solve(_problem(text))), f"{family} at the bounds")
@@ -213,7 +213,7 @@ def test_one_vcpu_past_the_family_limit_is_refused(family, vcpus):
 @pytest.mark.parametrize(("family", "text"), AT_THE_BOUNDS, ids=[f for f, _ in AT_THE_BOUNDS])
 def test_libvirt_defines_specs_at_the_bounds(family, text, virsh):
     """libvirt takes the largest name, memory and vCPU count the spec accepts (defined, never started)."""
-    from topo_solve.domain_xml import render_domain
+    from topo_solve.domain.write import render_domain
     from topo_solve.solve import solve
 
     import uuid

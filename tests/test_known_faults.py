@@ -1,8 +1,9 @@
-"""Open faults of issue 11 that live in the domain-XML code and the planner, each reproduced.
+"""Faults of issue 11 that live in the domain-XML code and the planner, each reproduced.
 
-Every test states what the behaviour must be and is marked ``xfail(strict=True)`` with
-the reason: when the fault is fixed the test passes, strict xfail turns that into a
-failure, and the mark (and the entry in tests/fuzz/known.py, if any) is removed.  The
+Every test states what the behaviour must be.  The open ones are marked
+``xfail(strict=True)`` with the reason: when the fault is fixed the test passes, strict
+xfail turns that into a failure, and the mark (and the entry in tests/fuzz/known.py, if
+any) is removed; the others were fixed in the domain/ package and stay as regression tests.  The
 fuzzer (tests/test_fuzz.py) meets the same faults on mutated inputs and counts them
 as known instead of failing.
 
@@ -39,8 +40,6 @@ NO_DEVICES = """<domain type='kvm'>
 """
 
 
-@pytest.mark.xfail(strict=True, reason="extend of a domain without <devices> is a programming error (exit 3): "
-                   "solver/domain_edit.py; fuzz id extend-without-devices")
 def test_extend_of_a_domain_without_devices(tmp_path, capsys):
     path = tmp_path / "nodev.xml"
     path.write_text(NO_DEVICES)
@@ -49,8 +48,6 @@ def test_extend_of_a_domain_without_devices(tmp_path, capsys):
     assert code != 2 or str(path) in err
 
 
-@pytest.mark.xfail(strict=True, reason="extend of a domain with a PCI controller model the tables do not know is a "
-                   "programming error (exit 3): solver/extend.py; fuzz id unknown-controller-model")
 def test_extend_with_an_unknown_controller_model(tmp_path, capsys):
     path = tmp_path / "frob.xml"
     path.write_text(WEB02.read_text().replace("model='pcie-root-port'>", "model='pcie-frobnicator'>"))
@@ -59,7 +56,7 @@ def test_extend_with_an_unknown_controller_model(tmp_path, capsys):
 
 
 @pytest.mark.xfail(strict=True, reason="a spec whose 'machine' names another family than its domain's gets a "
-                   "message without the line: solver/domain_edit.py extend_text raises Finding(spec, None, "
+                   "message without the line: solver/domain/plan.py plan_document raises Finding(spec, None, "
                    "'machine', ...); DomainRequest.machine_line has it")
 def test_machine_mismatch_names_the_line(tmp_path, capsys):
     (tmp_path / "web-02.xml").write_bytes(WEB02.read_bytes())
@@ -88,16 +85,12 @@ def test_audit_says_the_broken_layout_is_broken(tmp_path, capsys):
     assert code == 0 and "rule broken: controller 8 (pcie-root-port)" in out
 
 
-@pytest.mark.xfail(strict=True, reason="extend works on a guest its own audit calls broken, without a word "
-                   "(libvirt refuses to define it): solver/extend.py / domain_edit.py")
 def test_extend_of_a_broken_layout_says_so(tmp_path, capsys):
     path = _broken_layout(tmp_path)
     code, _, err = run(["extend", path, "--hotplug", "pcie=3", "-o", tmp_path / "out.xml"], capsys)
     assert "controller 8" in err, f"exit {code}, nothing said about the broken controller:\n{err}"
 
 
-@pytest.mark.xfail(strict=True, reason="extend rewrites the whole file (tree edit) when a text holds U+2028 or NEL: "
-                   "solver/domain_edit.py _lines_of splits on str.splitlines() line ends that XML does not count")
 def test_extend_keeps_bytes_around_unicode_line_separators(tmp_path, capsys):
     text = WEB02.read_text().replace("<name>web-02</name>",
                                      "<name>web-02</name>\n  <description>a\u2028b\x85c</description>", 1)
@@ -118,15 +111,15 @@ def _many_elements(tmp_path: Path, n: int = 1_900_000) -> Path:
 
 
 @pytest.mark.xfail(strict=True, reason="no element-count limit and a cost per element and ancestor: audit of "
-                   "1.9 million elements takes ~270 MB (and seconds): solver/domain_read.py parse_xml; fuzz id "
-                   "xml-cost")
+                   "1.9 million elements takes more than 200 MB (and seconds): solver/domain/parse.py, read.py; "
+                   "fuzz id xml-cost")
 def test_audit_of_two_million_elements_is_bounded(tmp_path):
     outcome = run_cli(["audit", str(_many_elements(tmp_path))], cpu_limit=60, wall_limit=180)
     assert outcome.code in (0, 2) and outcome.memory_mb < 200, f"{outcome.memory_mb:.0f} MB, exit {outcome.code}"
 
 
-@pytest.mark.xfail(strict=True, reason="extend of 1.9 million elements takes ~1.1 GB (and tens of seconds): the text "
-                   "is parsed several times: solver/domain_edit.py, domain_read.py; fuzz id xml-cost")
+@pytest.mark.xfail(strict=True, reason="extend of 1.9 million elements takes far more than 200 MB (and tens of "
+                   "seconds): solver/domain/parse.py, read.py, edit.py; fuzz id xml-cost")
 def test_extend_of_two_million_elements_is_bounded(tmp_path):
     outcome = run_cli(["extend", str(_many_elements(tmp_path)), "--hotplug", "pcie=3", "-o",
                        str(tmp_path / "out.xml")], cpu_limit=120, wall_limit=300, mem_limit_mb=3000)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from topo_solve.domain_read import read_domain
+from topo_solve.domain.read import read_layout
 from topo_solve.model import EndpointClass
 from topo_solve.verify import verify
 
@@ -66,7 +66,7 @@ def _dump(virsh, family: str) -> str:
 
 
 def _capacity(text: str) -> dict[str, int]:
-    layout, rules = read_domain(text)
+    layout, rules = read_layout(text)
     return {str(c): n for c, n in verify(layout, rules, strict_auto=False).capacity.items()}
 
 
@@ -109,7 +109,7 @@ def test_audit_and_extend_libvirts_own_layout(family, virsh, tmp_path):
     for c in classes:
         assert m.hotplugged[c] == after[c], (family, c, m.hotplugged, after, m.refusals)
     # what was asked is covered
-    layout, rules = read_domain(extended)
+    layout, rules = read_layout(extended)
     asked = {EndpointClass.PCIE: 0, EndpointClass.PCI: 0, EndpointClass.HOSTDEV: 0}
     from topo_solve.spec import parse_hotplug_option
 

@@ -20,7 +20,7 @@ from dataclasses import replace
 import pytest
 from lxml import etree
 
-from topo_solve.domain_xml import render_domain
+from topo_solve.domain.write import render_domain
 from topo_solve.model import EndpointClass, Headroom
 from topo_solve.solve import solve
 from topo_solve.spec import parse_spec, to_problem

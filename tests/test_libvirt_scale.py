@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from topo_solve.domain_xml import render_domain
+from topo_solve.domain.write import render_domain
 from topo_solve.model import EndpointClass
 from topo_solve.rules import FAMILIES
 from topo_solve.solve import solve

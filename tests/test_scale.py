@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from topo_solve.domain_read import read_domain
-from topo_solve.domain_xml import render_domain
+from topo_solve.domain.read import read_layout
+from topo_solve.domain.write import render_domain
 from topo_solve.errors import InfeasibleError, SpecError
 from topo_solve.model import EndpointClass
 from topo_solve.rules import FAMILIES
@@ -245,14 +245,14 @@ def q35_numa(devices: str) -> str:
 
 
 def errors_of(xml: str) -> list[str]:
-    layout, rules = read_domain(xml, "case.xml")
+    layout, rules = read_layout(xml, "case.xml")
     return verify(layout, rules, strict_auto=False).errors
 
 
 def test_an_expander_layout_verifies_with_capacity_per_node():
     """Root port 1 on pcie-root; pxb 2 (node 1, busNr 252) with root ports 3-5: 1 hotplug outside the
     nodes, 3 on node 1.  busNr 252: buses 252-255 hold the pxb and its 3 root ports exactly."""
-    layout, rules = read_domain(q35_numa(f"{root_ports(1)}\n{pxb(2, 2, 252, 1)}\n{rp(3, 2, 0)}\n{rp(4, 2, 1)}\n"
+    layout, rules = read_layout(q35_numa(f"{root_ports(1)}\n{pxb(2, 2, 252, 1)}\n{rp(3, 2, 0)}\n{rp(4, 2, 1)}\n"
                                          f"{rp(5, 2, 2)}"), "a.xml")
     report = verify(layout, rules, strict_auto=False)
     assert report.errors == []
@@ -434,14 +434,14 @@ def test_extend_keeps_new_controllers_off_the_nodes_and_below_the_lowest_busnr()
     from topo_solve.model import Headroom
 
     plan = plan_of(NUMA_SPEC)
-    layout, rules = read_domain(render_domain(plan), "numa.xml")
+    layout, rules = read_layout(render_domain(plan), "numa.xml")
     ext = extend(layout, rules, (Headroom(PCIE, 5, "pcie"),))
     assert [c.model for c in ext.added] == ["pcie-root-port"] * 4 and ext.capacity[PCIE] == 5
 
     # A hand-written guest whose pxb starts low, at busNr 10: pcie-root's range 0-9 holds the root
     # bus, its root port and 8 more; the 9 hotplugs that fit are the free root port and 8 new ones.
     xml = q35_numa(f"{root_ports(1)}\n{pxb(2, 2, 10, 1)}\n{rp(3, 2, 0)}")
-    layout, rules = read_domain(xml, "low.xml")
+    layout, rules = read_layout(xml, "low.xml")
     assert len(extend(layout, rules, (Headroom(PCIE, 9, "pcie"),)).added) == 8
     with pytest.raises(InfeasibleError) as info:
         extend(layout, rules, (Headroom(PCIE, 10, "pcie"),))
@@ -475,7 +475,7 @@ def test_audit_reports_capacity_per_node(tmp_path):
     import subprocess
     import sys
 
-    from topo_solve.domain_xml import render_domain
+    from topo_solve.domain.write import render_domain
     from topo_solve.spec import Spec, to_problem
 
     spec = {"name": "numa-ok", "machine": "q35", "vcpus": 2, "numa": {"nodes": 2},

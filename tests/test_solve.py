@@ -21,7 +21,7 @@ import textwrap
 
 import pytest
 
-from topo_solve.domain_read import read_domain
+from topo_solve.domain.read import read_layout
 from topo_solve.errors import InfeasibleError, SpecError
 from topo_solve.model import Address, EndpointClass
 from topo_solve.solve import solve
@@ -419,7 +419,7 @@ def test_plans_are_deterministic_across_spec_order_of_keys():
         machine: q35
         name: k
     """)
-    from topo_solve.domain_xml import render_domain
+    from topo_solve.domain.write import render_domain
 
     assert render_domain(a) == render_domain(b)
 
@@ -567,7 +567,7 @@ AUDITS = [
 
 @pytest.mark.parametrize("case", _params(AUDITS))
 def test_audit_capacity_matches_real_libvirt(case):
-    layout, rules = read_domain(case["xml"], f"{case['id']}.xml")
+    layout, rules = read_layout(case["xml"], f"{case['id']}.xml")
     report = verify(layout, rules, strict_auto=False)
     assert report.errors == [], case["#"]
     for cls, n in case["capacity"].items():

@@ -24,12 +24,12 @@ from ..model import Address, Connect, EndpointClass
 __all__ = [
     "BusRule",
     "DeviceKind",
+    "Implicit",
     "Fixed",
     "RuleSet",
     "family_for",
     "FAMILIES",
     "MACHINE_WORDS",
-    "MACHINE_VERSION",
 ]
 
 
@@ -81,10 +81,18 @@ class BusRule:
 
 @dataclass(frozen=True)
 class DeviceKind:
-    """A device model a spec may name, and how libvirt treats it."""
+    """A device model: how libvirt recognises it in domain XML and how it treats it.
+
+    ``match`` says which elements are this model: ``(path, values)`` pairs over the
+    element (``@model``, ``model/@type``, ``target/@bus``...), all of which must hold;
+    an absent value is the family's default for that path (``RuleSet.element_defaults``)
+    or ``""``, and ``"*"`` matches anything.  Rows are tried in table order, so a
+    specific row comes before a catch-all one.  ``cls`` None: the element takes no PCI
+    address at all (a USB keyboard, ``model='none'``); the reader passes it through.
+    """
 
     name: str
-    cls: EndpointClass  # as seen on a PCI Express machine; a family maps it to a connect type
+    cls: EndpointClass | None  # as seen on a PCI Express machine; a family maps it to a connect type
     element: str  # which XML element renders it
     xml_model: str  # the model attribute (or bus) written in that element
     category: int  # libvirt's placement category (qemuDomainAssignDevicePCISlots order)
@@ -92,6 +100,19 @@ class DeviceKind:
     source: str
     video: bool = False
     max_count: int | None = None  # e.g. one memballoon per guest
+    match: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    unplug: bool | None = None  # libvirt can detach it from a running guest; None: as ``hotplug``
+    integrated: bool = False  # libvirt puts it on the root bus only (virtio-iommu, pvpanic-pci)
+    io_bar: bool = False  # has an I/O-space BAR: its port needs an I/O window from the firmware
+    families: frozenset[str] | None = None  # the families where QEMU and libvirt have it; None: all
+    spec: bool = False  # a spec may name it (the writer renders it)
+    role: str | None = None  # the chipset role whose fixed address it takes (RuleSet.fixed)
+    companions: str | None = None  # key of the multifunction set it belongs to (USB2 companions)
+    function: int | None = None  # its function inside that set
+
+    @property
+    def detach(self) -> bool:
+        return self.hotplug if self.unplug is None else self.unplug
 
 
 @dataclass(frozen=True)
@@ -102,6 +123,22 @@ class Fixed:
     address: Address
     insist: bool  # libvirt errors if the device sits elsewhere (True) or only prefers it
     source: str
+
+
+@dataclass(frozen=True)
+class Implicit:
+    """A device libvirt adds to a domain at define time unless the XML has one.
+
+    ``unless``: the device-table tag whose presence stops it (``usb``: any USB
+    controller, ``memballoon`` even with model='none'); ``needs``: what must be in
+    the XML for libvirt to add it (``graphics``, a virtio ``channel`` or
+    ``console``), None for always."""
+
+    kind: str  # device table row of what is added
+    unless: str
+    source: str
+    needs: tuple[tuple[str, str, str], ...] = ()  # (tag, path, value): any one present triggers it
+    arches: tuple[str, ...] | None = None  # only on these architectures of the family
 
 
 @dataclass(frozen=True)
@@ -123,7 +160,7 @@ class RuleSet:
     defaults: Mapping[str, bool]  # defaults flag -> on unless the spec says otherwise
     default_video: str
     acpi: bool  # emit <features><acpi/></features>
-    root_hotplug_needs_acpi: bool
+    hotplug_needs_acpi: bool  # no bus takes a hotplug without <acpi/> (i440fx: ACPI PCI hotplug)
     max_count: Mapping[str, int] = field(default_factory=dict)  # per controller model, root included
     max_index: int = 255  # domain_validate.c: PCI controller index <= 255
     bus_number_limit: int = 256  # one PCI domain has 256 bus numbers (QEMU docs/pcie.txt)
@@ -136,6 +173,15 @@ class RuleSet:
     # The most vCPUs libvirt defines a guest of this family with, and why (the spec refuses more).
     max_vcpus: int = 255
     max_vcpus_why: str = ""
+    # What libvirt fills in when an element leaves a value out, keyed "TAG PATH" (a <controller> goes
+    # by its type): an <interface> without <model> is rtl8139 on x86.  Measured in libvirt 9.0.
+    element_defaults: Mapping[str, str] = field(default_factory=dict)
+    # Devices libvirt adds to a domain XML at define time (qemuDomainDefAddDefaultDevices,
+    # virDomainDefAddImplicitDevices), in the order it adds them.
+    added_at_define: tuple["Implicit", ...] = ()
+    # The controller libvirt adds for an index nobody uses below the highest one in use
+    # (qemuDomainPCIAddressSetCreate fills the gaps: "PCI controller index N is missing")
+    gap_model: str = "pci-bridge"
 
     def bus(self, model: str) -> BusRule:
         return self.buses[model]
@@ -175,11 +221,6 @@ def _freeze(d: dict) -> Mapping:
     return MappingProxyType(dict(d))
 
 
-# The version part of a versioned machine type name, for the families' machine_pattern:
-# upstream QEMU writes 7.2, RHEL's QEMU rhel8.6.0 (pc-q35-rhel8.6.0, pseries-rhel8.2.0 ...).
-MACHINE_VERSION = r"(?:rhel)?[0-9][0-9.]*"
-
-
 # Imported late: the family modules use the classes above.
 from . import pc, pseries, q35, virt  # noqa: E402
 
@@ -189,6 +230,8 @@ FAMILIES: Mapping[str, RuleSet] = _freeze({r.family: r for r in (q35.RULES, pc.R
 MACHINE_WORDS: Mapping[str, str] = _freeze(
     {"q35": "q35", "pc": "pc", "i440fx": "pc", "pseries": "pseries", "virt": "virt"}
 )
+# Machine names libvirt keeps as written that are not versioned names of a family (Ubuntu's
+# aliases for its newest machines: libvirt resolves them at define).
 
 
 def family_for(machine: str) -> RuleSet | None:

@@ -7,7 +7,8 @@ pci-bridge, none at all without ACPI).
 """
 
 from ..model import Address, Connect as C, EndpointClass as K
-from . import MACHINE_VERSION, BusRule, Fixed, RuleSet, _freeze
+from . import BusRule, Fixed, Implicit, RuleSet, _freeze
+from .implicit import BALLOON, VIRTIO_SERIAL, usb, video
 from .q35 import PCI_BRIDGE
 
 _BAS = "domain_addr.c virDomainPCIAddressBusSetModel"
@@ -43,7 +44,9 @@ RULES = RuleSet(
     family="pc",
     summary="x86_64 pc (i440fx, conventional PCI)",
     default_machine="pc",
-    machine_pattern=rf"pc|pc-i440fx-{MACHINE_VERSION}|i440fx|pc-[01]\.[0-9.]+|rhel[0-9.]+",
+    # libvirt's prefixes for i440fx (qemuDomainIsI440FX): pc, pc-i440fx-*, pc-0.*, pc-1.*, rhel*; Ubuntu's
+    # 'ubuntu' is its alias for the newest pc-i440fx-<release>
+    machine_pattern=r"pc|pc-i440fx-.+|i440fx|pc-[01]\..+|rhel.+|ubuntu",
     arches=("x86_64", "i686"),
     root="pci-root",
     buses=_freeze({b.model: b for b in _buses}),
@@ -57,16 +60,23 @@ RULES = RuleSet(
                                "qemuDomainValidateDevicePCISlotsPIIX3: primary video 00:02.0"),
         "piix3-usb": Fixed("piix3-usb", Address(0, 1, 2), True,
                            "qemuDomainValidateDevicePCISlotsPIIX3: USB 00:01.2"),
+        "ide": Fixed("ide", Address(0, 1, 1), True, "qemuDomainValidateDevicePCISlotsPIIX3: IDE 00:01.1"),
     }),
     implicit=_freeze({"usb": "piix3-uhci", "memballoon": "virtio-balloon"}),
     defaults=_freeze({"usb": True, "memballoon": True, "video": False}),
     default_video="vga",
     acpi=True,  # i440fx hotplug is ACPI-based: without <acpi/> QEMU refuses every hotplug
-    root_hotplug_needs_acpi=True,
+    hotplug_needs_acpi=True,
     sources=("real-libvirt.md rows 15-20",),
     numa_root="pci-expander-bus",
     # QEMU's i440fx machines take 255 CPUs (domcapabilities <vcpu max='255'/>); measured: 256 fails
     # "Maximum CPUs greater than specified machine type limit 255".
     max_vcpus=255,
     max_vcpus_why="the i440fx machine type's limit",
+    element_defaults=_freeze({"interface model/@type": "rtl8139", "usb @model": "piix3-uhci",
+                              "scsi @model": "lsilogic", "video model/@type": "cirrus", "panic @model": "pvpanic",
+                              "panic address/@type": "isa"}),
+    added_at_define=(usb("piix3-uhci"), BALLOON,
+                     Implicit("piix3-ide", unless="ide", source="qemuDomainDefAddDefaultDevices: IDE on i440fx"),
+                     VIRTIO_SERIAL, video("cirrus")),
 )

@@ -9,7 +9,8 @@ real-libvirt.md rows 21-23 (31 hotplugs per PHB, 29 with the defaults).
 """
 
 from ..model import Connect as C, EndpointClass as K
-from . import MACHINE_VERSION, BusRule, RuleSet, _freeze
+from . import BusRule, RuleSet, _freeze
+from .implicit import BALLOON, VIRTIO_SERIAL, usb, video
 
 _phb = dict(
     accepts=frozenset({C.PCI_DEVICE, C.PCI_BRIDGE}),
@@ -33,7 +34,7 @@ RULES = RuleSet(
     family="pseries",
     summary="ppc64 pseries (PHBs, IOMMU-group isolation)",
     default_machine="pseries",
-    machine_pattern=rf"pseries(-{MACHINE_VERSION}(-sxxm)?)?",  # -sxxm: with Spectre mitigations
+    machine_pattern=r"pseries(-.+)?",  # libvirt: the pseries prefix (qemuDomainIsPSeries); -sxxm, -rhel8.2.0 ...
     arches=("ppc64le", "ppc64"),
     root="pci-root",
     # The extra PHB row is stored under its own key; both write model='pci-root'.
@@ -46,15 +47,21 @@ RULES = RuleSet(
     defaults=_freeze({"usb": True, "memballoon": True, "video": False}),
     default_video="vga",
     acpi=False,  # no ACPI on POWER
-    root_hotplug_needs_acpi=False,
+    hotplug_needs_acpi=False,
     # PHB target indexes 0-30 (domain_validate.c), so at most 31 PHBs.
     max_count=_freeze({"pci-root+": 30}),  # measured: target index 31 is refused ("must be 0-30")
     sources=("real-libvirt.md rows 21-23",),
     numa_root="pci-root+",
+    gap_model="pci-root",
     # qemuDomainGetMemorySizeAlignment: ppc64 memory (and each NUMA cell) is rounded up to 256 MiB at
     # start (QEMU's spapr needs node memory in 256 MiB blocks); cells written aligned stay as written.
     numa_memory_align=256,
     # QEMU 7.2's pseries takes 4096 CPUs (domcapabilities <vcpu max='4096'/>); measured: 4097 fails.
     max_vcpus=4096,
     max_vcpus_why="the pseries machine type's limit",
+    # measured, libvirt 9.0: <interface/> is rtl8139, <controller type='scsi'/> ibmvscsi (spapr-vio),
+    # <video/> vga
+    element_defaults=_freeze({"interface model/@type": "rtl8139", "usb @model": "qemu-xhci",
+                              "scsi @model": "ibmvscsi", "video model/@type": "vga", "panic @model": "pseries"}),
+    added_at_define=(usb("qemu-xhci"), BALLOON, VIRTIO_SERIAL, video("vga")),
 )

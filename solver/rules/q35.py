@@ -8,7 +8,8 @@ libvirt 9.0 + QEMU 7.2 (shared docs, real-libvirt.md section 4).
 """
 
 from ..model import Address, Connect as C, EndpointClass as K
-from . import MACHINE_VERSION, BusRule, Fixed, RuleSet, _freeze
+from . import BusRule, Fixed, Implicit, RuleSet, _freeze
+from .implicit import BALLOON, VIRTIO_SERIAL, usb, video
 
 _BAS = "domain_addr.c virDomainPCIAddressBusSetModel"
 
@@ -103,6 +104,10 @@ _fixed = {
                            "qemuDomainValidateDevicePCISlotsQ35: primary video 00:01.0"),
     # SATA controller 0 is part of the chipset at 00:1f.2.
     "sata": Fixed("sata", Address(0, 0x1F, 2), True, "qemuDomainValidateDevicePCISlotsQ35: SATA 00:1f.2"),
+    # Unaddressed USB2 sets (ich9-uhci1..3 with ich9-ehci1, one controller index) prefer 00:1d, then
+    # 00:1a, one slot each with the companions as functions .0 .1 .2 and .7 (measured 9.0).
+    "usb2-1": Fixed("usb2-1", Address(0, 0x1D, 0), False, "qemuDomainValidateDevicePCISlotsQ35: USB2 set 00:1d"),
+    "usb2-2": Fixed("usb2-2", Address(0, 0x1A, 0), False, "qemuDomainValidateDevicePCISlotsQ35: USB2 set 00:1a"),
     # The first ich9 sound card prefers 00:1b.0.
     "ich9-sound": Fixed("ich9-sound", Address(0, 0x1B, 0), False,
                         "qemuDomainValidateDevicePCISlotsQ35: ich9 sound 00:1b.0"),
@@ -112,7 +117,9 @@ RULES = RuleSet(
     family="q35",
     summary="x86_64 q35 (PCI Express, ICH9)",
     default_machine="q35",
-    machine_pattern=rf"pc-q35-{MACHINE_VERSION}|q35",
+    # libvirt tells the family by the prefix alone (qemuDomainIsQ35): upstream pc-q35-7.2, RHEL's
+    # pc-q35-rhel9.6.0, Ubuntu's pc-q35-jammy, pc-q35-noble-v2, pc-q35-jammy-hpb-maxcpus ...
+    machine_pattern=r"pc-q35-.+|q35|ubuntu-q35",
     arches=("x86_64", "i686"),
     root="pcie-root",
     buses=_freeze({b.model: b for b in PCIE_BUSES}),
@@ -130,11 +137,20 @@ RULES = RuleSet(
     # q35 hotplugs natively without ACPI (real-libvirt.md row 1), but ACPI is what
     # every x86 guest wants; libvirt passes -no-acpi without it.
     acpi=True,
-    root_hotplug_needs_acpi=False,
+    hotplug_needs_acpi=False,
     sources=("real-libvirt.md section 4 rows 0-14",),
     numa_root="pcie-expander-bus",
     # qemu_validate.c: over 255 vCPUs an x86 guest needs an IOMMU with extended interrupt mode, which
     # a plan does not write (QEMU 7.2's pc-q35 takes 288); measured: virsh define of 256 on q35 fails.
     max_vcpus=255,
     max_vcpus_why="more need an IOMMU with extended interrupt mode (eim)",
+    gap_model="pcie-root-port",
+    # measured, libvirt 9.0: <interface/> is rtl8139, an explicit <controller type='usb'/> piix3-uhci (the
+    # implicit one is qemu-xhci), <controller type='scsi'/> lsilogic, <video/> cirrus
+    element_defaults=_freeze({"interface model/@type": "rtl8139", "usb @model": "piix3-uhci",
+                              "scsi @model": "lsilogic", "video model/@type": "cirrus", "panic @model": "pvpanic",
+                              "panic address/@type": "isa"}),
+    added_at_define=(usb("qemu-xhci"), BALLOON,
+                     Implicit("ich9-ahci", unless="sata", source="qemuDomainDefAddDefaultDevices: SATA 0 on q35"),
+                     VIRTIO_SERIAL, video("cirrus")),
 )

@@ -6,15 +6,18 @@ PCI when the domain has pcie-root), real-libvirt.md rows 24-26 and pitfall 11
 (ACPI on aarch64 requires UEFI, so the planner writes none).
 """
 
+from dataclasses import replace
+
 from ..model import Connect as C, EndpointClass as K
-from . import MACHINE_VERSION, RuleSet, _freeze
+from . import RuleSet, _freeze
+from .implicit import BALLOON, VIRTIO_SERIAL, video
 from .q35 import PCIE_BUSES
 
 RULES = RuleSet(
     family="virt",
     summary="aarch64/riscv64 virt (PCI Express, no chipset)",
     default_machine="virt",
-    machine_pattern=rf"virt(-{MACHINE_VERSION})?",
+    machine_pattern=r"virt(-.+)?",  # libvirt: the virt prefix (qemuDomainIsARMVirt, qemuDomainIsRISCVVirt)
     arches=("aarch64", "riscv64"),
     root="pcie-root",
     buses=_freeze({b.model: b for b in PCIE_BUSES}),
@@ -26,7 +29,7 @@ RULES = RuleSet(
     defaults=_freeze({"usb": False, "memballoon": False, "video": False}),  # libvirt adds neither on virt
     default_video="virtio-gpu",
     acpi=False,  # "ACPI requires UEFI on this architecture" without a UEFI loader
-    root_hotplug_needs_acpi=False,
+    hotplug_needs_acpi=False,
     sources=("real-libvirt.md rows 24-26",),
     # pcie-expander-bus is allowed on aarch64 virt (libvirt test pcie-expander-bus-aarch64); measured:
     # virt-7.2 defines and hotplugs into a root port behind one.  The guest sees that root bus only
@@ -36,4 +39,12 @@ RULES = RuleSet(
     # riscv64 virt 512 as well (VIRT_CPUS_MAX in QEMU's hw/riscv/virt.h).
     max_vcpus=512,
     max_vcpus_why="the virt machine type's limit",
+    gap_model="pcie-root-port",
+    # measured, libvirt 9.0 (aarch64): <interface/> is virtio, <controller type='scsi'/> lsilogic, <video/>
+    # virtio; libvirt adds no USB and no balloon on virt
+    element_defaults=_freeze({"interface model/@type": "virtio", "usb @model": "qemu-xhci",
+                              "scsi @model": "lsilogic", "video model/@type": "virtio", "panic @model": "pvpanic",
+                              "panic address/@type": "pci"}),
+    # riscv64 gets a balloon, aarch64 none (qemuDomainDefAddDefaultDevices in 9.0 and 11.3)
+    added_at_define=(replace(BALLOON, arches=("riscv64",)), VIRTIO_SERIAL, video("virtio-gpu")),
 )

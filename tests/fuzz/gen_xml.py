@@ -47,7 +47,7 @@ def seed_domains() -> tuple[tuple[str, bytes], ...]:
     for folder in (REPO / "specs" / "domains", REPO / "tests" / "golden"):
         for path in sorted(folder.glob("*.xml")):
             out.append((str(path.relative_to(REPO)), path.read_bytes()))
-    from topo_solve.domain_xml import render_domain
+    from topo_solve.domain.write import render_domain
     from topo_solve.errors import TopoSolveError
     from topo_solve.solve import solve
     from topo_solve.spec import DomainRequest, parse_spec, to_problem

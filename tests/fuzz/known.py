@@ -35,18 +35,10 @@ def _element_count(data: bytes) -> int:
 
 
 KNOWN: list[Known] = [
-    Known("extend-without-devices",
-          "extend of a domain without a <devices> element ends in 'the edit changed more than the extension'",
-          "solver/domain_edit.py (apply_extension / _tree_edit)",
-          _exit3("the edit changed more than the extension")),
-    Known("unknown-controller-model",
-          "extend of a domain with a PCI controller model the rule tables do not know is a programming error",
-          "solver/extend.py (extend needs a verified layout)",
-          _exit3("has no rule; extend needs a verified layout")),
     Known("xml-cost",
           "a domain XML of 10^5 - 2*10^6 elements or deep nesting (within 8 MiB) costs seconds and hundreds of MB: "
           "one pass per ancestor per element, the text parsed several times; no element-count limit",
-          "solver/domain_read.py (parse_xml), solver/domain_edit.py",
+          "solver/domain/parse.py, solver/domain/read.py, solver/domain/edit.py",
           lambda p, data, kind: kind == "xml" and p.kind in ("slow", "memory")
           and (_element_count(data) > 50_000 or data.count(b"<a>") >= 100)),
     Known("slow-explanation",

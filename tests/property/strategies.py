@@ -39,17 +39,23 @@ settings.register_profile(
 settings.register_profile("long", parent=settings.get_profile("ci"), max_examples=1000)
 SETTINGS = settings.get_profile(os.environ.get("TOPO_SOLVE_HYPOTHESIS_PROFILE", "ci"))
 
-# Boot devices: every model but the balloons (one per guest, drawn on their own)
-# and hostdev (drawn with its IOMMU group).
+# Boot devices: every model but the balloons (one per guest, drawn on their own),
+# hostdev (drawn with its IOMMU group) and vga (libvirt allows it as the primary video only).
 BOOT_MODELS = sorted(m for m, k in DEVICES.items()
-                     if k.max_count is None and k.cls is not EndpointClass.HOSTDEV)
+                     if k.max_count is None and k.cls is not EndpointClass.HOSTDEV and m != "vga")
+
+
+def boot_models(family: str) -> list[str]:
+    """The boot models that exist on ``family`` (QEMU has no qxl on aarch64 or ppc64)."""
+    return [m for m in BOOT_MODELS if DEVICES[m].families is None or family in DEVICES[m].families]
 BALLOONS = sorted(m for m, k in DEVICES.items() if k.max_count == 1)
 EMULATED_HOTPLUG_MODELS = sorted(m for m, k in DEVICES.items() if k.hotplug and k.cls is not EndpointClass.HOSTDEV)
 EMULATED_CLASSES = [str(c) for c in EndpointClass if c is not EndpointClass.HOSTDEV]
 MAX_HOSTDEV_HOTPLUG = 4
 # Models a spec may pin to the root bus: any boot model, assigned devices too (on
 # pseries that is the default PHB, which libvirt allows at a user address).
-PIN_MODELS = BOOT_MODELS + ["hostdev"]
+def pin_models(family: str) -> list[str]:
+    return boot_models(family) + ["hostdev"]
 
 
 def _pin_slots(family: str) -> list[int]:
@@ -59,9 +65,9 @@ def _pin_slots(family: str) -> list[int]:
     return [s for s in rules.free_root_slots() if s not in insisted]
 
 
-def _boot_entry(max_count: int) -> st.SearchStrategy[dict]:
+def _boot_entry(family: str, max_count: int) -> st.SearchStrategy[dict]:
     return st.fixed_dictionaries(
-        {"model": st.sampled_from(BOOT_MODELS), "count": st.integers(1, max_count)},
+        {"model": st.sampled_from(boot_models(family)), "count": st.integers(1, max_count)},
         optional={"hotunplug": st.booleans()},
     )
 
@@ -90,8 +96,9 @@ def _hotplug_entry(max_hotplug: int) -> st.SearchStrategy[dict]:
 @st.composite
 def _spec(draw, family: str, max_entries: int, max_count: int, max_hotplug: int, max_pins: int,
           numa: int = 0) -> dict:
-    devices = draw(st.lists(st.one_of(_boot_entry(max_count), _hostdev_entry(max_count)), max_size=max_entries))
-    pins = draw(st.lists(st.tuples(st.sampled_from(_pin_slots(family)), st.sampled_from(PIN_MODELS)),
+    devices = draw(st.lists(st.one_of(_boot_entry(family, max_count), _hostdev_entry(max_count)),
+                            max_size=max_entries))
+    pins = draw(st.lists(st.tuples(st.sampled_from(_pin_slots(family)), st.sampled_from(pin_models(family))),
                          unique_by=lambda t: t[0], max_size=max_pins))
     devices = devices + [{"model": m, "address": f"0000:00:{slot:02x}.0"} for slot, m in pins]
     balloon = draw(st.sampled_from([None, *BALLOONS]))
@@ -124,9 +131,9 @@ def _switch_spec(draw, family: str, max_free: int, max_extra: int) -> dict:
     slots = _pin_slots(family)
     free = draw(st.integers(1, max_free))
     kept = set(draw(st.lists(st.sampled_from(slots), min_size=free, max_size=free, unique=True)))
-    devices = [{"name": f"pin{s:02x}", "model": draw(st.sampled_from(BOOT_MODELS)), "address": f"0000:00:{s:02x}.0",
-                "hotunplug": False} for s in slots if s not in kept]
-    devices += draw(st.lists(_boot_entry(2), max_size=2))
+    devices = [{"name": f"pin{s:02x}", "model": draw(st.sampled_from(boot_models(family))),
+                "address": f"0000:00:{s:02x}.0", "hotunplug": False} for s in slots if s not in kept]
+    devices += draw(st.lists(_boot_entry(family, 2), max_size=2))
     for i, d in enumerate(devices):
         d.setdefault("name", f"d{i}")
     hotplug = [{"class": "pcie", "count": 8 * free + draw(st.integers(1, max_extra))}]

@@ -14,8 +14,8 @@ from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 from topo_solve.counts import Counts, build_model, choose_counts
-from topo_solve.domain_read import read_domain
-from topo_solve.domain_xml import render_domain
+from topo_solve.domain.read import read_layout
+from topo_solve.domain.write import render_domain
 from topo_solve.errors import ProgrammingError
 from topo_solve.model import Problem
 from topo_solve.place import given_addresses, place
@@ -148,7 +148,7 @@ class TestIdempotent:
     def test_read_back_has_the_planned_capacity(self, family, data):
         plan = solve(data.draw(problems(family, **SIZES)))
         xml = render_domain(plan)
-        layout, rules = read_domain(xml, "plan.xml")
+        layout, rules = read_layout(xml, "plan.xml")
         assert rules.family == family
         report = verify(layout, rules, strict_auto=False)
         assert report.errors == []
@@ -305,7 +305,7 @@ class TestNuma:
         plan = solve(data.draw(problems(family, **NUMA)))
         xml = render_domain(plan)
         assert relaxng.validate(etree.fromstring(xml.encode())), str(relaxng.error_log)
-        layout, rules = read_domain(xml, "plan.xml")
+        layout, rules = read_layout(xml, "plan.xml")
         report = verify(layout, rules, strict_auto=False)
         assert report.errors == []
         assert report.capacity == plan.capacity

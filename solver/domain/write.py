@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from lxml import etree
 
-from .model import Address, Controller, Plan
-from .rules import FAMILIES
-from .rules.devices import kind as device_kind
+from ..model import Address, Controller, Plan
+from ..rules import FAMILIES
+from ..rules.devices import kind as device_kind
 
-__all__ = ["render_domain", "domain_element", "controllers_element", "device_element"]
+__all__ = ["render_domain", "domain_element", "controllers_element", "device_element", "implicit_element"]
 
 IMAGE_DIR = "/var/lib/libvirt/images"
 
@@ -102,6 +102,15 @@ def device_element(name: str, kind_name: str, address: Address | None, *, index:
     _S(el, "alias", name=f"ua-{name}")
     if address is not None:
         _address(el, address)
+    return el
+
+
+def implicit_element(kind_name: str, address: Address, family: str, *, primary: bool = False) -> etree._Element:
+    """A device libvirt would add at define (a balloon, a USB controller...), written out at ``address``."""
+    el = device_element("implicit", kind_name, address, primary=primary)
+    alias = el.find("alias")
+    if alias is not None:
+        el.remove(alias)
     return el
 
 
