@@ -20,8 +20,8 @@ process the first time they are needed.  Three layers of mutation:
    flips, a size past the 8 MiB limit.
 
 :func:`xml_case` returns an :class:`XmlCase` with the bytes and the command lines to
-run on them (``audit``, ``extend`` with a random request, ``extend --in-place`` on a
-copy, a spec with ``domain:``).
+run on them (``audit``, ``plan`` and ``extend`` with a random request, ``extend --in-place``
+on a copy, a spec with ``domain:``, a batch of it as a template).
 """
 
 from __future__ import annotations
@@ -343,6 +343,8 @@ class XmlCase:
     allow_moves: bool = False
     in_place: bool = False
     as_spec: bool = False  # also run it as `domain:` of a spec
+    right_size: bool = False  # `plan --right-size`
+    as_batch: bool = False  # also run it as a batch template
 
     def describe(self) -> str:
         return f"seed {self.seed}; mutations: {', '.join(self.mutations) or 'none'}; hotplug {' '.join(self.hotplug)}"
@@ -379,4 +381,6 @@ def xml_case(c: Chooser) -> XmlCase:
     case.allow_moves = c.boolean(0.2)
     case.in_place = c.boolean(0.3)
     case.as_spec = c.boolean(0.2)
+    case.right_size = c.boolean(0.3)
+    case.as_batch = c.boolean(0.15)
     return case

@@ -35,6 +35,11 @@ def _element_count(data: bytes) -> int:
 
 
 KNOWN: list[Known] = [
+    Known("edit-check",
+          "plan or extend of a domain whose device has a non-PCI <address type> (type='off' on a disk) ends in "
+          "'the edit changed more than the plan' (exit 3)",
+          "solver/domain/edit.py (apply_plan / _check)",
+          _exit3("the edit changed more than the plan")),
     Known("xml-cost",
           "a domain XML of 10^5 - 2*10^6 elements or deep nesting (within 8 MiB) costs seconds and hundreds of MB: "
           "one pass per ancestor per element, the text parsed several times; no element-count limit",

@@ -5,7 +5,7 @@ no traceback; at most :data:`MAX_CPU_S` seconds of CPU and :data:`MAX_MEMORY_MB`
 memory growth; on exit 2, stderr names the input file.  For every spec that plans (exit 0):
 the XML validates against libvirt's RelaxNG schema, ``audit`` of it exits 0 and its capacity
 meets the request (per class, and per NUMA node).  For domain XML: ``audit``, ``extend`` with a
-request (``-o``), ``extend --in-place`` on a copy (the ``.bak`` is the original byte for byte;
+request (``-o``), ``plan`` of it (sometimes ``--right-size``), ``extend --in-place`` on a copy (the ``.bak`` is the original byte for byte;
 a run that fails leaves the file as it was) and, sometimes, a spec with ``domain:``; an extended
 XML is audited again, and when the input validated against the schema the output must too.
 
@@ -98,7 +98,7 @@ def _run(argv: list[str], stats: Stats | None, **kw) -> Outcome:
     kw.setdefault("wall_limit", 30)
     outcome = run_cli(argv, **kw)
     if outcome.died == "signal 24":  # stopped at the cap: run it once more, longer, to learn its answer and cost
-        again = run_cli(argv, **{**kw, "cpu_limit": 10, "wall_limit": 60})
+        again = run_cli(argv, **{**kw, "cpu_limit": 20, "wall_limit": 120})
         again.extra["capped"] = True
         outcome = again
     if stats is not None:
@@ -296,37 +296,52 @@ def check_xml(case: XmlCase, relaxng, stats: Stats | None = None) -> list[Proble
         audit = _run(["audit", path] if len(case.hotplug) % 2 else ["audit", "--emit", "json", path], stats)
         problems += _basic(audit, names)
 
-        out = os.path.join(work, "out.xml")
-        argv = ["extend", path, "-o", out, "-q"] + [x for h in case.hotplug for x in ("--hotplug", h)]
-        if case.allow_moves:
-            argv.append("--allow-moves")
-        ext = _run(argv, stats)
-        problems += _basic(ext, names)
-        if ext.code == 0 and not problems:
-            if not os.path.exists(out):
-                problems.append(Problem("missing-output", "exit 0 but no output", argv))
-            else:
-                requested: dict[str, int] = {}
-                from topo_solve.spec import parse_hotplug_option
+        hotplug = [x for h in case.hotplug for x in ("--hotplug", h)]
+        requested: dict[str, int] = {}
+        from topo_solve.spec import parse_hotplug_option
 
-                for h in case.hotplug:
-                    entry = parse_hotplug_option(h)
-                    if entry is not None:
-                        requested[str(entry.cls)] = requested.get(str(entry.cls), 0) + entry.count
-                again = _run(["audit", "--emit", "json", out], stats)
-                if stats is not None:
-                    stats.audited += 1
-                problems += _basic(again, [out])
-                problems += [p for p in _capacity_problems(again, requested, {}, "the extended XML")
-                             if p.kind != "broken"]
-                if relaxng is not None and _valid(case.data, relaxng):
+        for h in case.hotplug:
+            entry = parse_hotplug_option(h)
+            if entry is not None:
+                requested[str(entry.cls)] = requested.get(str(entry.cls), 0) + entry.count
+        valid = relaxng is not None and _valid(case.data, relaxng)
+        expected = {"guest.xml"}
+        for verb, name in (("extend", "out.xml"), ("plan", "plan-out.xml")):
+            out = os.path.join(work, name)
+            expected.add(name)
+            argv = [verb, path, "-o", out, "-q"] + hotplug
+            if case.allow_moves:
+                argv.append("--allow-moves")
+            if verb == "plan" and case.right_size:
+                argv.append("--right-size")
+            ran = _run(argv, stats)
+            found = _basic(ran, names)
+            if ran.code == 0 and not found:
+                if not os.path.exists(out):
+                    found.append(Problem("missing-output", "exit 0 but no output", argv))
+                else:
+                    again = _run(["audit", "--emit", "json", out], stats)
                     if stats is not None:
-                        stats.schema_checked += 1
-                    problems += _schema_problems(out, relaxng, argv)
-        elif ext.code != 0 and os.path.exists(out):
-            problems.append(Problem("partial-output", f"exit {ext.code} but {out} was written", argv))
+                        stats.audited += 1
+                    found += _basic(again, [out])
+                    found += [p for p in _capacity_problems(again, requested, {}, f"the XML {verb} wrote")
+                              if p.kind != "broken"]
+                    if valid:
+                        if stats is not None:
+                            stats.schema_checked += 1
+                        found += _schema_problems(out, relaxng, argv)
+            elif ran.code != 0 and os.path.exists(out):
+                found.append(Problem("partial-output", f"exit {ran.code} but {out} was written", argv))
+            problems += found
 
-        expected = {"guest.xml", "out.xml"}
+        if case.as_batch:
+            outdir = os.path.join(work, "batch")
+            expected.add("batch")
+            ran = _run(["batch", path, "-o", outdir, "-j", "1", "-q"] + hotplug, stats)
+            problems += _basic(ran, names)
+            extra = [n for n in os.listdir(outdir) if n != "guest.xml"] if os.path.isdir(outdir) else []
+            if extra:
+                problems.append(Problem("leftover", f"files left in the batch folder: {extra}", ran.argv))
         if case.in_place:
             copy_path = os.path.join(work, "copy.xml")
             with open(copy_path, "wb") as f:
