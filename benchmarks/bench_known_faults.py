@@ -53,6 +53,11 @@ def _cases(tmp: Path) -> list[tuple[str, str, list[str]]]:
                       + "hotplug:\n  - {class: pcie, count: 40}\n  - {model: rtl8139, count: 1000}\n")
     out.append(("slow-plan", "q35, root slots pinned, 40 PCIe + 1,000 PCI hotplugs (feasible, exit 0)",
                 ["plan", str(pinned), "-q", "-o", os.devnull]))
+    e1000 = tmp / "q35-2000-e1000.yaml"  # found by atheris: the pc-2000 sample with machine q35
+    e1000.write_text("name: big\nmachine: q35\ndevices:\n  - {name: nic, model: e1000, count: 2000}\n"
+                     "hotplug:\n  - {model: e1000, count: 100}\n")
+    out.append(("slow-plan", "q35 with 2,000 e1000 and 100 more to hotplug (feasible, exit 0)",
+                ["plan", str(e1000), "-q", "-o", os.devnull]))
     return out
 
 
