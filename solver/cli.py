@@ -240,8 +240,11 @@ def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str |
 
 
 def _is_xml(data: bytes) -> bool:
-    """A domain XML starts with '<' (after a byte order mark and blanks); a YAML spec never does."""
-    return data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<")
+    """A domain XML starts with a tag, a declaration or a comment ('<d', '<?', '<!'), after a byte
+    order mark and blanks; a YAML spec never does (it may start with a merge key, '<<:')."""
+    import re
+
+    return re.match(rb"(?:\xef\xbb\xbf)?[ \t\r\n]*<[?!A-Za-z_:]", data) is not None
 
 
 def _headroom(hotplugs: tuple[str, ...]):

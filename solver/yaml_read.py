@@ -289,9 +289,15 @@ class _Reader:
             node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
             try:
                 value = self.loader.yaml_constructors[tag](self.loader, node)
-            except (ValueError, OverflowError, yaml.YAMLError) as exc:
-                raise YamlProblem(f"{_shown(event.value)} is not a valid {tag.rsplit(':', 1)[-1]}: "
-                                  f"{getattr(exc, 'problem', None) or exc}", line, column) from None
+            except Exception as exc:  # noqa: BLE001 - PyYAML's constructors raise what they meet: a value
+                # that does not fit its explicit tag (!!bool maybe: KeyError; !!timestamp x: AttributeError)
+                why = getattr(exc, "problem", None) or (str(exc) if isinstance(exc, (ValueError, OverflowError))
+                                                        else "it does not have that form")
+                raise YamlProblem(f"{_shown(event.value)} is not a valid {tag.rsplit(':', 1)[-1]}: {why}",
+                                  line, column) from None
+            if isinstance(value, str) and not _encodable(value):
+                raise YamlProblem(f"{_shown(event.value)} holds a lone surrogate (an escape such as \\ud800), "
+                                  "which is no character; write the character itself", line, column)
         if event.anchor is not None:
             self.anchors[event.anchor] = _Anchored(value, 1, 1, True, line)
         if self.stack and (self.stack[-1].kind == "seq" or self.stack[-1].have_key):
@@ -299,6 +305,14 @@ class _Reader:
         self._add(value, 1, 1, line, is_key_ok=True)
         if is_merge_key:
             self.stack[-1].merge = True
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _tag(tag: str) -> str:

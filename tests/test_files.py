@@ -236,6 +236,15 @@ def test_inputs(argv, code, message, tmp_path, capfd):
     assert "Traceback" not in out + err
 
 
+def test_a_spec_that_starts_with_a_merge_key_is_a_spec(tmp_path, capfd):
+    """'<<:' starts a YAML merge key, not an XML tag: plan reads it as a spec, as batch does."""
+    spec = tmp_path / "merged.yaml"
+    spec.write_text("<<: {name: merged, machine: q35}\nhotplug: [{class: pcie, count: 2}]\n")
+    code, out, err = run([spec, "-q"], capfd)
+    assert code == 0, err
+    assert "<name>merged</name>" in out
+
+
 def test_batch_bounds_a_specs_domain_file(tmp_path, capfd):
     """`domain: /dev/zero` in a batch: that spec's error, at its line, in a second; not a worker out of memory."""
     spec = tmp_path / "zero.yaml"

@@ -65,6 +65,12 @@ CASES = [
     ("a local tag", HEAD + "memory: !mib 1024\n", "{f}:3:9: not a plain YAML value: the tag !mib is not allowed"),
     ("a set", HEAD + "x: !!set {a, b}\n", "{f}:3:4: not a plain YAML value: the tag !!set"),
     ("an invalid timestamp", HEAD + "x: 2001-99-99\n", "{f}:3:4: '2001-99-99' is not a valid timestamp"),
+    ("a value that does not fit its tag: timestamp", HEAD + "x: !!timestamp x\n",
+     "{f}:3:4: 'x' is not a valid timestamp"),
+    ("a value that does not fit its tag: bool", HEAD + "x: !!bool maybe\n", "{f}:3:4: 'maybe' is not a valid bool"),
+    ("a value that does not fit its tag: int", HEAD + "memory: !!int x\n", "{f}:3:9: 'x' is not a valid int"),
+    ("an escaped lone surrogate", HEAD + 'devices: [{name: "\\ud800", model: e1000}]\n',
+     "{f}:3:18: '\\ud800' holds a lone surrogate"),
     ("a 5,000-digit number", HEAD + "memory: " + "9" * 5000 + "\n", "{f}:3:9: a number of 5,000 characters"),
     ("a long sexagesimal", HEAD + "memory: " + "1:" * 40 + "1\n", "{f}:3:9: a number of 81 characters"),
     # numbers: one parser, libvirt's bounds

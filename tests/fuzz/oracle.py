@@ -226,18 +226,19 @@ def check_spec(case: SpecCase, relaxng, stats: Stats | None = None, domain: byte
         expected = {"spec.yaml", DOMAIN_FILE, "out.xml"}
         if case.batch:
             expected.add("batch")
-            problems += _batch_agrees(work, spec, out, outcome, stats)
+            problems += _batch_agrees(work, spec, out, outcome, stats, names)
         problems += _leftovers(work, expected, outcome.argv)
         return classify(problems, case.data, "spec")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _batch_agrees(work: str, spec: str, out: str, plan: Outcome, stats: Stats | None) -> list[Problem]:
+def _batch_agrees(work: str, spec: str, out: str, plan: Outcome, stats: Stats | None,
+                  names: list[str]) -> list[Problem]:
     """`topo-solve batch` on the same spec: the exit code `plan` gave, and on success the same bytes."""
     outdir = os.path.join(work, "batch")
     outcome = _run(["batch", spec, "-o", outdir, "-j", "1", "-q"], stats)
-    problems = _basic(outcome, [spec])
+    problems = _basic(outcome, names)
     if plan.code is None or outcome.code is None or problems:
         return problems
     if outcome.code != plan.code:
