@@ -58,6 +58,10 @@ def _cases(tmp: Path) -> list[tuple[str, str, list[str]]]:
                      "hotplug:\n  - {model: e1000, count: 100}\n")
     out.append(("slow-plan", "q35 with 2,000 e1000 and 100 more to hotplug (feasible, exit 0)",
                 ["plan", str(e1000), "-q", "-o", os.devnull]))
+    huge = tmp / "q35-9999-e1000.yaml"  # found by the long fuzz run (a count at the spec's bound)
+    huge.write_text("name: huge\nmachine: q35\ndevices:\n  - {model: e1000, count: 9999}\n")
+    out.append(("planner-runaway", "q35 with 9,999 e1000 (stopped after 60 s of CPU)",
+                ["plan", str(huge), "-q", "-o", os.devnull]))
     return out
 
 
@@ -70,7 +74,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="topo-known-") as tmp:
         print(f"{'fault':18} {'CPU s':>6} {'wall s':>7} {'MB':>6} exit  case")
         for fid, what, argv in _cases(Path(tmp)):
-            r = run_cli(argv, cpu_limit=120, wall_limit=600, mem_limit_mb=4000)
+            r = run_cli(argv, cpu_limit=60, wall_limit=600, mem_limit_mb=4000)
             ok = r.died is None and r.cpu <= 2.0 and r.memory_mb <= 200
             missed += not ok
             print(f"{fid:18} {r.cpu:6.2f} {r.wall:7.2f} {r.memory_mb:6.0f} {str(r.code):>4}  {what}"

@@ -56,6 +56,11 @@ KNOWN: list[Known] = [
           "hotplugs behind bridges: 3-4.6 s of CPU)",
           "solver/counts.py, solver/place.py",
           lambda p, data, kind: kind == "spec" and p.kind == "slow" and p.detail.endswith("exit 0")),
+    Known("planner-runaway",
+          "a spec or guest with thousands of devices (q35 with 9,999 e1000; virt with 9,999 transitional NICs) is "
+          "planned for minutes (stopped here after 20 s of CPU): no bound cuts the search short",
+          "solver/counts.py, solver/place.py, solver/solve.py",
+          lambda p, data, kind: p.kind == "slow" and p.detail == "the run ended by signal 24"),
     Known("planner-fault",
           "the planner disagrees with itself on valid input (counts vs placer, NUMA expander busNr ranges)",
           "solver/counts.py, solver/place.py, solver/extend.py",
