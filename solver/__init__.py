@@ -1,7 +1,8 @@
 """topo-solve: plan the PCI topology of libvirt guests.
 
 The public surface is small: load a spec, solve it, render the plan; plan many
-specs at once (``plan_many``); plan a domain XML, defined or not (``plan_document``).  Names are
+specs at once (``plan_many``); plan a domain XML, defined or not (``plan_document``); predict
+what ``virsh define`` stores for one (``predict``).  Names are
 imported lazily so that ``topo-solve --help`` does not pay for pydantic, lxml
 or the solver.
 """
@@ -18,6 +19,7 @@ __all__ = [
     "read_domain",
     "plan_many",
     "plan_document",
+    "predict",
     "TopoSolveError",
     "SpecError",
     "InfeasibleError",
@@ -33,6 +35,7 @@ _LAZY = {
     "read_domain": "domain.read",
     "plan_many": "batch",
     "plan_document": "domain.plan",
+    "predict": "domain.predict",
     "TopoSolveError": "errors",
     "SpecError": "errors",
     "InfeasibleError": "errors",

@@ -110,6 +110,7 @@ def _plan_json(plan) -> dict:
         "requested": {str(k): v for k, v in plan.requested.items()},
         "budgets": {k: {"used": u, "limit": lim} for k, (u, lim) in plan.budgets.items()},
         "warnings": list(plan.warnings),
+        "notes": list(plan.notes),
         **({"nodes": {str(n): {"capacity": {str(k): v for k, v in cap.items()},
                                "requested": {str(k): v for k, v in plan.problem.requested_by_node().get(
                                    n, dict.fromkeys(cap, 0)).items()}}
@@ -129,6 +130,7 @@ def _summary(plan) -> str:
     if plan.budgets:
         lines.append("  budgets used/limit: " + ", ".join(f"{k} {u}/{lim}" for k, (u, lim) in plan.budgets.items()))
     lines += [f"  warning: {w}" for w in plan.warnings]
+    lines += [f"  note: {n}" for n in plan.notes]
     return "\n".join(lines)
 
 
@@ -182,9 +184,12 @@ def _tree(plan) -> str:
               help="For a domain XML: keep only as many of its unaddressed controllers as the plan needs.")
 @click.option("--in-place", is_flag=True, help="For a domain XML: replace it, keeping the original as FILE.bak.")
 @click.option("--allow-moves", is_flag=True, help="For a domain XML: move devices when no addition is enough.")
+@click.option("--layout", type=click.Choice(["qemu-guidelines", "libvirt-accepts"]), default=None,
+              help="What the planner may build (overrides a spec's 'layout'): QEMU's guidelines, or also what "
+                   "libvirt accepts where it is cheaper (a pci-bridge on pcie-root).")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str | None, hotplugs: tuple[str, ...],
-         right_size: bool, in_place: bool, allow_moves: bool, quiet: bool) -> None:
+         right_size: bool, in_place: bool, allow_moves: bool, layout: str | None, quiet: bool) -> None:
     """Plan SPEC.yaml, or a libvirt domain XML (defined or not): the fewest controllers that give
     it its hotplug headroom, every device and controller with its address.
 
@@ -197,7 +202,8 @@ def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str |
             if emit not in ("domain", "json"):
                 raise _usage(f"--emit {emit} is for specs; a domain XML is planned as domain or json")
             _domain_run(spec, data, _headroom(hotplugs), output=output, in_place=in_place, force=force,
-                        allow_moves=allow_moves, right_size=right_size, emit=emit, quiet=quiet, verb="plan")
+                        allow_moves=allow_moves, right_size=right_size, emit=emit, quiet=quiet, verb="plan",
+                        layout=layout or "qemu-guidelines")
             return
     for flag, given in (("--hotplug", hotplugs), ("--right-size", right_size), ("--in-place", in_place),
                         ("--allow-moves", allow_moves)):
@@ -219,10 +225,13 @@ def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str |
             raise SpecError([Finding(spec, problem.line, "domain", f"{domain}: {p.message}")
                              for p in exc.problems]) from None
         _domain_run(domain, xml, problem.headroom, output=output, in_place=False, force=force, allow_moves=False,
-                    right_size=False, emit=emit, quiet=quiet, machine=problem.machine, spec=spec, verb="plan")
+                    right_size=False, emit=emit, quiet=quiet, machine=problem.machine, spec=spec, verb="plan",
+                    layout=layout or "qemu-guidelines")
         return
     if virt_type:
         problem = replace(problem, virt_type=virt_type)
+    if layout:
+        problem = replace(problem, layout=layout)
     result = solve(problem)
     if emit == "json":
         import json
@@ -339,20 +348,32 @@ def schema() -> None:
               help="Stop hotplugging a class after this many more than promised.")
 def check(domain: str, uri: str, max_per_class: int) -> None:
     """Prove DOMAIN.xml in a real libvirt: define it under a temporary name, hotplug
-    each class to capacity, compare with the promise, clean up."""
-    from .domain.read import read_layout
+    each class to capacity, compare with the promise, clean up.  A guest never defined
+    promises its predicted capacity, and libvirt must add exactly the predicted controllers."""
     from .hypervisor import Virsh, measure
     from .model import EndpointClass
     from .verify import verify
 
     data = _read_domain(domain)
     text = data.decode("utf-8", errors="replace")
-    layout, rules = read_layout(data, domain)
+    layout, rules, predicted = _audited(domain, data)
     report = verify(layout, rules, strict_auto=False)
     classes = [str(c) for c in report.capacity if str(c) != "hostdev"]
     m = measure(text, classes, virsh=Virsh(uri), max_per_class=max_per_class)
     rows = []
-    bad = bool(m.added_controllers or m.moved or m.errors)
+    if predicted is None:
+        bad = bool(m.added_controllers or m.moved or m.errors)
+    else:
+        # a guest never defined: libvirt adds controllers and gives addresses; they must be the predicted ones
+        expected = {str(c) for c in predicted.controllers if c.element is None}
+        surprise = sorted(set(m.added_controllers) - expected)
+        missing = sorted(expected - set(m.added_controllers))
+        changed = [x for x in m.moved if ": unaddressed -> " not in x]
+        bad = bool(surprise or missing or changed or m.errors)
+        m.added_controllers, m.moved = surprise, changed
+        click.echo(f"not defined yet: the promise is the prediction (at define libvirt {_define_summary(predicted)})")
+        for item in missing:
+            click.echo(f"predicted, not added by libvirt: {item}")
     for c in classes:
         # A hotplug without an address may land on any NUMA node's ports too: count them all.
         promised = report.capacity[EndpointClass(c)] + sum(cap[EndpointClass(c)]
@@ -363,11 +384,43 @@ def check(domain: str, uri: str, max_per_class: int) -> None:
     click.echo(f"{'class':8} {'promised':>8} {'measured':>8}  verdict")
     for c, p, meas, v in rows:
         click.echo(f"{c:8} {p:8} {meas:8}  {v}")
-    for what, items in (("added by libvirt", m.added_controllers), ("moved by libvirt", m.moved),
+    unpredicted = ", not predicted" if predicted is not None else ""
+    for what, items in ((f"added by libvirt{unpredicted}", m.added_controllers), ("moved by libvirt", m.moved),
                         ("errors", m.errors)):
         for item in items:
             click.echo(f"{what}: {item}")
     sys.exit(1 if bad else 0)
+
+
+def _audited(path: str, data: bytes):
+    """(layout, rules, prediction or None) of a domain XML: a defined guest as it is; one libvirt would
+    still change at define (addresses to give, devices or controllers to add) as libvirt will store it."""
+    from .domain.read import read_domain
+
+    domain = read_domain(data, path)
+    if domain.defined and not domain.added_by_libvirt:
+        return domain.layout(), domain.rules, None
+    from .domain.host import host_facts
+    from .domain.predict import prediction
+
+    p = prediction(domain, host_facts(domain))
+    return p.layout, domain.rules, p
+
+
+def _define_summary(p) -> str:
+    """What libvirt does at define, as the prediction has it: 'adds 3 pcie-root-port (index 1-3) and a
+    memballoon, and gives 6 devices their addresses'."""
+    by_model: dict[str, list[int]] = {}
+    for c in p.added:
+        by_model.setdefault(c.model, []).append(c.index)
+    chipset = {f.address for f in p.domain.rules.fixed.values() if f.insist}  # q35 SATA, PIIX3's: no slot
+    parts = [f"{len(ix)} {m} (index {_ranges(ix)})" for m, ix in by_model.items()]
+    parts += [f"a {d}" for d in sorted({d.tag if d.ctype is None else f"{d.ctype} controller" for d in p.filled
+                                        if d.implicit is not None and d.address not in chipset})]
+    own = len([d for d in p.filled if d.implicit is None])
+    added = (", ".join(parts[:-1]) + " and " + parts[-1]) if len(parts) > 1 else "".join(parts)
+    given = f"gives {own} device{'s' if own != 1 else ''} {'their addresses' if own != 1 else 'its address'}"
+    return (f"adds {added}, and {given}" if added else given)
 
 
 @cli.command()
@@ -376,16 +429,17 @@ def check(domain: str, uri: str, max_per_class: int) -> None:
 def audit(domains: tuple[str, ...], emit: str) -> None:
     """Report the live hotplug capacity of libvirt domain XMLs (as virsh dumpxml prints them).
 
-    DOMAINS are files, or - for standard input."""
+    A domain XML that was never defined (devices or controllers without an address, devices
+    libvirt adds by itself) is audited as libvirt will store it after `virsh define`: the
+    numbers are then predicted, and say so.  DOMAINS are files, or - for standard input."""
     import json
 
-    from .domain.read import read_layout
     from .model import HOTPLUG_CLASSES
     from .verify import verify
 
     results = []
     for path in domains:
-        layout, rules = read_layout(_read_domain(path), "<stdin>" if path == "-" else path)
+        layout, rules, predicted = _audited("<stdin>" if path == "-" else path, _read_domain(path))
         report = verify(layout, rules, strict_auto=False)
         warnings = list(report.warnings)
         if rules.hotplug_needs_acpi and not layout.acpi:
@@ -402,12 +456,19 @@ def audit(domains: tuple[str, ...], emit: str) -> None:
             warnings.append(f"devices libvirt adds by itself take ports: {', '.join(implicit)} "
                             "(switch them off in the spec if the guest does not need them)")
         results.append({
-            "file": path, "machine": rules.family,
+            "file": path, "machine": rules.family, "predicted": predicted is not None,
             "capacity": {str(k): v for k, v in report.capacity.items()},
             **({"nodes": {str(n): {"capacity": {str(k): v for k, v in cap.items()}}
                           for n, cap in sorted(report.node_capacity.items())}} if report.node_capacity else {}),
             "giving": {str(k): report.giving[k] for k in HOTPLUG_CLASSES if k in report.giving},
             "budgets": {k: {"used": b.used, "limit": b.limit} for k, b in report.budgets.items()},
+            **({"define": {
+                "summary": _define_summary(predicted),
+                "added": [{"index": c.index, "model": c.model,
+                           "address": None if c.address is None else str(c.address)} for c in predicted.added],
+                "addresses": [{"element": d.tag if d.ctype is None else f"controller type={d.ctype}",
+                               "model": d.kind, "address": str(d.address), "added_by_libvirt": d.implicit is not None}
+                              for d in predicted.filled]}} if predicted is not None else {}),
             "errors": report.errors, "warnings": warnings,
         })
     if emit == "json":
@@ -415,8 +476,11 @@ def audit(domains: tuple[str, ...], emit: str) -> None:
     else:
         for r in results:
             cap = "  ".join(f"{k} {v}" for k, v in r["capacity"].items())
-            click.echo(f"{r['file']} ({r['machine']}): hotplug capacity {cap}"
+            when = "predicted after virsh define: " if r["predicted"] else ""
+            click.echo(f"{r['file']} ({r['machine']}): {when}hotplug capacity {cap}"
                        + (" (devices without a NUMA node)" if r.get("nodes") else ""))
+            if r["predicted"]:
+                click.echo(f"  at define libvirt {r['define']['summary']}")
             for n, node in r.get("nodes", {}).items():
                 click.echo(f"  NUMA node {n}: hotplug capacity "
                            + "  ".join(f"{k} {v}" for k, v in node["capacity"].items()))
@@ -458,7 +522,8 @@ def extend(domain: str, hotplugs: tuple[str, ...], output: str | None, in_place:
 
 
 def _domain_run(domain: str, data: bytes, headroom, *, output, in_place, force, allow_moves, right_size, emit,
-                quiet, verb: str, machine: str | None = None, spec: str | None = None) -> None:
+                quiet, verb: str, machine: str | None = None, spec: str | None = None,
+                layout: str = "qemu-guidelines") -> None:
     """Plan a domain XML and write the result (plan, extend, and specs with 'domain')."""
     import json
 
@@ -467,7 +532,7 @@ def _domain_run(domain: str, data: bytes, headroom, *, output, in_place, force, 
     if in_place and (output or domain == "-"):
         raise _usage("--in-place replaces the file itself; it cannot be combined with -o or standard input")
     planned = plan_document(data, domain, tuple(headroom), allow_moves=allow_moves, right_size=right_size,
-                            machine=machine, spec=spec)
+                            machine=machine, spec=spec, layout=layout)
     name, rules, ext, edit = planned.name, planned.rules, planned.extension, planned.edit
     defined = planned.domain.defined
     if emit == "json":

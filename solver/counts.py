@@ -45,6 +45,7 @@ from .rules import BusRule, RuleSet
 __all__ = ["CountModel", "Counts", "Existing", "build_model", "choose_counts"]
 
 ROOT = "@root"  # pool key of the bus a tree hangs from (controller index 0, or a node's expander bus)
+FUNCTIONS = 8  # functions of a PCI slot: devices never unplugged share a root slot as up to 8 of them
 _ORDER: dict[str, dict[str, int]] = {}  # family -> table position of each row (the index order)
 
 
@@ -56,6 +57,12 @@ class Demand:
     amount: int
     pools: frozenset[str]
     label: str  # in the user's words, for explanations
+
+    @property
+    def text(self) -> str:
+        """The demand in the user's words, with its number once ("3 PCIe endpoints present at
+        boot", "9 pcie-root-ports (8 per slot)")."""
+        return self.label if self.label[:1].isdigit() else f"{self.amount} {self.label}"
 
 
 @dataclass
@@ -122,6 +129,8 @@ class CountModel:
     nodes: dict[int, "CountModel"] = field(default_factory=dict)  # the trees of the NUMA nodes
     outside: Counter = field(default_factory=Counter)  # controllers of the other trees, for the budgets
     integrated: int = 0  # endpoints libvirt puts on the root bus only (virtio-iommu, pvpanic-pci)
+    _pools_memo: dict = field(default_factory=dict, repr=False)
+    _ctrl_memo: dict = field(default_factory=dict, repr=False)
 
     @property
     def root(self) -> BusRule:
@@ -152,35 +161,59 @@ class CountModel:
         return frozenset(b.name for b in self.pool_rules if b.is_port)
 
     # -- the pieces of the flow network ---------------------------------
-    def _bus_pools(self, connect: Connect, *, endpoint: bool, hotplug: bool) -> frozenset[str]:
-        """Pools whose bus auto-accepts ``connect`` (and hotplugs, if asked)."""
+    def _bus_pools(self, connect: Connect, *, endpoint: bool, hotplug: bool,
+                   unpluggable: bool = False) -> frozenset[str]:
+        """Pools whose bus auto-accepts ``connect`` (and hotplugs, if asked).  ``unpluggable``: a
+        boot device that must stay unpluggable, so not on a bus where QEMU refuses every hotplug
+        and unplug (``hotplug_trap``: the pc expander bus's own slots).  A function of the model
+        alone: asked thousands of times per search, answered once."""
+        key = (connect, endpoint, hotplug, unpluggable)
+        if key not in self._pools_memo:
+            self._pools_memo[key] = self._bus_pools_of(connect, endpoint, hotplug, unpluggable)
+        return self._pools_memo[key]
+
+    def _bus_pools_of(self, connect: Connect, endpoint: bool, hotplug: bool, unpluggable: bool) -> frozenset[str]:
         out = set()
         if hotplug and self.rules.hotplug_needs_acpi and not self.acpi:
             return frozenset()  # no bus takes a hotplug without ACPI (i440fx)
         root = self.root
         root_live = root.hotplug and (self.existing is None or self.existing.root_hotplug or self.node is not None)
-        if self.rules.accepts(root, connect, auto=True, endpoint=endpoint) and (root_live or not hotplug):
+        policy = self.problem.layout
+        if self.rules.accepts(root, connect, auto=True, endpoint=endpoint, policy=policy) and (
+                root_live or not hotplug) and not (unpluggable and root.hotplug_trap):
             out.add(ROOT)
         for b in self.pool_rules:
-            if self.rules.accepts(b, connect, auto=True, endpoint=endpoint) and (b.hotplug or not hotplug):
+            if self.rules.accepts(b, connect, auto=True, endpoint=endpoint, policy=policy) and (
+                    b.hotplug or not hotplug) and not (unpluggable and b.hotplug_trap):
                 out.add(b.name)
         return frozenset(out)
+
+    def packed(self, on_root: dict[Connect, int]) -> int:
+        """Functions taken on the root bus by devices that are never unplugged: the ones the search
+        puts there and the ones libvirt keeps there (integrated).  Such devices share root slots as
+        functions of one multifunction slot (8 to a slot, with root ports when there are any): no
+        device of the slot can be unplugged then, which is what never unplugged means."""
+        return self.integrated + sum(on_root.get(c, 0) for (c, ok) in self.endpoint_demand if ok)
+
+    def _packs_with(self, b: BusRule) -> bool:
+        """Whether controllers of ``b`` share root slots with the packed devices (root ports)."""
+        return b.packs > 1 and self._ctrl_pools(b) == frozenset({ROOT})
 
     def demands(self, n: dict[str, int], on_root: dict[Connect, int]) -> list[Demand]:
         """Every demand for the controller counts ``n`` (ports excluded)."""
         rules = self.rules
         out: list[Demand] = []
-        if self.integrated:
-            out.append(Demand("root:integrated", self.integrated, frozenset({ROOT}),
-                              "devices libvirt puts on the root bus only"))
+        packed = self.packed(on_root)
+        shared = next((key for key, count in n.items() if count and self._packs_with(rules.bus(key))), None)
+        if packed and shared is None:
+            out.append(Demand("root:packed", ceil(packed / FUNCTIONS), frozenset({ROOT}),
+                              f"{packed} devices never unplugged on {self.root.model} ({FUNCTIONS} per slot)"))
         for (connect, root_ok), count in sorted(self.endpoint_demand.items()):
             if root_ok:
-                k = on_root.get(connect, 0)
-                if k:
-                    out.append(Demand(f"root:{connect}", k, frozenset({ROOT}), f"{connect}s on the root complex"))
-                count -= k
+                count -= on_root.get(connect, 0)
             if count:
-                out.append(Demand(f"boot:{connect}", count, self._bus_pools(connect, endpoint=True, hotplug=False),
+                out.append(Demand(f"boot:{connect}" + (":fixed" if root_ok else ""), count,
+                                  self._bus_pools(connect, endpoint=True, hotplug=False, unpluggable=not root_ok),
                                   f"{_words(connect)} present at boot"))
         for cls, count in self.hotplug.items():
             if count and cls not in rules.isolated:
@@ -204,10 +237,18 @@ class CountModel:
                     continue
             amount = ceil(count / b.packs)  # e.g. 8 root ports share one slot
             label = f"{count} {b.model}s" + (f" ({b.packs} per slot)" if b.packs > 1 else "")
+            if key == shared and packed:  # the slots of root ports take the packed devices too
+                amount = ceil((count + packed) / b.packs)
+                label = f"{count} {b.model}s and {packed} devices never unplugged ({b.packs} per slot)"
             out.append(Demand(f"ctrl:{key}", amount, pools, label))
         return out
 
     def _ctrl_pools(self, b: BusRule) -> frozenset[str]:
+        if b.name not in self._ctrl_memo:
+            self._ctrl_memo[b.name] = self._ctrl_pools_of(b)
+        return self._ctrl_memo[b.name]
+
+    def _ctrl_pools_of(self, b: BusRule) -> frozenset[str]:
         """Pools a controller of model ``b`` may plug into: buses that accept it and can have a lower
         index.  Controllers are numbered in table order, and libvirt wants a controller's index above
         its bus's, so a later row's pool never holds an earlier row's controller (an upstream port goes
@@ -269,13 +310,17 @@ class CountModel:
         need = max(need - sum(self._free(q) for q in ports), 0)
         pools = self.pools(n, {})
         caps: dict[str, int] = {}
+        packed = self.packed(on_root)
         for p in self.ports:
             b = self.rules.bus(p)
             parents = self._ctrl_pools(b)
             if parents & set(self.hubs):
                 continue  # downstream ports: as many as the switches hold
-            room = sum(pools.get(q, 0) for q in parents) - sum(d.amount for d in demands if d.pools <= parents)
-            caps[p] = max(room, 0) * b.packs
+            # root ports and the packed devices share the root slots by function
+            shares = self._packs_with(b)
+            room = sum(pools.get(q, 0) for q in parents) - sum(
+                d.amount for d in demands if d.pools <= parents and not (shares and d.key == "root:packed"))
+            caps[p] = max(max(room, 0) * b.packs - (packed if shares else 0), 0)
         for h in self.hubs:
             b = self.rules.bus(h)
             excess = need - sum(caps.values()) - self._free(h)
@@ -307,6 +352,65 @@ class CountModel:
             pools[iso.name] += spare * iso.nslots  # existing empty buses no assigned device needs
         flow, cut = max_flow(demands, pools)
         return flow == sum(d.amount for d in demands), {"flow": flow, "cut": cut, "pools": pools}
+
+    def works(self, n: dict[str, int], on_root: dict[Connect, int]) -> bool:
+        full, demands = self.derive(n, on_root)
+        return not self.budget_causes(full) and self.feasible(full, demands)[0]
+
+    def on_root_for(self, n: dict[str, int]) -> dict[Connect, int] | None:
+        """How many devices never unplugged go on the root bus, for the searched counts ``n``; None
+        when no choice is feasible.  Derived, not searched (docs/design.md, "Devices never unplugged"):
+
+        * where the root bus takes the device anyway (pc, pseries), all of them: packed 8 to a slot
+          they never take more room than one each elsewhere;
+        * where only ports take it otherwise (PCIe devices on q35 and virt), as many as fit: each one
+          on the root bus is one port fewer and takes the root function that port would have taken;
+          one fewer when the root functions run out and a root port must stay to carry a switch;
+        * where only bridges take it otherwise (conventional devices on q35 and virt), the fewest that
+          make the bridges' slots suffice: each takes a root function a root port could use, and saves
+          nothing once the bridges hold the rest."""
+        if not self.root_ok_max:
+            return {} if self.works(n, {}) else None
+        cap = self.root_free * FUNCTIONS
+        fixed: dict[Connect, int] = {}
+        ports: list[Connect] = []
+        bridges: list[Connect] = []
+        for c, k in sorted(self.root_ok_max.items()):
+            pools = self._bus_pools(c, endpoint=True, hotplug=False)
+            if ROOT in pools:
+                fixed[c] = min(k, cap)
+            elif pools and pools <= self.port_pools:
+                ports.append(c)
+            else:
+                bridges.append(c)
+
+        def with_ports(base: dict[Connect, int]) -> dict[Connect, int] | None:
+            """``base`` plus the port-taking devices, as many on the root bus as work."""
+            left = cap - sum(base.values())
+            best = dict(base)
+            for c in ports:  # (one connect type takes ports on q35 and virt)
+                top = max(min(self.root_ok_max[c], left), 0)
+                for x in (top, top - 1):
+                    if x >= 0 and self.works(n, {**best, c: x}):
+                        best[c] = x
+                        break
+                else:
+                    return None
+            return best if ports or self.works(n, best) else None
+
+        if not bridges:
+            return with_ports(fixed)
+        c = bridges[0]  # (one connect type takes bridges on q35 and virt)
+        lo, hi = 0, min(self.root_ok_max[c], cap - sum(fixed.values()))
+        if hi < 0 or with_ports({**fixed, c: hi}) is None:
+            return None
+        while lo < hi:  # the fewest that work: feasibility only grows with the number on the root bus
+            mid = (lo + hi) // 2
+            if with_ports({**fixed, c: mid}) is not None:
+                hi = mid
+            else:
+                lo = mid + 1
+        return with_ports({**fixed, c: lo})
 
     def cost(self, n: dict[str, int], on_root: dict[Connect, int]) -> tuple:
         bus_numbers = sum(c * self.rules.bus(k).bus_numbers for k, c in n.items())
@@ -399,12 +503,12 @@ def _tree(problem: Problem, rules: RuleSet, given: dict, existing: Existing | No
         if ep.integrated:
             integrated += 1
             continue
-        kinds[(ep.cls, ep.root_ok)] += 1
+        kinds[(ep.cls, ep.root_ok and len(ep.functions) == 1)] += 1
     for (cls, never_unplugged), count in kinds.items():
         connect = rules.connect_of(cls)
-        # "never unplugged" only matters where the root takes the device by hand only.
-        root_ok = never_unplugged and rules.accepts(root, connect, auto=False, endpoint=True) and not rules.accepts(
-            root, connect, auto=True, endpoint=True)
+        # A device never unplugged may sit on the root bus (at an address the plan writes, where
+        # libvirt's auto-placement would not put it) and share a slot there with others as functions.
+        root_ok = never_unplugged and rules.accepts(root, connect, auto=False, endpoint=True)
         endpoint_demand[(connect, root_ok)] += count
     hotplug = problem.requested() if node is None else problem.requested_by_node().get(node, {})
     model = CountModel(problem=problem, rules=rules, root_free=root_free, endpoint_demand=endpoint_demand,
@@ -413,7 +517,9 @@ def _tree(problem: Problem, rules: RuleSet, given: dict, existing: Existing | No
     model.ports = [b.name for b in rules.addable if b.is_port]
     model.hubs = [b.name for b in rules.addable if not b.is_port and _is_hub(model, b)]
     model.searched = [b.name for b in rules.addable if not b.is_port and b.name not in model.hubs]
-    model.root_ok_max = {c: k for (c, ok), k in endpoint_demand.items() if ok}
+    # packed on the root bus: the machine's root bus only (a node's tree keeps whole slots, but a device
+    # never unplugged may still take a slot of its expander's own bus, where QEMU unplugs nothing)
+    model.root_ok_max = {c: k for (c, ok), k in endpoint_demand.items() if ok} if node is None else {}
     _set_bounds(model)
     return model
 
@@ -455,6 +561,8 @@ def choose_counts(model: CountModel) -> Counts | None:
 
     The NUMA nodes' trees first, each on its own; then the root bus's tree, whose
     budgets count the nodes' controllers too (``outside``)."""
+    if not may_fit(model):
+        return None
     nodes: dict[int, Counts] = {}
     for node, sub in sorted(model.nodes.items()):
         counts = _choose(sub)
@@ -467,6 +575,51 @@ def choose_counts(model: CountModel) -> Counts | None:
         counts.nodes = nodes
         counts.expanders = sum(model.fixed.values())
     return counts
+
+
+def least_controllers(model: CountModel) -> int:
+    """No layout of this tree has fewer new controllers: every unit of demand only a port may take
+    needs a port of its own (a new one, or a free one of the existing guest), with the devices never
+    unplugged on the root bus as many as can be, plus the searched controllers' lower bound."""
+    if model.nodes:
+        return sum(least_controllers(sub) for sub in model.nodes.values()) + sum(model.fixed.values()) \
+            + _least(model)
+    return _least(model)
+
+
+def _port_units(model: CountModel) -> int:
+    """Ports any layout of this tree needs beyond the existing free ones (see ``least_controllers``)."""
+    zero = {k: 0 for k in model.searched}
+    for p in model.ports + model.hubs:
+        zero[p] = 0
+    most = {c: min(k, model.root_free * FUNCTIONS) for c, k in model.root_ok_max.items()}
+    ports = model.port_pools
+    units = sum(d.amount for d in model.demands(zero, most) if d.pools and d.pools <= ports)
+    return max(units - sum(model._free(q) for q in ports), 0)
+
+
+def _least(model: CountModel) -> int:
+    zero = {k: 0 for k in model.searched}
+    for p in model.ports + model.hubs:
+        zero[p] = 0
+    most = {c: min(k, model.root_free * FUNCTIONS) for c, k in model.root_ok_max.items()}
+    ports = model.port_pools
+    units = sum(d.amount for d in model.demands(zero, most) if d.pools and d.pools <= ports)
+    units -= sum(model._free(q) for q in ports)
+    return max(units, 0) + (_searched_lower_bound(model) if model.searched else 0)
+
+
+def may_fit(model: CountModel) -> bool:
+    """A necessary condition, from bounds alone: the fewest controllers any layout needs fit the index
+    and bus-number budgets (every controller takes an index and at least... one bus number, but a PHB
+    none).  A problem past it is infeasible without a search."""
+    ex = model.existing
+    least = least_controllers(model)
+    used = (ex.max_index - sum(ex.kept.values())) if ex else 0
+    if least + used > model.rules.max_index:
+        return False
+    numbers = min((b.bus_numbers for b in model.rules.addable), default=1)
+    return (ex.bus_numbers if ex else 1) + least * numbers <= model.rules.bus_number_limit
 
 
 def _outside(model: CountModel, nodes: dict[int, Counts]) -> Counter:
@@ -488,12 +641,25 @@ def _choose(model: CountModel) -> Counts | None:
     handful of candidates instead of 260)."""
     from constraint import BacktrackingSolver, ExactSumConstraint, FunctionConstraint, Problem as CSP
 
-    names = list(model.searched) + [f"root:{c}" for c in model.root_ok_max]
+    names = list(model.searched)
+    chosen: dict[tuple, dict[Connect, int] | None] = {}  # searched counts -> devices on the root bus
+
+    def on_root(n: dict[str, int]) -> dict[Connect, int] | None:
+        key = tuple(sorted(n.items()))
+        if key not in chosen:
+            chosen[key] = model.on_root_for(n)
+        return chosen[key]
 
     def ok(*values: int) -> bool:
-        n, on_root = _split(model, dict(zip(names, values)))
-        full, demands = model.derive(n, on_root)
-        return not model.budget_causes(full) and model.feasible(full, demands)[0]
+        return on_root(dict(zip(names, values))) is not None
+
+    # a cheap necessary condition first: the searched buses' slots, with what the root bus and the
+    # existing guest have free, must hold what no port may take (as _searched_lower_bound counts it)
+    need, have = _positions_needed(model)
+    slots = [model.rules.bus(k).nslots for k in names]
+
+    def roomy(*values: int) -> bool:
+        return have + sum(v * s for v, s in zip(values, slots)) >= need
 
     def layer(total: int | None) -> list[dict]:
         if not names:
@@ -501,10 +667,9 @@ def _choose(model: CountModel) -> Counts | None:
         csp = CSP(BacktrackingSolver())
         for key in model.searched:
             csp.addVariable(key, list(range(model.kept(key), model.bounds[key] + 1)))
-        for connect, k in model.root_ok_max.items():
-            csp.addVariable(f"root:{connect}", list(range(min(k, model.root_free) + 1)))
         if total is not None:
             csp.addConstraint(ExactSumConstraint(total), list(model.searched))
+        csp.addConstraint(FunctionConstraint(roomy), names)
         csp.addConstraint(FunctionConstraint(ok), names)
         return csp.getSolutions()
 
@@ -514,16 +679,39 @@ def _choose(model: CountModel) -> Counts | None:
         layers = range(min(_searched_lower_bound(model), top), top + 1)
     else:
         layers = [None]
+    # a layer's candidates have at least its searched controllers plus the ports only ports can
+    # hold: once that passes the index budget, no later layer fits either (a necessary condition)
+    ex = model.existing
+    floor = _port_units(model) + sum(model.fixed.values()) + sum(model.outside.values()) + (
+        (ex.max_index - sum(ex.kept.values())) if ex else 0)
     for total in layers:
         if best is not None and total is not None and total > best[0][0]:
             break  # every later candidate costs at least `total`
+        if total is not None and total + floor > model.rules.max_index:
+            break
         for assignment in layer(total):
-            n, on_root = _split(model, assignment)
-            full, _ = model.derive(n, on_root)
-            key = model.cost(full, on_root)
+            n = {k: assignment[k] for k in model.searched}
+            placed_on_root = on_root(n)
+            full, _ = model.derive(n, placed_on_root)
+            key = model.cost(full, placed_on_root)
             if best is None or key < best[0]:
-                best = (key, Counts(full, on_root, model.whole_bus_need()))
+                best = (key, Counts(full, placed_on_root, model.whole_bus_need()))
     return best[1] if best else None
+
+
+def _positions_needed(model: CountModel) -> tuple[int, int]:
+    """(positions no port may give that the devices and headroom need, positions the root bus and
+    the existing guest give them): devices never unplugged packed on the root bus as tightly as
+    possible, an isolating bus taken whole giving none to anyone else."""
+    zero = {k: 0 for k in model.searched}
+    most = {c: min(k, model.root_free * FUNCTIONS) for c, k in model.root_ok_max.items()}
+    ports = model.port_pools
+    need = sum(d.amount for d in model.demands(zero, most)
+               if d.key.startswith(("boot:", "hotplug:", "root:packed")) and not d.pools & ports)
+    have = model.root_free + sum(model._free(b.name) for b in model.pool_rules if not b.is_port)
+    iso = model._isolating()
+    spare = model.new_whole_bus_need()[1] * iso.nslots if iso is not None else 0
+    return need, have + spare
 
 
 def _searched_lower_bound(model: CountModel) -> int:
@@ -532,25 +720,13 @@ def _searched_lower_bound(model: CountModel) -> int:
     Endpoints and headroom that no port may take need positions on the root bus, on
     existing buses, or on searched buses; a searched controller gives at most its
     bus's slots, and an isolating bus taken whole gives none to anyone else."""
-    zero = {k: 0 for k in model.searched}
-    demands = model.demands(zero, {})
-    ports = model.port_pools
-    need = sum(d.amount for d in demands if d.key.startswith(("boot:", "hotplug:")) and not d.pools & ports)
-    have = model.root_free + sum(model._free(b.name) for b in model.pool_rules if not b.is_port)
-    iso = model._isolating()
-    spare = model.new_whole_bus_need()[1] * iso.nslots if iso is not None else 0
+    need, have = _positions_needed(model)
     room = max((model.rules.bus(k).nslots for k in model.searched), default=0)
     whole = model.new_whole_bus_need()[0]
     kept = sum(model.kept(k) for k in model.searched)
-    if need <= have + spare or room == 0:
+    if need <= have or room == 0:
         return max(whole, kept)
-    return max(whole + ceil((need - have - spare) / room), kept)
-
-
-def _split(model: CountModel, assignment: dict) -> tuple[dict[str, int], dict[Connect, int]]:
-    n = {k: assignment[k] for k in model.searched}
-    on_root = {c: assignment[f"root:{c}"] for c in model.root_ok_max if f"root:{c}" in assignment}
-    return n, on_root
+    return max(whole + ceil((need - have) / room), kept)
 
 
 def explain(model: CountModel) -> list[Cause]:
@@ -585,7 +761,7 @@ def _explain(model: CountModel) -> list[Cause]:
         tuple(r[-1] for r in ranges)]
     for values in candidates:
         n = dict(zip(model.searched, values))
-        on_root = {c: min(k, model.root_free) for c, k in model.root_ok_max.items()}
+        on_root = {c: min(k, model.root_free * FUNCTIONS) for c, k in model.root_ok_max.items()}
         full, demands = model.derive(n, on_root)
         ok, info = model.feasible(full, demands)
         if ok:
@@ -622,7 +798,7 @@ def _flow_causes(model: CountModel, full: dict[str, int], demands: list[Demand],
             b = model.rules.bus(key)
             other = sum(x.amount for x in short if x is not d)
             limit = max(model.root_free - other, 0) * b.packs
-            users = [f"{x.amount} {x.label}" for x in model.derive({k: full[k] for k in model.searched},
+            users = [x.text for x in model.derive({k: full[k] for k in model.searched},
                                                                     {})[1] if x.pools == frozenset({key})]
             taken = f", {other} taken by devices on it" if other else ""
             return [Cause(f"{b.model}s", full[key], limit,
@@ -642,6 +818,6 @@ def _flow_causes(model: CountModel, full: dict[str, int], demands: list[Demand],
             names.append(f"the existing {model.rules.bus(p).model}s have {pools[p]} free slots")
         else:
             names.append(f"{full.get(p, 0)} {model.rules.bus(p).model}s give {pools[p]} slots")
-    what = " + ".join(f"{d.amount} {d.label}" for d in short)
+    what = " + ".join(d.text for d in short)
     return [Cause(what or "the spec", need, room, ", ".join(names) or "no bus on this machine accepts them",
                   "ask for less headroom, or use device models of a class with room")]

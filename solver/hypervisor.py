@@ -15,6 +15,10 @@ What it offers:
 * :func:`ensure_daemon` -- make sure a libvirtd answers on a URI, starting one
   (the systemd-less way, see docs) if none does.
 * :func:`libvirt_available` -- are ``virsh`` and ``libvirtd`` installed at all.
+* :func:`socket_uri`, :meth:`Virsh.versions`, :meth:`Virsh.scratch_dir` -- for a
+  libvirtd that runs in a chroot (the project's second judge, see
+  .ci/judge-trixie): reach it through its socket, read its versions, and put the
+  files it must open (disk images) where it can see them.
 
 The measured numbers depend on the installed libvirt and QEMU versions (facts
 for libvirt 9.0 + QEMU 7.2 are in the project's real-libvirt notes).
@@ -31,21 +35,28 @@ import signal
 import subprocess
 import tempfile
 import time
+import urllib.parse
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 __all__ = [
     "INSTALL_HINT",
     "Daemon",
     "Measurement",
+    "Scratch",
+    "Versions",
     "Virsh",
     "VirshError",
     "ensure_daemon",
     "libvirt_available",
     "measure",
+    "parse_versions",
     "probe_device_xml",
+    "socket_uri",
 ]
 
 DEFAULT_URI = "qemu:///system"
@@ -60,7 +71,7 @@ INSTALL_HINT = (
 #: Prefix of the throw-away domain names used by :func:`measure`.
 CHECK_PREFIX = "topo-solve-check-"
 
-QEMU_LOG_DIR = Path("/var/log/libvirt/qemu")
+QEMU_LOG_DIR = Path("/var/log/libvirt/qemu")  # as the daemon sees it; under Virsh.root from here
 
 ET.register_namespace("qemu", "http://libvirt.org/schemas/domain/qemu/1.0")
 
@@ -118,15 +129,113 @@ def _find_exe(name: str) -> str | None:
     return None
 
 
-class Virsh:
-    """Run ``virsh -c URI ...`` with a per-command time-out."""
+def socket_uri(socket_path: str | os.PathLike, driver_uri: str = DEFAULT_URI) -> str:
+    """``qemu:///system?socket=PATH``: a local libvirtd reached through its socket file.
 
-    def __init__(self, uri: str = DEFAULT_URI, timeout: float = 60):
+    The way to talk to a daemon that is not the host's own (one in a chroot,
+    say) with the host's ``virsh``.  The path must be absolute; it is
+    percent-encoded, as libvirt decodes URI parameters.
+    """
+    path = os.fspath(socket_path)
+    if not os.path.isabs(path):
+        raise ValueError(f"the socket path must be absolute: {path!r}")
+    return f"{driver_uri}?socket={urllib.parse.quote(path, safe='/')}"
+
+
+@dataclass(frozen=True)
+class Versions:
+    """What ``virsh version --daemon`` reports (each a (major, minor, micro) tuple).
+
+    ``libvirt``: the daemon's libvirt (``Running against daemon``), or the
+    client library's when the line is missing; ``qemu``: the hypervisor
+    (``Running hypervisor: QEMU x.y.z``); ``client``: virsh's own library.
+    """
+
+    libvirt: tuple[int, ...]
+    qemu: tuple[int, ...]
+    client: tuple[int, ...]
+
+    @property
+    def label(self) -> str:
+        """``libvirt 11.3 + QEMU 10.0``: major.minor of each."""
+        return (f"libvirt {'.'.join(map(str, self.libvirt[:2]))} + "
+                f"QEMU {'.'.join(map(str, self.qemu[:2]))}")
+
+
+def _vtuple(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split("."))
+
+
+def parse_versions(text: str) -> Versions:
+    """Parse ``virsh version --daemon``; ValueError naming what is missing."""
+    found: dict[str, tuple[int, ...]] = {}
+    patterns = {
+        "client": r"^Using library: libvirt (\d+(?:\.\d+)*)",
+        "qemu": r"^Running hypervisor: QEMU (\d+(?:\.\d+)*)",
+        "libvirt": r"^Running against daemon: (\d+(?:\.\d+)*)",
+    }
+    for key, pat in patterns.items():
+        m = re.search(pat, text, re.MULTILINE)
+        if m:
+            found[key] = _vtuple(m.group(1))
+    if "qemu" not in found or "client" not in found:
+        raise ValueError(f"cannot read the libvirt and QEMU versions from virsh version: {text!r}")
+    return Versions(libvirt=found.get("libvirt", found["client"]), qemu=found["qemu"], client=found["client"])
+
+
+@dataclass(frozen=True)
+class Scratch:
+    """A temporary directory both here (``host``) and for the daemon (``daemon``).
+
+    For the host's own daemon both are the same path.  For a daemon in a
+    chroot, ``host`` is under the chroot and ``daemon`` is the same directory
+    as the daemon (and the QEMU it starts) see it.
+    """
+
+    host: Path
+    daemon: PurePosixPath
+
+    def path(self, name: str) -> tuple[Path, str]:
+        """(where to write the file here, the path to put in the domain XML)."""
+        if "/" in name or name in ("", ".", ".."):
+            raise ValueError(f"a plain file name, not {name!r}")
+        return self.host / name, str(self.daemon / name)
+
+
+class Virsh:
+    """Run ``virsh -c URI ...`` with a per-command time-out.
+
+    ``root`` is the daemon's root directory as seen from here: ``/`` for the
+    host's own libvirtd, the chroot's directory for one in a chroot.  Paths
+    the daemon opens (disk images, its QEMU log files) are under it.
+    """
+
+    def __init__(self, uri: str = DEFAULT_URI, timeout: float = 60, root: str | os.PathLike = "/"):
         self.uri = uri
         self.timeout = timeout
+        self.root = Path(root)
 
     def __repr__(self) -> str:
-        return f"Virsh(uri={self.uri!r}, timeout={self.timeout!r})"
+        extra = "" if self.root == Path("/") else f", root={str(self.root)!r}"
+        return f"Virsh(uri={self.uri!r}, timeout={self.timeout!r}{extra})"
+
+    def daemon_path(self, path: str | os.PathLike) -> Path:
+        """Where a path of the daemon's (absolute) is from here."""
+        p = PurePosixPath(os.fspath(path))
+        if not p.is_absolute():
+            raise ValueError(f"not an absolute path: {p}")
+        return self.root.joinpath(*p.parts[1:])
+
+    @contextmanager
+    def scratch_dir(self, under: str = "/var/tmp") -> Iterator[Scratch]:
+        """A fresh directory the daemon can open files in; removed afterwards."""
+        base = self.daemon_path(under)
+        base.mkdir(parents=True, exist_ok=True)
+        host = Path(tempfile.mkdtemp(prefix="topo-solve-", dir=base))
+        try:
+            yield Scratch(host=host, daemon=PurePosixPath(under) / host.name)
+        finally:
+            shutil.rmtree(host, ignore_errors=True)
 
     def run(self, *args: str, check: bool = True, timeout: float | None = None) -> str:
         """Run one virsh command and return its stdout.
@@ -214,6 +323,22 @@ class Virsh:
 
     def version(self) -> str:
         return self.run("version")
+
+    def versions(self) -> Versions:
+        """The daemon's libvirt and QEMU versions (``virsh version --daemon``)."""
+        return parse_versions(self.run("version", "--daemon"))
+
+    def machine_aliases(self) -> dict[tuple[str, str], str]:
+        """(arch, alias) -> the versioned machine type it resolves to, e.g.
+        ``("x86_64", "q35") -> "pc-q35-7.2"`` (``virsh capabilities``, one entry per
+        machine that has a ``canonical`` name)."""
+        root = ET.fromstring(self.run("capabilities"))
+        out: dict[tuple[str, str], str] = {}
+        for arch in root.iter("arch"):
+            for m in arch.findall("machine"):
+                if m.get("canonical") and m.text:
+                    out.setdefault((arch.get("name", ""), m.text.strip()), m.get("canonical"))
+        return out
 
 
 # --------------------------------------------------------------------------
@@ -382,6 +507,45 @@ def _moved_devices(inp: ET.Element, out: ET.Element) -> list[str]:
     return moved
 
 
+def _signature(el: ET.Element) -> tuple[str, str, str]:
+    """What kind of device an element is: (tag, type, model), for counting."""
+    model = el.get("model") or ""
+    m = el.find("model")
+    if not model and m is not None:
+        model = m.get("type") or m.get("name") or ""
+    return el.tag, el.get("type", ""), model
+
+
+def _added_devices(inp: ET.Element, out: ET.Element) -> list[str]:
+    """Devices libvirt added at define, other than PCI controllers (``_added_pci_controllers``).
+
+    Counted per kind (tag, type, model): more of a kind after define than in
+    the input means libvirt added one.  Each says whether it took a PCI
+    address, e.g. ``"watchdog model=itco (no PCI address)"`` (libvirt >= 9.1
+    adds that one to every q35 guest), ``"input type=mouse (no PCI address)"``
+    (the PS/2 devices of x86), ``"audio type=none (no PCI address)"``.
+    """
+    in_dev, out_dev = inp.find("devices"), out.find("devices")
+    if out_dev is None:
+        return []
+    have: dict[tuple[str, str, str], int] = {}
+    for el in (in_dev if in_dev is not None else []):
+        have[_signature(el)] = have.get(_signature(el), 0) + 1
+    added = []
+    for el in out_dev:
+        if el.tag == "emulator" or el.tag == "controller" and el.get("type") == "pci":
+            continue  # the emulator is a path, not a device; PCI controllers: _added_pci_controllers
+        sig = _signature(el)
+        if have.get(sig, 0) > 0:
+            have[sig] -= 1
+            continue
+        tag, typ, model = sig
+        desc = " ".join([tag] + [f"type={typ}"] * bool(typ) + [f"model={model}"] * bool(model))
+        addr = _pci_addr(el)
+        added.append(f"{desc} at {addr}" if addr else f"{desc} (no PCI address)")
+    return added
+
+
 def _count_rng(xml_text: str) -> int:
     devs = ET.fromstring(xml_text).find("devices")
     return 0 if devs is None else len(devs.findall("rng"))
@@ -406,11 +570,16 @@ class Measurement:
     ``errors``: anything that makes the run not (fully) a measurement: a
     define failure (``"define: ..."``; nothing else is measured then), a
     start failure, a deadline hit, a count that QEMU's XML does not confirm.
+    ``added_devices``: other devices libvirt added at define (see
+    ``_added_devices``); informational: they are neither added controllers
+    nor moved addresses, unless they took a PCI address (then ``moved`` or
+    the hotplug counts show what they cost).
     """
 
     name: str
     added_controllers: list[str] = field(default_factory=list)
     moved: list[str] = field(default_factory=list)
+    added_devices: list[str] = field(default_factory=list)
     hotplugged: dict[str, int] = field(default_factory=dict)
     refusals: dict[str, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
@@ -434,8 +603,9 @@ def _rename(domain_xml: str, name: str) -> tuple[ET.Element, str]:
     return root, ET.tostring(root, encoding="unicode")
 
 
-def _remove_logs(name: str) -> None:
-    for p in [QEMU_LOG_DIR / f"{name}.log", *QEMU_LOG_DIR.glob(f"{name}.log.*")]:
+def _remove_logs(name: str, root: Path = Path("/")) -> None:
+    log_dir = root.joinpath(*QEMU_LOG_DIR.parts[1:])
+    for p in [log_dir / f"{name}.log", *log_dir.glob(f"{name}.log.*")]:
         try:
             p.unlink()
         except FileNotFoundError:
@@ -497,6 +667,7 @@ def measure(domain_xml: str, classes: list[str], *, virsh: Virsh, max_per_class:
         out_root = ET.fromstring(inactive)
         m.added_controllers = _added_pci_controllers(in_root, out_root)
         m.moved = _moved_devices(in_root, out_root)
+        m.added_devices = _added_devices(in_root, out_root)
         base_rng = _count_rng(inactive)
 
         for cls in classes:
@@ -537,7 +708,7 @@ def measure(domain_xml: str, classes: list[str], *, virsh: Virsh, max_per_class:
     finally:
         # Always, even if define "failed": never leave a guest behind.
         problem = _cleanup(virsh, name)
-        _remove_logs(name)
+        _remove_logs(name, getattr(virsh, "root", Path("/")))
         if problem:
             raise RuntimeError(problem)
 

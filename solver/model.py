@@ -153,6 +153,7 @@ class Problem:
     base: "Layout | None" = None
     keep: tuple["Controller", ...] = ()
     keep_minimum: bool = True  # False (right-size): only as many of ``keep`` as the plan needs stay
+    layout: str = "qemu-guidelines"  # the layout policy (topo_solve.rules.LAYOUTS)
 
     def requested(self) -> dict[EndpointClass, int]:
         """Total headroom per class that names no NUMA node (see :meth:`request` for all of it)."""
@@ -196,6 +197,7 @@ class Placed:
 
     endpoint: Endpoint
     address: Address | None  # None only for endpoints with cls None and no fixed address
+    multifunction: bool = False  # at function 0 of a slot it shares: written multifunction='on'
 
 
 @dataclass(frozen=True)
@@ -220,6 +222,7 @@ class Plan:
     warnings: tuple[str, ...] = field(default=())
     budgets: dict[str, tuple[int, int]] = field(default_factory=dict)  # what -> (used, limit)
     node_capacity: dict[int, dict[EndpointClass, int]] = field(default_factory=dict)  # NUMA node -> capacity
+    notes: tuple[str, ...] = field(default=())  # what the user may want to know, not a problem (another layout)
 
     @property
     def requested(self) -> dict[EndpointClass, int]:

@@ -134,7 +134,9 @@ def place(problem: Problem, rules: RuleSet, counts: Counts) -> Layout:
         rule = rules.rule_for(c.model, c.index)
         kept.setdefault(rule.name, []).append(c)
     keep_of: dict[int, Controller] = {}
-    for b in rules.addable:
+    # the models the planner may add, and a kept controller of a model it never adds (a document's
+    # unaddressed dmi-to-pci-bridge or expander bus, which libvirt places like any other)
+    for b in [b for b in rules.buses.values() if b.addable or (b.name in kept and not b.root)]:
         own = kept.get(b.name, [])
         for i in range(counts.controllers.get(b.name, 0)):
             if i < len(own):
@@ -191,7 +193,7 @@ def place(problem: Problem, rules: RuleSet, counts: Counts) -> Layout:
             continue
         parents = (p for i, p in sorted(all_buses.items()) if i < bus.index and p.tree == bus.home
                    and p.group is None)
-        addr = _hang(rules, b, parents)
+        addr = _hang(rules, b, parents, problem.layout)
         if addr is None:
             if own is not None:
                 raise InfeasibleError(problem.name, [Cause(
@@ -204,18 +206,21 @@ def place(problem: Problem, rules: RuleSet, counts: Counts) -> Layout:
     added = _bus_numbers(added, new, rules)
     buses = [all_buses[i] for i in sorted(all_buses)]
 
-    # 3. integrated devices and devices the user never unplugs go on the root complex
+    # 3. integrated devices and devices never unplugged go on the root bus, as many as the counts
+    #    chose, as functions of slots they share with each other and with this plan's root ports
     on_root = dict(counts.on_root)
     auto: list[Endpoint] = []
+    packable = {b.name for b in rules.addable if b.packs > 1}
     for ep in rest:
         connect = rules.connect_of(ep.cls)
-        if ep.integrated or (ep.root_ok and ep.node is None and on_root.get(connect, 0) > 0):
-            spot = root.free_slot()
-            if spot is None:
+        if ep.integrated or (ep.root_ok and ep.node is None and len(ep.functions) == 1
+                             and ep.cls not in rules.isolated and on_root.get(connect, 0) > 0):
+            packable.add(ep.name)
+            addr = _pack(root, packable)
+            if addr is None:
                 raise ProgrammingError(f"no root slot left for {ep.name}")
-            for f in ep.functions:
-                root.take(spot[0], f, ep.name)
-            placed.append(Placed(ep, Address(0, spot[0], ep.functions[0])))
+            root.take(addr.slot, addr.function, ep.name)
+            placed.append(Placed(ep, addr))
             if not ep.integrated:
                 on_root[connect] -= 1
         else:
@@ -239,6 +244,8 @@ def place(problem: Problem, rules: RuleSet, counts: Counts) -> Layout:
         placed.append(Placed(ep, addr))
 
     added = [_multifunction(c, all_buses) for c in added]
+    kept_where = {p.endpoint.name for p in (problem.base.placed if problem.base is not None else ())}
+    placed = [p if p.endpoint.name in kept_where else _multifunction_endpoint(p, all_buses) for p in placed]
     if problem.base is None:
         order = {ep.name: i for i, ep in enumerate(problem.endpoints)}
     else:
@@ -322,6 +329,8 @@ def _first_fit(rules: RuleSet, buses: list[_Bus], ep: Endpoint) -> Address | Non
                 continue
             if not rules.accepts(bus.rule, connect, auto=True, endpoint=True):
                 continue
+            if bus.rule.hotplug_trap and not ep.root_ok and not ep.integrated:
+                continue  # QEMU could never unplug it there (the pc expander bus's own slots)
             if isolated:
                 if bus.rule.isolation == "locked":
                     continue
@@ -364,16 +373,39 @@ def _target(bus: _Bus, slot: int, addr: Address | None, function: int) -> tuple[
     return tuple(out)
 
 
-def _hang(rules: RuleSet, b: BusRule, parents) -> Address | None:
+def _hang(rules: RuleSet, b: BusRule, parents, policy: str = "qemu-guidelines") -> Address | None:
     """Take the first free slot for a controller of model ``b`` on the first of ``parents`` that accepts it."""
     for parent in parents:
-        if parent.full or not rules.accepts(parent.rule, b.connect, auto=True, endpoint=False):
+        if parent.full or not rules.accepts(parent.rule, b.connect, auto=True, endpoint=False, policy=policy):
             continue  # a full bus stays full: skipping it keeps this cheap past hundreds of bridges
         spot = parent.free_slot(packing=b.name if b.packs > 1 else None, packs=b.packs)
         if spot:
             parent.take(spot[0], spot[1], b.name)
             return Address(parent.index, spot[0], spot[1])
     return None
+
+
+def _pack(root: _Bus, packable: set[str]) -> Address | None:
+    """A function of a root slot whose occupants all may share it (this plan's root ports and
+    devices never unplugged), else function 0 of the first empty slot."""
+    lo, hi = root.rule.slots
+    for s in range(lo, hi + 1):
+        used = root.slots.get(s)
+        if used and len(used) < 8 and all(w in packable for _, w in used):
+            taken = {f for f, _ in used}
+            return Address(0, s, min(f for f in range(8) if f not in taken))
+    spot = root.free_slot()
+    return Address(0, spot[0], 0) if spot else None
+
+
+def _multifunction_endpoint(p: Placed, buses) -> Placed:
+    """An endpoint at function 0 of a slot it shares gets multifunction='on' (libvirt sets it too)."""
+    a = p.address
+    if a is None or a.function != 0 or p.multifunction or a.bus not in buses:
+        return p
+    if len(buses[a.bus].slots.get(a.slot, [])) > len(p.endpoint.functions):
+        return Placed(p.endpoint, a, multifunction=True)
+    return p
 
 
 def _multifunction(c: Controller, buses) -> Controller:

@@ -83,6 +83,7 @@ def _finish(problem: Problem, rules: RuleSet, counts, moved_off: list[str]) -> P
         if c.index not in before:
             added[c.model] = added.get(c.model, 0) + 1
     warnings = list(report.warnings)
+    saved = _other_layout_saves(problem, sum(added.values()))
     if moved_off:
         warnings.append(f"{', '.join(moved_off)} not at the chipset's preferred address: that root slot is "
                         "needed for ports")
@@ -90,7 +91,27 @@ def _finish(problem: Problem, rules: RuleSet, counts, moved_off: list[str]) -> P
         warnings.append(f"{rules.family} hotplug needs ACPI")
     return Plan(problem=problem, layout=layout, capacity=dict(report.capacity), added=added,
                 warnings=tuple(warnings), budgets={k: (b.used, b.limit) for k, b in report.budgets.items()},
-                node_capacity=report.node_capacity)
+                node_capacity=report.node_capacity, notes=(saved,) if saved else ())
+
+
+def _other_layout_saves(problem: Problem, total: int) -> str | None:
+    """A note when layout 'libvirt-accepts' would plan fewer controllers than the default policy."""
+    from .rules import LAYOUTS
+
+    if problem.layout != LAYOUTS[0]:
+        return None
+    rules = FAMILIES[problem.family]
+    if not any(b.policy_accepts for b in rules.buses.values()):
+        return None
+    other = replace(problem, layout=LAYOUTS[1])
+    model, counts = _counts(other, rules)
+    if counts is None:
+        return None
+    fewer = total - counts.total
+    if fewer <= 0:
+        return None
+    return (f"{fewer} fewer controller(s) with layout: libvirt-accepts (a pci-bridge on {rules.root}, which "
+            "libvirt takes but QEMU's docs/pcie.txt advises against)")
 
 
 def _largest(problem: Problem) -> dict[str, int]:
@@ -111,12 +132,36 @@ def _largest(problem: Problem) -> dict[str, int]:
 
         if not fits(with_(0)):
             continue
+        # The bounds alone (no search, a few microseconds each) put a ceiling under ``total``; the
+        # answer is usually just below it (a budget binds), so search down from the ceiling by
+        # doubling steps, then halve the last step: a handful of searches instead of log2(total).
         lo, hi = 0, total  # lo fits, hi does not
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if fits(with_(mid)) else (lo, mid)
+            lo, hi = (mid, hi) if _may_fit(with_(mid)) else (lo, mid)
+        ceiling = lo
+        if fits(with_(ceiling)):
+            lo = ceiling
+        else:
+            hi, step = ceiling, 1
+            lo = max(ceiling - step, 0)
+            while lo > 0 and not fits(with_(lo)):
+                hi, step = lo, step * 2
+                lo = max(ceiling - step, 0)
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (mid, hi) if fits(with_(mid)) else (lo, mid)
         out[str(cls) if node is None else f"{cls} on NUMA node {node}"] = lo
     return out
+
+
+def _may_fit(problem: Problem) -> bool:
+    """The bounds' necessary condition (counts._may_fit) for ``problem``: cheap, and never False for a
+    problem that fits."""
+    from .counts import may_fit
+
+    rules = FAMILIES[problem.family]
+    return may_fit(build_model(problem, rules, given_addresses(problem, rules), _existing(problem, rules)))
 
 
 def _hints(problem: Problem, rules: RuleSet) -> list[str]:
@@ -138,8 +183,8 @@ def _hints(problem: Problem, rules: RuleSet) -> list[str]:
     if has_ports and implicit:
         flags = ", ".join(f"{f}: false" for f, k in rules.implicit.items()
                           if any(e.kind == k for e in implicit))
-        out.append(f"devices libvirt adds by itself take a port each; switch off the ones the guest does not need "
-                   f"(defaults: {{{flags}}})")
+        out.append(f"devices libvirt adds by itself take room a port could use; switch off the ones the guest does "
+                   f"not need (defaults: {{{flags}}})")
     video = [e for e in problem.endpoints if e.kind in DEVICES and DEVICES[e.kind].video]
     if video and any(e.implicit for e in video):
         out.append("the video card takes a root slot; 'defaults: {video: false}' drops it on a headless guest")

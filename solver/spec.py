@@ -179,6 +179,9 @@ class Spec(_Model):
                                     "(the default), or a hard limit: 'limit N' or {limit: N}")
     numa: NumaSpec | None = Field(None, description="guest NUMA nodes; devices and hotplug entries name one with "
                                   "'numa_node'")
+    layout: Literal["qemu-guidelines", "libvirt-accepts"] = Field(
+        "qemu-guidelines", description="what the planner may build: QEMU's docs/pcie.txt guidelines (the default), "
+        "or also what libvirt accepts where it costs fewer controllers (a pci-bridge on pcie-root)")
 
     @field_validator("name")
     @classmethod
@@ -494,7 +497,9 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
             elif kind.name == "ich9-hda" and not any(e.fixed_role == "ich9-sound" for e in endpoints):
                 role = "ich9-sound"
             endpoints.append(Endpoint(
-                name=name, kind=kind.name, cls=kind.cls, pinned=pin, root_ok=not d.hotunplug,
+                # libvirt cannot unplug some models at all (a USB controller, the balloon, video, sound):
+                # they are never unplugged by nature, like a device marked 'hotunplug: false'
+                name=name, kind=kind.name, cls=kind.cls, pinned=pin, root_ok=not d.hotunplug or not kind.detach,
                 group=d.iommu_group, fixed_role=role if role in rules.fixed or role == "primary-video" else None,
                 host=host, line=_line(lines, path), node=d.numa_node,
             ))
@@ -508,7 +513,8 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
             implicit.append(_implicit(flag, kind_name, rules))
     if flags.get("video") and not have_video:
         implicit.append(Endpoint(name="video", kind=rules.default_video, cls=DEVICES[rules.default_video].cls,
-                                 implicit=True, fixed_role="primary-video"))
+                                 implicit=True, fixed_role="primary-video",
+                                 root_ok=not DEVICES[rules.default_video].detach))
     for e in implicit:
         if e.name in names:
             bad(names[e.name] + ("name",), f"'{e.name}' names the implicit {e.kind}; choose another name")
@@ -536,6 +542,7 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
     return Problem(
         name=spec.name, family=rules.family, machine=machine, arch=arch, endpoints=tuple(implicit + endpoints), headroom=tuple(headroom),
         memory_mib=memory, vcpus=vcpus, virt_type=spec.type, source=file, io_ports=io_ports, numa=cells,
+        layout=spec.layout,
     )
 
 
@@ -730,4 +737,5 @@ def _implicit(flag: str, kind_name: str, rules) -> Endpoint:
     role = {"sata": "sata", "usb": "piix3-usb"}.get(flag)
     role = role if role in rules.fixed else None
     cls = None if (role and rules.fixed[role].address.function != 0 and role != "sata") else k.cls
-    return Endpoint(name=IMPLICIT_NAMES[flag], kind=kind_name, cls=cls, implicit=True, fixed_role=role)
+    return Endpoint(name=IMPLICIT_NAMES[flag], kind=kind_name, cls=cls, implicit=True, fixed_role=role,
+                    root_ok=not k.detach)

@@ -123,6 +123,8 @@ def verify(layout: Layout, rules: RuleSet, *, strict_auto: bool = True, io_limit
 
     # who occupies which (bus, slot, function)
     occupant: dict[tuple[int, int, int], str] = {}
+    shares: set[tuple[int, int, str]] = set()  # endpoints that may share their slot as a function
+    chipset = {why for _, why in rules.reserved_root_slots}
     slot_users: dict[tuple[int, int], list[tuple[int, str, BusRule | None]]] = {}
     for slot, why in rules.reserved_root_slots:
         occupant[(0, slot, 0)] = why
@@ -183,6 +185,8 @@ def verify(layout: Layout, rules: RuleSet, *, strict_auto: bool = True, io_limit
         for f in ep.functions:  # a multifunction set takes each of its functions
             occupy(Address(p.address.bus, p.address.slot, p.address.function + f - ep.functions[0],
                            p.address.domain), who, None)
+        if ep.root_ok or ep.integrated or ep.pinned is not None or len(ep.functions) > 1:
+            shares.add((p.address.bus, p.address.slot, who))  # may share its slot as a function
         if prule is None:
             continue
         connect = rules.connect_of(ep.cls)
@@ -212,16 +216,24 @@ def verify(layout: Layout, rules: RuleSet, *, strict_auto: bool = True, io_limit
             if len(gs) > 1 or bus in emulated_on:
                 err(f"bus {bus} mixes IOMMU groups or emulated devices; each group needs a bus of its own")
 
-    # functions: only packing controllers (root ports) share a slot, from function 0
+    # functions: a slot is shared only by controllers of one packing model (root ports, 8 to a
+    # slot), joined by devices that are never unplugged (a device that shares its slot cannot be
+    # unplugged: qemu_hotplug.c refuses it), and a shared slot has a function 0
     for (bus, slot), users in slot_users.items():
-        ctrl = [r for _, _, r in users if r is not None]
-        if len(users) < 2 or not ctrl:
-            continue  # chipset functions and multifunction endpoints: clashes were caught above
+        if len(users) < 2:
+            continue
         where = f"slot {bus:02x}:{slot:02x}"
-        if len(ctrl) != len(users) or len({r.name for r in ctrl}) != 1 or ctrl[0].packs < 2:
+        ctrl = [r for _, _, r in users if r is not None]
+        others = [w for _, w, r in users if r is None]
+        if not any(f == 0 for f, _, _ in users) and bus in by_index and not by_index[bus][0].root:
+            err(f"{where} has no function 0")
+        if not ctrl:
+            continue  # chipset functions and multifunction endpoints: clashes were caught above
+        unpluggable = [w for w in others if (bus, slot, w) not in shares and w not in chipset]
+        if len({r.name for r in ctrl}) != 1 or ctrl[0].packs < 2 or unpluggable:
             err(f"{where} mixes " + ", ".join(sorted(w for _, w, _ in users)))
         elif len(users) > ctrl[0].packs:
-            err(f"{where} holds {len(users)} controllers; at most {ctrl[0].packs}")
+            err(f"{where} holds {len(users)} functions; at most {ctrl[0].packs}")
         elif not any(f == 0 for f, _, _ in users):
             err(f"{where} has no function 0")
 
@@ -236,6 +248,14 @@ def verify(layout: Layout, rules: RuleSet, *, strict_auto: bool = True, io_limit
     _budgets(layout, rules, rep, by_index, slot_users, io_limit)
 
     _capacity(layout, rules, rep, by_index, slot_users, groups, emulated_on)
+    for i, (rule, c) in sorted(by_index.items()):
+        if rule.hotplug_trap:  # counted now that every device has taken its slot
+            lo, hi = rule.slots
+            free = [s for s in range(lo, hi + 1) if (i, s) not in slot_users]
+            if free:
+                rep.warnings.append(
+                    f"controller {i} ({c.model}) has {len(free)} free slots: libvirt places a hotplugged device "
+                    "there and QEMU refuses it; hotplug with an explicit address on the pci-bridges behind it")
     return rep
 
 
@@ -368,13 +388,6 @@ def _numa_checks(layout: Layout, rules: RuleSet, rep: Report, by_index, slot_use
                 err(f"{who} has no busNr; libvirt would pick one that need not hold its subtree")
             elif not lo <= target["busNr"] <= hi:
                 err(f"{who}: busNr {target['busNr']} is out of range {lo}-{hi}")
-        if rule.hotplug_trap:
-            lo, hi = rule.slots
-            free = [s for s in range(lo, hi + 1) if (i, s) not in slot_users]
-            if free:
-                rep.warnings.append(
-                    f"{who} has {len(free)} free slots: libvirt places a hotplugged device there and QEMU "
-                    "refuses it; hotplug with an explicit address on the pci-bridges behind it")
         if "busNr" in rule.target and not layout.acpi:
             rep.warnings.append(f"the guest finds {who}'s devices only through ACPI, which needs UEFI on this "
                                 "machine: add a UEFI loader to the domain")

@@ -32,7 +32,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SPECS = REPO / "specs"
-BIG_SPEC = REPO / "benchmarks" / "samples" / "pc-2000-legacy-100-hotplug.yaml"
+BIG_SPEC = REPO / "benchmarks" / "samples" / "q35-200-pcie-40-legacy-30-hotplug.yaml"  # 100 KB of XML
 TOPO = [sys.executable, "-m", "topo_solve"]
 SEED = int(os.environ.get("TOPO_SOLVE_FAULT_SEED", "20261206"))  # another seed: other moments
 
@@ -98,7 +98,7 @@ def test_kill_during_extend_in_place(tmp_path):
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     original = (tmp_path / "guest.xml").read_bytes()
-    request = ["--hotplug", "e1000=400", "--hotplug", "virtio-net=20"]
+    request = ["--hotplug", "e1000=200", "--hotplug", "virtio-net=20"]
     ref = tmp_path / "ref"
     ref.mkdir()
     shutil.copy(tmp_path / "guest.xml", ref / "guest.xml")
@@ -204,7 +204,7 @@ _DRIVER = textwrap.dedent('''
         results[name] = {"code": p.returncode, "err": p.stderr, "files": sorted(os.listdir(mnt))}
 
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs", mnt], check=True)
-    # full: the plan (400 KB) cannot fit, an existing file stays, a batch names each file
+    # full: the plan (100 KB) cannot fit, an existing file stays, a batch names each file
     with open(os.path.join(mnt, "old.xml"), "w") as f:
         f.write("old\\n")
     run("new-file", [big, "-q", "-o", os.path.join(mnt, "new.xml")])

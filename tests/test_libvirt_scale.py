@@ -25,7 +25,6 @@ import textwrap
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -49,16 +48,16 @@ def plan_of(text: str):
     return replace(plan, problem=replace(plan.problem, virt_type="qemu"))
 
 
-def _define_unchanged(plan, virsh, tmp_path: Path) -> None:
-    m = hv.measure(_prepare(render_domain(plan), tmp_path, swap_hostdevs=False), [], virsh=virsh, max_per_class=0)
+def _define_unchanged(plan, virsh, files) -> None:
+    m = hv.measure(_prepare(render_domain(plan), files, swap_hostdevs=False), [], virsh=virsh, max_per_class=0)
     assert not m.errors, m.errors
     assert m.added_controllers == [], f"libvirt added controllers: {m.added_controllers}"
     assert m.moved == [], f"libvirt moved or addressed devices: {m.moved}"
 
 
-def _to_refusal(plan, virsh, tmp_path: Path, classes=("pcie", "pci"), deadline_s: float = 300) -> None:
+def _to_refusal(plan, virsh, files, classes=("pcie", "pci"), deadline_s: float = 300) -> None:
     promised = {str(c): n for c, n in plan.capacity.items()}
-    m = hv.measure(_prepare(render_domain(plan), tmp_path, swap_hostdevs=True), list(classes), virsh=virsh,
+    m = hv.measure(_prepare(render_domain(plan), files, swap_hostdevs=True), list(classes), virsh=virsh,
                    max_per_class=max(promised[c] for c in classes) + 2, deadline_s=deadline_s)
     assert not m.errors, m.errors
     for c in classes:
@@ -68,43 +67,43 @@ def _to_refusal(plan, virsh, tmp_path: Path, classes=("pcie", "pci"), deadline_s
 
 # -- switches -----------------------------------------------------------------------------
 
-def test_switch_layout_defines_unchanged_and_hotplugs_its_capacity(virsh, tmp_path):
+def test_switch_layout_defines_unchanged_and_hotplugs_its_capacity(virsh, daemon_files):
     """28 pinned devices leave 2 root slots (16 root ports); 20 PCIe + 3 PCI hotplugs need a switch
     with 6 downstream ports: libvirt takes exactly 20 PCIe and 31 PCI hotplugs, then refuses."""
     plan = plan_of(SWITCH_SPEC)
     assert plan.added["pcie-switch-upstream-port"] == 1
-    _define_unchanged(plan, virsh, tmp_path)
-    _to_refusal(plan, virsh, tmp_path)
+    _define_unchanged(plan, virsh, daemon_files)
+    _to_refusal(plan, virsh, daemon_files)
 
 
-def test_virt_switch_layout_hotplugs_its_capacity(virsh, tmp_path):
+def test_virt_switch_layout_hotplugs_its_capacity(virsh, daemon_files):
     """virt has no chipset: pinning 29 of pcie-root's 31 slots leaves 16 root ports; 18 PCIe
     hotplugs need a switch (17 + 1 ports past them)."""
     pins = "".join(f"  - {{name: pin{s:02x}, model: virtio-rng, address: \"0000:00:{s:02x}.0\", hotunplug: false}}\n"
                    for s in range(3, 0x20))
     plan = plan_of(f"name: vsw\nmachine: virt\ndevices:\n{pins}hotplug:\n  - {{class: pcie, count: 18}}\n")
     assert plan.added == {"pcie-root-port": 16, "pcie-switch-upstream-port": 1, "pcie-switch-downstream-port": 3}
-    _define_unchanged(plan, virsh, tmp_path)
-    _to_refusal(plan, virsh, tmp_path, classes=("pcie",))
+    _define_unchanged(plan, virsh, daemon_files)
+    _to_refusal(plan, virsh, daemon_files, classes=("pcie",))
 
 
-def test_q35_at_the_bus_limit(virsh, tmp_path):
-    """251 PCIe hotplugs: 240 root ports, a switch of 14 downstream ports, usb and balloon: 255
-    controllers, 256 bus numbers.  libvirt defines it unchanged, QEMU starts it, and it takes 251
-    hotplugs before libvirt refuses."""
-    plan = plan_of("name: limit\nmachine: q35\nhotplug: [{class: pcie, count: 251}]\n")
+def test_q35_at_the_bus_limit(virsh, daemon_files):
+    """253 PCIe hotplugs: usb and balloon as two functions of a root-port slot, 238 root ports, a
+    switch of 16 downstream ports: 255 controllers, 256 bus numbers.  libvirt defines it unchanged,
+    QEMU starts it, and it takes 253 hotplugs before libvirt refuses."""
+    plan = plan_of("name: limit\nmachine: q35\nhotplug: [{class: pcie, count: 253}]\n")
     assert max(c.index for c in plan.layout.controllers) == 255 and plan.budgets["bus numbers"] == (256, 256)
-    _define_unchanged(plan, virsh, tmp_path)
-    _to_refusal(plan, virsh, tmp_path, classes=("pcie",), deadline_s=600)
+    _define_unchanged(plan, virsh, daemon_files)
+    _to_refusal(plan, virsh, daemon_files, classes=("pcie",), deadline_s=600)
 
 
 # -- NUMA ------------------------------------------------------------------------------------
 
-def _per_node(plan, virsh, tmp_path: Path, cls: str) -> tuple[dict, str]:
+def _per_node(plan, virsh, files, cls: str) -> tuple[dict, str]:
     """Hotplug ``cls`` with libvirt's auto-placement until refused; count the hotplugged devices by
     the NUMA node above their bus (from the plan's own layout, checked by the verifier)."""
     report = verify(plan.layout, FAMILIES[plan.layout.family])
-    xml = _prepare(render_domain(plan), tmp_path, swap_hostdevs=True)
+    xml = _prepare(render_domain(plan), files, swap_hostdevs=True)
     name = f"{hv.CHECK_PREFIX}{uuid.uuid4().hex[:8]}"
     _, text = hv._rename(xml, name)
     per: dict = {}
@@ -128,7 +127,7 @@ def _per_node(plan, virsh, tmp_path: Path, cls: str) -> tuple[dict, str]:
             per[node] = per.get(node, 0) + 1
     finally:
         problem = hv._cleanup(virsh, name)
-        hv._remove_logs(name)
+        hv._remove_logs(name, virsh.root)
         assert problem is None, problem
     return per, refusal
 
@@ -159,17 +158,17 @@ NUMA_Q35 = """
 """
 
 
-def test_q35_numa_expanders_define_unchanged_and_hotplug_per_node(virsh, tmp_path):
+def test_q35_numa_expanders_define_unchanged_and_hotplug_per_node(virsh, daemon_files):
     plan = plan_of(NUMA_Q35)
     assert plan.added["pcie-expander-bus"] == 3
-    _define_unchanged(plan, virsh, tmp_path)
+    _define_unchanged(plan, virsh, daemon_files)
     for cls in (EndpointClass.PCIE, EndpointClass.PCI):
-        per, refusal = _per_node(plan, virsh, tmp_path, str(cls))
+        per, refusal = _per_node(plan, virsh, daemon_files, str(cls))
         assert per == _expected(plan, cls), (cls, per, plan.capacity, plan.node_capacity)
         assert REFUSAL in refusal, refusal
 
 
-def test_pseries_numa_phbs_define_unchanged_and_hotplug_per_node(virsh, tmp_path):
+def test_pseries_numa_phbs_define_unchanged_and_hotplug_per_node(virsh, daemon_files):
     """PHBs of a node: node 1's holds its NIC and its headroom, node 0's is an empty PHB for an
     assigned device to hotplug (emulated devices may use it too: libvirt puts them on any PHB of
     isolation group 0, empty ones included, in index order).  No boot hostdev here: swapping it
@@ -187,13 +186,13 @@ def test_pseries_numa_phbs_define_unchanged_and_hotplug_per_node(virsh, tmp_path
     """)
     assert [dict(c.target).get("node") for c in plan.layout.controllers] == [None, 0, 1]
     assert plan.node_capacity[0][EndpointClass.HOSTDEV] == 1
-    _define_unchanged(plan, virsh, tmp_path)
-    per, refusal = _per_node(plan, virsh, tmp_path, "pci")
+    _define_unchanged(plan, virsh, daemon_files)
+    per, refusal = _per_node(plan, virsh, daemon_files, "pci")
     assert per == _expected(plan, EndpointClass.PCI), (per, plan.capacity, plan.node_capacity)
     assert REFUSAL in refusal, refusal
 
 
-def test_pc_numa_node_headroom_takes_explicit_addresses(virsh, tmp_path):
+def test_pc_numa_node_headroom_takes_explicit_addresses(virsh, daemon_files):
     """pc: libvirt auto-places after pci-root's slots on the pxb's free slots, which QEMU refuses
     (the plan warns); the node's headroom on the pci-bridge behind the pxb takes a hotplug at every
     free slot when the address is given."""
@@ -209,12 +208,12 @@ def test_pc_numa_node_headroom_takes_explicit_addresses(virsh, tmp_path):
     """)
     assert plan.added == {"pci-expander-bus": 1, "pci-bridge": 1}
     assert any("explicit address" in w for w in plan.warnings)
-    _define_unchanged(plan, virsh, tmp_path)
+    _define_unchanged(plan, virsh, daemon_files)
     report = verify(plan.layout, FAMILIES["pc"])
     node_slots = sorted(p for p in report.positions if report.node_of.get(p[0]) == 1)
     assert len(node_slots) == plan.node_capacity[1][EndpointClass.PCI] == 31
     pxb = next(c.index for c in plan.layout.controllers if c.model == "pci-expander-bus")
-    xml = _prepare(render_domain(plan), tmp_path, swap_hostdevs=True)
+    xml = _prepare(render_domain(plan), daemon_files, swap_hostdevs=True)
     name = f"{hv.CHECK_PREFIX}{uuid.uuid4().hex[:8]}"
     _, text = hv._rename(xml, name)
     try:
@@ -235,20 +234,23 @@ def test_pc_numa_node_headroom_takes_explicit_addresses(virsh, tmp_path):
                               f"slot='0x{slot:02x}' function='0x0'/></rng>")
     finally:
         problem = hv._cleanup(virsh, name)
-        hv._remove_logs(name)
+        hv._remove_logs(name, virsh.root)
         assert problem is None, problem
 
 
-def test_sound_moves_off_its_preferred_slot_when_ports_need_it(virsh, tmp_path):
+def test_sound_moves_off_its_preferred_slot_when_ports_need_it(virsh, daemon_files):
     """Regression (found by the long property run): every root slot pinned but 00:1b.0, which
-    ich9 sound prefers.  Keeping the preference leaves no slot for root ports; the plan puts the
-    sound card behind a pcie-to-pci-bridge instead, and libvirt takes it unchanged."""
+    ich9 sound prefers.  Keeping the preference leaves no slot for root ports; the plan gives the
+    slot to the root ports, and the sound card, which libvirt never unplugs, takes a free function
+    of it; libvirt takes it unchanged and hotplugs into the root ports as promised."""
     pins = "".join(f"  - {{name: pin{s:02x}, model: e1000, address: '0000:00:{s:02x}.0', hotunplug: false}}\n"
                    for s in range(1, 0x1F) if s != 0x1B)
     plan = plan_of("name: sound\nmachine: q35\ndevices:\n" + pins + "  - {name: snd, model: ich9-hda}\n"
                    "hotplug:\n  - {class: pcie, count: 9}\n")
     snd = next(p for p in plan.layout.placed if p.endpoint.name == "snd")
-    assert snd.address.bus != 0 and plan.capacity[EndpointClass.PCIE] >= 9
+    ports = [c for c in plan.layout.controllers if c.model == "pcie-root-port"]
+    assert snd.address.bus == 0 and snd.address.slot == 0x1B and snd.address.function != 0
+    assert {c.address.slot for c in ports} == {0x1B} and plan.capacity[EndpointClass.PCIE] >= 9
     assert any("snd not at the chipset's preferred address" in w for w in plan.warnings)
-    _define_unchanged(plan, virsh, tmp_path)
-    _to_refusal(plan, virsh, tmp_path, classes=("pcie",))
+    _define_unchanged(plan, virsh, daemon_files)
+    _to_refusal(plan, virsh, daemon_files, classes=("pcie",))

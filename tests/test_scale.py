@@ -45,26 +45,26 @@ def targets(plan, model: str) -> list[dict]:
 # -- switches ------------------------------------------------------------------------------
 
 def test_root_ports_first_then_exactly_one_switch():
-    """q35 without video has 30 free root slots: 240 root ports.  With usb and balloon, 238 PCIe
-    hotplugs fill them; the 239th needs a switch: its upstream port takes a root port, so 239
-    root-port demands + 1 upstream = 241 ports, 240 root ports + 1 downstream port."""
+    """q35 without video has 30 free root slots: 240 functions.  usb and balloon, never unplugged,
+    take two of them, so 238 root ports; 238 PCIe hotplugs fill them; the 239th needs a switch: its
+    upstream port takes a root port, so 239 + 1 upstream = 240 ports, 238 root ports + 2 downstream."""
     at = plan_of("name: a\nmachine: q35\nhotplug: [{class: pcie, count: 238}]\n")
-    assert at.added == {"pcie-root-port": 240}
+    assert at.added == {"pcie-root-port": 238}
     past = plan_of("name: a\nmachine: q35\nhotplug: [{class: pcie, count: 239}]\n")
-    assert past.added == {"pcie-root-port": 240, "pcie-switch-upstream-port": 1, "pcie-switch-downstream-port": 2}
+    assert past.added == {"pcie-root-port": 238, "pcie-switch-upstream-port": 1, "pcie-switch-downstream-port": 2}
     assert past.capacity[PCIE] == 239
 
 
 def test_the_bus_limit_on_q35():
-    """251 PCIe hotplugs + usb + balloon: 253 endpoint ports, 240 of them root ports, one switch
-    whose upstream port takes a root port, 14 downstream ports: 255 controllers (indexes 1-255)
-    and 256 bus numbers, both budgets full.  One more does not fit."""
-    plan = plan_of("name: a\nmachine: q35\nhotplug: [{class: pcie, count: 251}]\n")
-    assert plan.added == {"pcie-root-port": 240, "pcie-switch-upstream-port": 1, "pcie-switch-downstream-port": 14}
+    """253 PCIe hotplugs: usb and balloon share a root slot with root ports (never unplugged), 238
+    root ports, one switch whose upstream port takes a root port, 16 downstream ports: 255
+    controllers (indexes 1-255) and 256 bus numbers, both budgets full.  One more does not fit."""
+    plan = plan_of("name: a\nmachine: q35\nhotplug: [{class: pcie, count: 253}]\n")
+    assert plan.added == {"pcie-root-port": 238, "pcie-switch-upstream-port": 1, "pcie-switch-downstream-port": 16}
     assert max(c.index for c in plan.layout.controllers) == 255
     assert plan.budgets["bus numbers"] == (256, 256)
     with pytest.raises(InfeasibleError) as info:
-        plan_of("name: a\nmachine: q35\nhotplug: [{class: pcie, count: 252}]\n")
+        plan_of("name: a\nmachine: q35\nhotplug: [{class: pcie, count: 254}]\n")
     assert {c.what for c in info.value.causes} == {"controller indexes", "guest bus numbers"}
 
 
@@ -102,14 +102,14 @@ SWITCH_SPEC = ("name: switch\nmachine: q35\ndefaults: {usb: false, memballoon: f
 
 def test_devices_never_unplugged_trade_root_slots_for_a_switch():
     """40 virtio devices never unplugged and 200 PCIe hotplugs (+ usb, balloon): 242 endpoints want a
-    port or a root slot, and pcie-root's 30 slots hold 240 root ports, so without a switch nothing
-    fits.  Each device put on the root complex saves its port but takes a slot, 8 root ports; a
-    switch costs 2 controllers for 31 more ports.  The cheapest: 29 devices on the root complex, 8
-    root ports on the last slot, 7 switches with 212 downstream ports: 227 controllers."""
+    port or a root function, and pcie-root's 30 slots have 240 functions.  Devices never unplugged
+    share root slots as functions, so each one on the root complex takes the function its root port
+    would have taken and saves that port: all 42 go there, 198 root ports fill the other functions,
+    and one switch (its upstream port on a root port) adds the 3 ports still missing: 202 controllers
+    (227 when each device on the root complex took a whole slot)."""
     plan = plan_of("name: a\nmachine: q35\ndevices:\n  - {model: virtio-net, count: 40, hotunplug: false}\n"
                    "hotplug: [{class: pcie, count: 200}]\n")
-    assert sum(plan.added.values()) == 227
-    assert plan.added["pcie-switch-upstream-port"] == 7
+    assert plan.added == {"pcie-root-port": 198, "pcie-switch-upstream-port": 1, "pcie-switch-downstream-port": 3}
 
 
 # -- NUMA ----------------------------------------------------------------------------------
@@ -133,7 +133,7 @@ def test_numa_devices_go_behind_their_nodes_expander():
     busNr: node 0's subtree is 3 buses (pxb + 2 root ports) at the top, 253-255; node 1's 2 buses,
     251-252; the root bus keeps 0-250."""
     plan = plan_of(NUMA_SPEC)
-    assert plan.added == {"pcie-root-port": 7, "pcie-expander-bus": 2}
+    assert plan.added == {"pcie-root-port": 5, "pcie-expander-bus": 2}  # usb, balloon on pcie-root
     assert targets(plan, "pcie-expander-bus") == [{"busNr": 253, "node": 0}, {"busNr": 251, "node": 1}]
     assert plan.capacity == {PCIE: 1, PCI: 0, HOSTDEV: 1}
     assert plan.node_capacity[0][PCIE] == 2 and plan.node_capacity[1][PCIE] == 0
@@ -160,9 +160,10 @@ def test_devices_without_a_node_stay_off_the_nodes():
 
 
 def test_pc_numa_uses_a_pci_expander_bus_and_a_bridge_for_hotplug():
-    """On pc the node's devices sit on the pxb itself, which takes no hotplug under QEMU 7.2; the
-    node's headroom needs a pci-bridge on the pxb.  pxb's busNr range holds 3 buses: its own, its
-    built-in bridge's and the pci-bridge's.  The pxb's free slots are a trap for libvirt's
+    """On pc the pxb's own slots take no hotplug and no unplug under QEMU 7.2, so the node's
+    headroom, and its devices that may be unplugged, sit behind a pci-bridge on the pxb (only a
+    device never unplugged may sit on the pxb itself).  pxb's busNr range holds 3 buses: its own,
+    its built-in bridge's and the pci-bridge's.  The pxb's free slots are a trap for libvirt's
     auto-placement: the plan warns."""
     plan = plan_of("""
         name: a
@@ -173,7 +174,9 @@ def test_pc_numa_uses_a_pci_expander_bus_and_a_bridge_for_hotplug():
     """)
     assert plan.added == {"pci-expander-bus": 1, "pci-bridge": 1}
     assert targets(plan, "pci-expander-bus") == [{"busNr": 253, "node": 1}]
-    assert plan.node_capacity[1][PCI] == 31
+    assert plan.node_capacity[1][PCI] == 30  # the bridge's 31 slots, one taken by the NIC
+    nic = next(p for p in plan.layout.placed if p.endpoint.kind == "virtio-net")
+    assert dict((c.index, c.model) for c in plan.layout.controllers)[nic.address.bus] == "pci-bridge"
     assert any("pci-expander-bus" in w and "explicit address" in w for w in plan.warnings)
 
 

@@ -17,6 +17,8 @@ must keep failing until the gap is closed).
 
 from __future__ import annotations
 
+import re
+
 import textwrap
 
 import pytest
@@ -51,36 +53,39 @@ def _params(cases: list[dict]):
 PLANS = [
     {
         "id": "q35-defaults-no-hotplug",
-        "#": "libvirt's q35-default-devices-only without its spare: the default qemu-xhci and balloon are "
-             "PCIe endpoints, each needs a root port; nothing else is asked for",
+        "#": "libvirt's q35-default-devices-only without its spare: libvirt gives the default qemu-xhci and "
+             "balloon a root port each, but it can unplug neither, so they are never unplugged by nature "
+             "and sit on pcie-root as two functions of one slot: no controller at all",
         "spec": """
             name: q35-defaults
             machine: q35
         """,
-        "added": {"pcie-root-port": 2},
+        "added": {},
         "capacity": {"pcie": 0, "pci": 0, "hostdev": 0},
-        "at": {"usb": "0000:01:00.0", "balloon": "0000:02:00.0", "sata": "0000:00:1f.2"},
+        "at": {"usb": "0000:00:01.0", "balloon": "0000:00:01.1", "sata": "0000:00:1f.2"},
     },
     {
         "id": "q35-default-devices-only",
-        "#": "libvirt case B: with one hotplug asked, the layout is libvirt's own: 3 root ports on slot 1 "
-             "(no video, so slot 1 is free), usb on bus 1, balloon on bus 2, port 3 empty",
+        "#": "libvirt case B (3 root ports: usb, balloon, a spare) with one hotplug asked: the one root port "
+             "the hotplug needs takes 00:01.0 (no video, so slot 1 is free), and usb and balloon, never "
+             "unplugged, take the next functions of that slot",
         "spec": """
             name: q35-defaults
             machine: q35
             hotplug: [{class: pcie, count: 1}]
         """,
-        "added": {"pcie-root-port": 3},
+        "added": {"pcie-root-port": 1},
         "capacity": {"pcie": 1, "pci": 0},
-        "controllers_at": {"pcie-root-port": ["0000:00:01.0", "0000:00:01.1", "0000:00:01.2"]},
-        "at": {"usb": "0000:01:00.0", "balloon": "0000:02:00.0"},
+        "controllers_at": {"pcie-root-port": ["0000:00:01.0"]},
+        "at": {"usb": "0000:00:01.1", "balloon": "0000:00:01.2"},
     },
     {
         "id": "q35-pcie-autoadd",
-        "#": "libvirt case A: 13 PCIe endpoints and one free port make 14 root ports, eight to a slot; "
-             "with no video they start at 00:01.0 (libvirt's case has video there, so it starts at 02.0). "
-             "Endpoints take ports in libvirt's category order: nets, controllers, disks, balloon, rng, "
-             "inputs. A second virtio-blk stands in for the 9p filesystem, which a spec cannot name",
+        "#": "libvirt case A: 13 PCIe endpoints and one free port make libvirt's 14 root ports; three of the "
+             "devices libvirt can never unplug (virtio-serial, qemu-xhci, the balloon), so they sit on "
+             "pcie-root as the free functions of the second root-port slot: 11 root ports, eight to a slot "
+             "from 00:01.0 (no video). The others take ports in libvirt's category order: nets, "
+             "controllers, disks, rng, inputs. A second virtio-blk stands in for the 9p filesystem",
         "spec": """
             name: autoadd
             machine: q35
@@ -98,18 +103,19 @@ PLANS = [
               - {name: input, model: virtio-input, count: 4}
             hotplug: [{class: pcie, count: 1}]
         """,
-        "added": {"pcie-root-port": 14},
+        "added": {"pcie-root-port": 11},
         "capacity": {"pcie": 1, "pci": 0, "hostdev": 1},
         "controllers_at": {"pcie-root-port": [f"0000:00:01.{f}" for f in range(8)]
-                           + [f"0000:00:02.{f}" for f in range(6)]},
-        "at": {"nic": "0000:01:00.0", "nic2": "0000:02:00.0", "vserial": "0000:03:00.0", "scsi": "0000:04:00.0",
-               "xhci": "0000:05:00.0", "disk": "0000:06:00.0", "fs": "0000:07:00.0", "balloon0": "0000:08:00.0",
-               "rng": "0000:09:00.0", "input-0": "0000:0a:00.0", "input-3": "0000:0d:00.0"},
+                           + [f"0000:00:02.{f}" for f in range(3)]},
+        "at": {"nic": "0000:01:00.0", "nic2": "0000:02:00.0", "vserial": "0000:00:02.3", "scsi": "0000:03:00.0",
+               "xhci": "0000:00:02.4", "disk": "0000:04:00.0", "fs": "0000:05:00.0", "balloon0": "0000:00:02.5",
+               "rng": "0000:06:00.0", "input-0": "0000:07:00.0", "input-3": "0000:0a:00.0"},
     },
     {
         "id": "q35-virt-manager-basic",
         "#": "libvirt case C: qxl is the primary video at 00:01.0 and ich9 sound sits at 00:1b.0, so the "
-             "root ports start at 00:02.0; NIC bus 1, usb 2, virtio-serial 3, disk 4, balloon 5, spare 6",
+             "root ports start at 00:02.0; NIC bus 1, disk 2, the spare 3; usb, balloon and virtio-serial, "
+             "which libvirt cannot unplug, share that slot as functions 3-5 (libvirt: 6 root ports)",
         "spec": """
             name: vmm
             machine: q35
@@ -121,11 +127,11 @@ PLANS = [
               - {name: video0, model: qxl}
             hotplug: [{class: pcie, count: 1}]
         """,
-        "added": {"pcie-root-port": 6},
+        "added": {"pcie-root-port": 3},
         "capacity": {"pcie": 1},
-        "controllers_at": {"pcie-root-port": [f"0000:00:02.{f}" for f in range(6)]},
-        "at": {"video0": "0000:00:01.0", "sound": "0000:00:1b.0", "nic": "0000:01:00.0", "usb": "0000:02:00.0",
-               "vserial": "0000:03:00.0", "disk": "0000:04:00.0", "balloon": "0000:05:00.0"},
+        "controllers_at": {"pcie-root-port": [f"0000:00:02.{f}" for f in range(3)]},
+        "at": {"video0": "0000:00:01.0", "sound": "0000:00:1b.0", "nic": "0000:01:00.0", "usb": "0000:00:02.3",
+               "vserial": "0000:00:02.5", "disk": "0000:02:00.0", "balloon": "0000:00:02.4"},
     },
     {
         "id": "virtio-transitional",
@@ -184,15 +190,15 @@ PLANS = [
     {
         "id": "q35-pinned-endpoint",
         "#": "a device the spec pins keeps its root-bus address and needs no port; the default usb and "
-             "balloon still get their two",
+             "balloon, never unplugged, share the first free slot as two functions",
         "spec": """
             name: pinned
             machine: q35
             devices:
               - {name: nic, model: e1000e, address: "0000:00:05.0"}
         """,
-        "added": {"pcie-root-port": 2},
-        "at": {"nic": "0000:00:05.0"},
+        "added": {},
+        "at": {"nic": "0000:00:05.0", "usb": "0000:00:01.0", "balloon": "0000:00:01.1"},
     },
     {
         "id": "q35-many-legacy-needs-pci-bridge",
@@ -307,7 +313,9 @@ PLANS = [
             hotplug: [{model: hostdev, count: 2}]
         """,
         "added": {"pci-root": 3},
-        "capacity": {"hostdev": 2, "pcie": 29 + 2 * 31},  # per class alone: emulated devices could use them
+        # per class alone: emulated devices could use the two empty PHBs; the default usb and balloon share
+        # one slot of PHB 0 as functions (libvirt unplugs neither), so PHB 0 has 30 free slots
+        "capacity": {"hostdev": 2, "pcie": 30 + 2 * 31},
     },
     {
         "id": "aarch64-traditional-pci",
@@ -338,9 +346,10 @@ PLANS = [
     },
     {
         "id": "aarch64-virtio-pci-default",
-        "#": "libvirt's aarch64-virtio-pci-default: virt adds no usb and no balloon by itself; NIC, "
-             "virtio-serial, disk, balloon, rng and a spare make 6 root ports at 00:01.0-00:01.5 "
-             "(virt has no chipset, so slot 1 is free)",
+        "#": "libvirt's aarch64-virtio-pci-default: virt adds no usb and no balloon by itself; libvirt "
+             "gives NIC, virtio-serial, disk, balloon, rng and a spare 6 root ports. virtio-serial and the "
+             "balloon it cannot unplug: they take functions 4 and 5 of slot 1 after the 4 root ports of "
+             "the NIC, the disk, the rng and the spare (virt has no chipset, so slot 1 is free)",
         "spec": """
             name: arm-virtio
             machine: virt
@@ -352,11 +361,11 @@ PLANS = [
               - {name: rng, model: virtio-rng}
             hotplug: [{class: pcie, count: 1}]
         """,
-        "added": {"pcie-root-port": 6},
+        "added": {"pcie-root-port": 4},
         "capacity": {"pcie": 1, "pci": 0},
-        "controllers_at": {"pcie-root-port": [f"0000:00:01.{f}" for f in range(6)]},
-        "at": {"nic": "0000:01:00.0", "vserial": "0000:02:00.0", "disk": "0000:03:00.0",
-               "balloon0": "0000:04:00.0", "rng": "0000:05:00.0"},
+        "controllers_at": {"pcie-root-port": [f"0000:00:01.{f}" for f in range(4)]},
+        "at": {"nic": "0000:01:00.0", "vserial": "0000:00:01.4", "disk": "0000:02:00.0",
+               "balloon0": "0000:00:01.5", "rng": "0000:03:00.0"},
     },
     {
         "id": "aarch64-virt-default-nic",
@@ -585,12 +594,13 @@ def test_audit_xml_is_what_libvirt_accepts(schema_valid):
 INFEASIBLE = [
     {
         "id": "q35-300-pcie-hotplug",
-        "#": "300 PCIe hotplugs (+2 for the default usb and balloon) need 302 ports: 240 root ports on "
-             "pcie-root's 30 free slots, 62 downstream ports on 2 switches (each on a root port): 306 "
-             "controllers, but libvirt numbers them 0-255. The largest pcie headroom that fits is 251: 240 root "
-             "ports and one switch of 14 downstream ports, 255 controllers and 256 bus numbers",
+        "#": "300 PCIe hotplugs need 300 ports: the default usb and balloon, never unplugged, take two "
+             "functions of pcie-root's 30 free slots, which leaves 238 root ports; 62 more downstream ports "
+             "on 2 switches (each on a root port) make 304 controllers, but libvirt numbers them 0-255. The "
+             "largest pcie headroom that fits is 253: 238 root ports and one switch of 16 downstream ports, "
+             "255 controllers and 256 bus numbers",
         "spec": "name: too-many\nmachine: q35\nhotplug: [{class: pcie, count: 300}]\n",
-        "limit": 256, "needed_at_least": 300, "words": ["controller indexes", "0-255"], "largest": {"pcie": 251},
+        "limit": 256, "needed_at_least": 300, "words": ["controller indexes", "0-255"], "largest": {"pcie": 253},
     },
     {
         "id": "pseries-31-hostdev-hotplug",
@@ -630,6 +640,19 @@ def test_infeasible_names_the_binding_limit(case):
         assert w in text
     if "largest" in case:
         assert err.largest == case["largest"], case["#"]
+    assert not re.search(r"\b(\d+) \1 ", text), f"a number said twice: {text}"
+
+
+def test_a_switch_that_does_not_fit_is_counted_once():
+    """Every root slot pinned: the PCIe headroom needs root ports and switches that have no room.
+    The explanation says how many upstream ports once ("because 2 pcie-switch-upstream-ports"),
+    not "2 2 pcie-switch-upstream-ports" (found by the differential run of issue 12)."""
+    pins = "".join(f'  - {{name: p{s:02x}, model: virtio-rng, address: "0000:00:{s:02x}.0"}}\n'
+                   for s in range(1, 0x1F))
+    with pytest.raises(InfeasibleError) as info:
+        plan_of(f"name: pinned\nmachine: q35\ndevices:\n{pins}hotplug:\n  - {{class: pcie, count: 40}}\n")
+    text = info.value.render()
+    assert "pcie-switch-upstream-ports" in text and not re.search(r"\b(\d+) \1 ", text), text
 
 
 # -- spec errors ---------------------------------------------------------------------
@@ -798,3 +821,30 @@ def test_infeasible_hints_name_what_the_spec_spends():
     assert "2 conventional PCI device(s) (e1000)" in text
     assert "usb: false, memballoon: false" in text and "video: false" in text
     assert "hint: " in full.render()
+
+
+# -- layout policies -------------------------------------------------------------------------
+
+LEGACY = "name: legacy\nmachine: q35\ndevices:\n  - {name: nic, model: e1000, count: 2}\nhotplug:\n  - {model: e1000, count: 4}\n"
+
+
+def test_layout_qemu_guidelines_keeps_pcie_root_for_ports_and_notes_the_cheaper_one():
+    """QEMU's docs/pcie.txt: legacy PCI behind a pcie-to-pci-bridge in a root port (2 controllers);
+    libvirt also takes a pci-bridge on pcie-root (1): the default layout plans the first and says
+    what the other would save."""
+    plan = plan_of(LEGACY)
+    assert plan.added == {"pcie-root-port": 1, "pcie-to-pci-bridge": 1}
+    assert plan.notes == ("1 fewer controller(s) with layout: libvirt-accepts (a pci-bridge on pcie-root, which "
+                          "libvirt takes but QEMU's docs/pcie.txt advises against)",)
+
+
+def test_layout_libvirt_accepts_puts_a_pci_bridge_on_pcie_root():
+    plan = plan_of("layout: libvirt-accepts\n" + LEGACY)
+    assert plan.added == {"pci-bridge": 1} and not plan.notes
+    bridge = next(c for c in plan.layout.controllers if c.model == "pci-bridge")
+    assert bridge.address.bus == 0
+    assert plan.capacity[EndpointClass.PCI] == 31 - 2
+
+
+def test_a_layout_without_legacy_devices_has_no_note():
+    assert not plan_of("name: p\nmachine: q35\nhotplug: [{class: pcie, count: 3}]\n").notes

@@ -10,6 +10,10 @@ The way from XML in to XML out, one module per step:
                    :func:`topo_solve.extend.plan_existing`) -> the edit
 * :mod:`.edit`     the plan written into the document's own text, nothing else changed
 * :mod:`.write`    a plan of a new guest (a spec) -> a complete domain XML
+* :mod:`.predict`  Domain -> what libvirt stores after ``virsh define`` (an independent model of
+                   libvirt's own assignment, for ``audit`` and ``check`` of a guest never defined);
+                   :mod:`.host` reads what libvirt reads from the host for it, :mod:`.indexes` the
+                   controller order and indexes libvirt gives
 
 Nothing in the solver imports this package; it imports the solver.
 """

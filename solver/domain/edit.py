@@ -162,11 +162,14 @@ class _Text:
         at = sp.start + m.end() if m else sp.head_end - (2 if sp.empty else 1)
         self.replace(at, at, f" {name}={q}{value}{q}")
 
-    def append_child(self, el: etree._Element, xml: str) -> None:
-        """Insert ``xml`` (one line, no indentation) as the element's last child."""
+    def append_child(self, el: etree._Element, xml: str | list[str]) -> None:
+        """Insert ``xml`` (one line, no indentation; or several, each on its own line) as the element's
+        last child(ren)."""
         sp = self.span[id(el)]
         indent = self.indent_of(el)
         inner = indent + self.step(el)
+        if not isinstance(xml, str):
+            xml = f"{self.nl}{inner}".join(xml)
         if sp.empty:
             tail = self.text[sp.head_end - 2:sp.head_end]
             self.replace(sp.head_end - len(tail), sp.head_end,
@@ -236,13 +239,33 @@ def _address_xml(a: Address, q: str, multifunction: bool = False) -> str:
             f"slot={q}0x{a.slot:02x}{q} function={q}0x{a.function:x}{q}{mf}/>")
 
 
-def _set_address(t: _Text, el: etree._Element, a: Address, multifunction: bool = False) -> None:
+def _set_address(t: _Text, el: etree._Element, a: Address, multifunction: bool = False,
+                 first: str | None = None) -> None:
+    """Write the element's PCI address (and ``first``, a new child before it, when given)."""
     old = el.find("address")
     q = t.quote_of(el)
     if old is not None:
         t.replace_element(old, _address_xml(a, t.quote_of(old), multifunction))
+        if first is not None:
+            t.append_child(el, first)
     else:
-        t.append_child(el, _address_xml(a, q, multifunction))
+        t.append_child(el, ([first] if first is not None else []) + [_address_xml(a, q, multifunction)])
+
+
+def _bus_nr(t: _Text, dc: DomainController, c: Controller, written: dict[int, bool]) -> str | None:
+    """An expander bus the document gives no busNr gets the one libvirt would pick (the plan's):
+    an attribute of its <target>, or a new <target> child (returned, to go before the address).
+    ``written`` records which, by index, for the check."""
+    number = dict(c.target).get("busNr")
+    tgt = dc.element.find("target")
+    if number is None or (tgt is not None and tgt.get("busNr") is not None):
+        return None
+    written[c.index] = tgt is None
+    if tgt is not None:
+        t.set_attribute(tgt, "busNr", str(number))
+        return None
+    q = t.quote_of(dc.element)
+    return f"<target busNr={q}{number}{q}/>"
 
 
 def apply_plan(domain: Domain, ext: Extension, *, reuse: list[DomainController] = (),
@@ -264,6 +287,7 @@ def apply_plan(domain: Domain, ext: Extension, *, reuse: list[DomainController] 
     # the document's own controllers that get an address (and an index, if libvirt would give it one);
     # the ones libvirt would add for an index gap are written out
     gap = [dc.controller for dc in domain.controllers if dc.implicit and dc.root]
+    bus_nrs: dict[int, bool] = {}
     for dc in prefilled:
         c = dc.controller
         if dc.implicit:
@@ -271,7 +295,7 @@ def apply_plan(domain: Domain, ext: Extension, *, reuse: list[DomainController] 
             continue
         if not dc.index_given:
             t.set_attribute(dc.element, "index", str(c.index), after="type")
-        _set_address(t, dc.element, c.address, c.multifunction)
+        _set_address(t, dc.element, c.address, c.multifunction, first=_bus_nr(t, dc, c, bus_nrs))
         filled.append(f"controller {c.index} ({c.model}) at {c.address}")
     for c in ext.filled:
         dc = by_index[c.index]
@@ -314,7 +338,7 @@ def apply_plan(domain: Domain, ext: Extension, *, reuse: list[DomainController] 
         first = p.endpoint.functions[0]
         for el, f in d.members:
             a = Address(p.address.bus, p.address.slot, p.address.function + f - first, p.address.domain)
-            _set_address(t, el, a, multifunction=f == 0 and len(d.members) > 1)
+            _set_address(t, el, a, multifunction=f == 0 and (len(d.members) > 1 or p.multifunction))
         filled.append(f"{_who(d)} at {p.address}")
     moved = {m.old: m.new for m in ext.moves}
     for d in domain.devices:
@@ -379,7 +403,7 @@ def apply_plan(domain: Domain, ext: Extension, *, reuse: list[DomainController] 
                 _insert_first(t, devices_el, block(els), indent)
     text = t.render()
     data = text.encode(doc.encoding)
-    _check(domain, data, new_controllers, [dc for dc, _ in reused], left, ext)
+    _check(domain, data, new_controllers, [dc for dc, _ in reused], left, ext, bus_nrs)
     return Edit(data, text, new_controllers=tuple(new_controllers), gap_controllers=tuple(gap),
                 added_by_libvirt=tuple(d.endpoint.kind for d, _ in written_devices),
                 filled_devices=sum(1 for f in filled if not f.startswith("controller ")),
@@ -421,10 +445,10 @@ def _shape(el, skip=frozenset(), device: bool = False) -> tuple:
 
 
 def _check(domain: Domain, data: bytes, new_controllers: list[Controller], reused: list[DomainController],
-           left: list[DomainController], ext: Extension) -> None:
+           left: list[DomainController], ext: Extension, bus_nrs: dict[int, bool] | None = None) -> None:
     """The edited file is the input plus exactly the planned changes, nothing else: both trees,
-    without what the plan writes (new elements, PCI addresses, controller indexes) and without what
-    it removes, have the same shape."""
+    without what the plan writes (new elements, PCI addresses, controller indexes, an expander's
+    busNr) and without what it removes, have the same shape."""
     file = domain.file
     new = parse_document(data, file).root
     devices = new.find("devices")
@@ -441,6 +465,12 @@ def _check(domain: Domain, data: bytes, new_controllers: list[Controller], reuse
     implicit = sum(1 for p in ext.placed if devs.get(p.endpoint.name) is not None
                    and devs[p.endpoint.name].implicit is not None and p.address is not None)
     skip_new |= {id(el) for el in kids[len(kids) - implicit:]} if implicit else set()
+    for el in kids:  # an expander's busNr the plan wrote (and the <target> it wrote for it)
+        if el.tag == "controller" and el.get("type") == "pci" and bus_nrs and int(el.get("index", -1)) in bus_nrs:
+            tgt = el.find("target")
+            del tgt.attrib["busNr"]
+            if bus_nrs[int(el.get("index"))]:
+                skip_new.add(id(tgt))
     skip_old = {id(dc.element) for dc in left}
     if domain.document.root.find("devices") is None and devices is not None:
         skip_new.add(id(devices))  # the plan wrote <devices> itself: everything in it is the plan's

@@ -76,7 +76,7 @@ class Planned:
 
 def plan_document(data: str | bytes, file: str, headroom: tuple[Headroom, ...] = (), *, right_size: bool = False,
                   allow_moves: bool = False, machine: str | None = None, spec: str | None = None,
-                  surplus: bool = True, cache: dict | None = None) -> Planned:
+                  surplus: bool = True, cache: dict | None = None, layout: str = "qemu-guidelines") -> Planned:
     """Read a domain XML, plan it (see the module docstring) and write the plan into its text.
 
     ``machine`` (from a spec with ``domain:``) must name the guest's own family.  ``surplus``:
@@ -91,7 +91,7 @@ def plan_document(data: str | bytes, file: str, headroom: tuple[Headroom, ...] =
                                  f"{file} is a {domain.rules.family} guest; drop 'machine' or fix it")])
     _check_nodes(domain, headroom)
     prefilled = _place_parents(domain)
-    problem = domain.problem(headroom, right_size=right_size)
+    problem = domain.problem(headroom, right_size=right_size, layout=layout)
     key = (replace(problem, name="", source=""), allow_moves) if cache is not None else None
     ext = cache.get(key) if cache is not None else None
     cached = ext is not None
@@ -110,7 +110,9 @@ def plan_document(data: str | bytes, file: str, headroom: tuple[Headroom, ...] =
 def _surplus(domain: Domain, ext: Extension) -> tuple[Surplus, ...]:
     """How many of the document's unaddressed controllers a right-sized plan would keep."""
     try:
-        lean = plan_existing(domain.problem(ext.requested_headroom, right_size=True), domain.rules)
+        lean = plan_existing(domain.problem(ext.requested_headroom, right_size=True,
+                                            layout=ext.plan.problem.layout if ext.plan else "qemu-guidelines"),
+                             domain.rules)
     except Exception:  # noqa: BLE001 - a comparison only; the plan itself stands
         return ()
     base = {c.controller.index for c in domain.controllers if c.placed} | {0}
@@ -125,9 +127,10 @@ def _surplus(domain: Domain, ext: Extension) -> tuple[Surplus, ...]:
 
 def _place_parents(domain: Domain) -> list:
     """Give an address first to the document's controllers that have none but have something
-    plugged into them (a device written with bus='0x03' while controller 3 has no address), the
-    way libvirt places controllers before devices: first fit, in index order.  They are then part
-    of the existing layout the plan keeps."""
+    plugged into them (a device written with bus='0x03' while controller 3 has no address), and to
+    those of a model the planner never adds (a dmi-to-pci-bridge, an expander bus: the solve only
+    counts models it may add), the way libvirt places controllers before devices: first fit, in
+    index order.  They are then part of the existing layout the plan keeps."""
     from ..counts import Counts
     from ..model import Problem
     from ..place import place
@@ -137,8 +140,9 @@ def _place_parents(domain: Domain) -> list:
     while True:
         used = {d.address.bus for d in domain.devices if d.address is not None}
         used |= {c.controller.address.bus for c in domain.controllers if c.controller.address is not None}
-        waiting = sorted((c for c in domain.controllers if not c.placed and c.controller.index in used),
-                         key=lambda c: c.controller.index)
+        waiting = sorted((c for c in domain.controllers if not c.placed and (
+            c.controller.index in used or not rules.rule_for(c.controller.model, c.controller.index).addable)),
+            key=lambda c: c.controller.index)
         if not waiting:
             return out
         dc = waiting[0]
@@ -148,8 +152,23 @@ def _place_parents(domain: Domain) -> list:
                           endpoints=(), headroom=(), source=domain.file, base=base, keep=(dc.controller,))
         layout = place(problem, rules, Counts({rule.name: 1}, {}))
         placed = next(c for c in layout.controllers if c.index == dc.controller.index)
+        if "busNr" in rule.target and "busNr" not in dict(dc.controller.target):
+            placed = replace(placed, target=tuple(("busNr", _new_bus_nr(domain)) if a == "busNr" else (a, v)
+                                                  for a, v in placed.target))
         dc.controller = placed
         out.append(dc)
+
+
+# An expander bus written without a busNr gets the lowest busNr of the guest's controllers minus 2
+# ("one for the pxb, one for the integrated pci-bridge"), 254 for the first one
+# (qemu_domain_address.c, qemuDomainAddressFindNewBusNr).
+BUS_NR_STEP = 2
+BUS_NR_CEILING = 256
+
+
+def _new_bus_nr(domain: Domain) -> int:
+    given = [dict(c.controller.target)["busNr"] for c in domain.controllers if "busNr" in dict(c.controller.target)]
+    return min(given + [BUS_NR_CEILING]) - BUS_NR_STEP
 
 
 def _check_nodes(domain: Domain, headroom: tuple[Headroom, ...]) -> None:

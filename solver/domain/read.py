@@ -122,7 +122,8 @@ class Domain:
         return Layout(family=self.rules.family, controllers=tuple(ctrls), placed=tuple(placed), acpi=self.acpi,
                       numa_nodes=self.numa_cells)
 
-    def problem(self, headroom=(), *, right_size: bool = False, io_ports: int | None = None) -> Problem:
+    def problem(self, headroom=(), *, right_size: bool = False, io_ports: int | None = None,
+                layout: str = "qemu-guidelines") -> Problem:
         """The planning problem: keep what has an address, place the rest, reach ``headroom``."""
         endpoints = tuple(d.endpoint for d in self.devices if d.address is None and (
             d.endpoint.cls is not None or d.endpoint.fixed_role is not None) and not (
@@ -132,7 +133,7 @@ class Domain:
         keep = tuple(c.controller for c in self.controllers if not c.placed and (c.index_given or not right_size))
         return Problem(name=self.name, family=self.rules.family, machine=self.machine, arch=self.arch,
                        endpoints=endpoints, headroom=tuple(headroom), source=self.file, io_ports=io_ports,
-                       base=self.layout(), keep=keep)
+                       base=self.layout(), keep=keep, layout=layout)
 
 
 def _machine(root: etree._Element, file: str, problems: list[Finding]) -> tuple[RuleSet | None, str]:
@@ -372,6 +373,7 @@ def read_domain(data: str | bytes, file: str = "<domain>") -> Domain:
                                True, None, rule.root))
 
     roles_taken: set[str] = set()
+    indexes = _controller_indexes(children)
     for el in children:
         if el.tag == "controller" and el.get("type") == "pci":
             continue
@@ -390,10 +392,10 @@ def read_domain(data: str | bytes, file: str = "<domain>") -> Domain:
             problems.append(Finding(file, el.sourceline, el.tag, f"{kind.name} does not exist on "
                                     f"{rules.family} guests (QEMU or libvirt has no such device there)"))
             continue
-        dev = _name(el, found.tag, counters, seen_alias, file, problems)
+        dev = _name(el, found.tag, counters, seen_alias, file, problems, indexes.get(id(el)))
         cls = kind.cls
         if kind.companions is not None:
-            index = _int(el.get("index"), 0)
+            index = indexes[id(el)]
             member = usb_sets.get(index)
             if member is not None:
                 member.members.append((el, kind.function))
@@ -412,12 +414,17 @@ def read_domain(data: str | bytes, file: str = "<domain>") -> Domain:
         fixed = rules.fixed.get(role) if role else None
         if fixed is not None and fixed.address.slot in {s for s, _ in rules.reserved_root_slots}:
             cls = None  # a function of a chipset slot (PIIX3 USB and IDE, ICH9 SATA): takes no slot of its own
+        if fixed is not None and fixed.insist:
+            # libvirt reserves the chipset's address for it whatever else the XML put there
+            # (qemuDomainValidateDevicePCISlotsPIIX3/Q35): a device written at that address collides
+            seen.append(_Seen(f"<{el.tag}> '{shown(dev)}' (always at the chipset's address)", el.tag,
+                              el.sourceline, fixed.address))
         endpoint = Endpoint(name=dev, kind=kind.name, cls=cls, pinned=address, fixed_role=role,
-                            line=el.sourceline, integrated=kind.integrated,
+                            line=el.sourceline, integrated=kind.integrated, root_ok=not kind.detach,
                             functions=(kind.function,) if kind.function is not None else (0,))
         device = DomainDevice(endpoint, [(el, kind.function or 0)], address)
         if kind.companions is not None:
-            usb_sets[_int(el.get("index"), 0)] = device
+            usb_sets[indexes[id(el)]] = device
         if kind.name in ("hostdev", "hostdev-net"):
             src = el.find("source/address")
             if src is not None:
@@ -451,8 +458,51 @@ def _stem(file: str) -> str:
     return Path(file).stem if file not in ("-", "<domain>") else "guest"
 
 
+def _controller_indexes(children: list[etree._Element]) -> dict[int, int]:
+    """The index libvirt gives each non-PCI controller (by ``id()`` of its element): its own, else
+    the lowest its type does not use yet, in document order; a USB2 companion (ich9-ehci1,
+    ich9-uhci1-3) right after another USB2 controller joins that one's index unless its model is
+    there already (domain_postparse.c, virDomainDefPostParseControllers... FindUnusedIndex)."""
+    used: dict[str, set[int]] = {}
+    for el in children:
+        if el.tag == "controller" and el.get("type") != "pci":
+            i = _int(el.get("index"), -1)
+            if i >= 0:
+                used.setdefault(el.get("type", ""), set()).add(i)
+    out: dict[int, int] = {}
+    model_at: dict[tuple[int, str], bool] = {}  # (usb index, model) taken
+    prev_usb: etree._Element | None = None
+    for el in children:
+        if el.tag != "controller" or el.get("type") == "pci":
+            continue
+        kind = el.get("type", "")
+        i = _int(el.get("index"), -1)
+        if i < 0:
+            taken = used.setdefault(kind, set())
+            if (kind == "usb" and _usb2(el) and prev_usb is not None and _usb2(prev_usb)
+                    and not model_at.get((out[id(prev_usb)], el.get("model", "")))):
+                i = out[id(prev_usb)]
+            else:
+                i = min(n for n in range(len(taken) + 1) if n not in taken)
+            taken.add(i)
+        out[id(el)] = i
+        if kind == "usb":
+            prev_usb = el
+            model_at[(i, el.get("model", ""))] = True
+    return out
+
+
+# the models of the device rows that form USB2 companion sets (ich9-ehci1 with ich9-uhci1-3)
+_USB2 = frozenset(m for row in KINDS.values() if row.companions is not None
+                  for path, values in row.match if path == "@model" for m in values)
+
+
+def _usb2(el: etree._Element) -> bool:
+    return el.get("model", "") in _USB2
+
+
 def _name(el: etree._Element, tag: str, counters: dict[str, int], seen_alias: dict[str, int | None], file: str,
-          problems: list[Finding]) -> str:
+          problems: list[Finding], index: int | None = None) -> str:
     """The device's alias (without libvirt's ``ua-`` prefix), or a name the way the XML reads."""
     alias = el.find("alias")
     raw = alias.get("name", "") if alias is not None else ""
@@ -474,7 +524,8 @@ def _name(el: etree._Element, tag: str, counters: dict[str, int], seen_alias: di
         return f"{name}#{n}"
     what = f"{tag} controller" if el.tag == "controller" else str(el.tag)
     counters[what] = counters.get(what, 0) + 1
-    return f"{what} {el.get('index', '0')}" if el.tag == "controller" else f"{what} {counters[what]}"
+    return f"{what} {index if index is not None else el.get('index', '0')}" if el.tag == "controller" \
+        else f"{what} {counters[what]}"
 
 
 def _role(kind: DeviceKind, rules: RuleSet, taken: set[str], address: Address | None) -> str | None:
@@ -528,7 +579,7 @@ def _added_at_define(children: list[etree._Element], rules: RuleSet, roles_taken
         if fixed is not None and fixed.address.slot in {s for s, _ in rules.reserved_root_slots}:
             cls = None
         endpoint = Endpoint(name=f"{kind.element} (libvirt adds it)", kind=kind.name, cls=cls, fixed_role=role,
-                            implicit=True)
+                            implicit=True, root_ok=not kind.detach)
         out.append(DomainDevice(endpoint, [], None, implicit=imp))
     return out
 

@@ -53,7 +53,8 @@ def _controller(c: Controller, family: str) -> etree._Element:
 
 
 def device_element(name: str, kind_name: str, address: Address | None, *, index: int = 0,
-                   host: str | None = None, primary: bool = False, guest: str = "guest") -> etree._Element:
+                   host: str | None = None, primary: bool = False, guest: str = "guest",
+                   multifunction: bool = False) -> etree._Element:
     """The XML of one endpoint; ``index`` numbers controllers and disks of one kind."""
     k = device_kind(kind_name)
     transitional = k.xml_model == "virtio-transitional"
@@ -101,7 +102,7 @@ def device_element(name: str, kind_name: str, address: Address | None, *, index:
         raise AssertionError(f"no XML for element {k.element}")
     _S(el, "alias", name=f"ua-{name}")
     if address is not None:
-        _address(el, address)
+        _address(el, address, multifunction)
     return el
 
 
@@ -160,7 +161,8 @@ def domain_element(plan: Plan) -> etree._Element:
         present.add(k.element)
         devices.append(device_element(ep.name, ep.kind, placed.address, index=index, host=ep.host, guest=p.name,
                                       primary=ep.fixed_role == "primary-video"
-                                      or (k.video and counters[group] == 1)))
+                                      or (k.video and counters[group] == 1),
+                                      multifunction=placed.multifunction))
     # Switched off in the spec: say so, or libvirt adds them again.
     if "usb" in rules.implicit and "usb" not in present:
         _S(devices, "controller", type="usb", model="none")

@@ -24,6 +24,7 @@ from ..model import Address, Connect, EndpointClass
 __all__ = [
     "BusRule",
     "DeviceKind",
+    "LAYOUTS",
     "Implicit",
     "Fixed",
     "RuleSet",
@@ -64,6 +65,10 @@ class BusRule:
     # libvirt auto-places a hotplugged device on its free slots, but QEMU refuses it there
     # (a free slot of such a bus ends libvirt's search with QEMU's error, not libvirt's)
     hotplug_trap: bool = False
+    # Connect types the plan may put on this bus (at an address it writes) only under a layout
+    # policy: (policy, types).  'libvirt-accepts' allows what libvirt takes but QEMU's
+    # docs/pcie.txt advises against (a pci-bridge on pcie-root).
+    policy_accepts: tuple[tuple[str, frozenset[Connect]], ...] = ()
 
     @property
     def name(self) -> str:
@@ -109,6 +114,10 @@ class DeviceKind:
     role: str | None = None  # the chipset role whose fixed address it takes (RuleSet.fixed)
     companions: str | None = None  # key of the multifunction set it belongs to (USB2 companions)
     function: int | None = None  # its function inside that set
+    # libvirt gives it a virtio-mmio address instead of a PCI one on an ARM or RISC-V virt guest
+    # whose XML already has a virtio-mmio device and gives this one no address
+    # (qemu_domain_address.c qemuDomainAssignVirtioMMIOAddresses, qemuDomainPrimeVirtioDeviceAddresses)
+    mmio: bool = False
 
     @property
     def detach(self) -> bool:
@@ -182,6 +191,10 @@ class RuleSet:
     # The controller libvirt adds for an index nobody uses below the highest one in use
     # (qemuDomainPCIAddressSetCreate fills the gaps: "PCI controller index N is missing")
     gap_model: str = "pci-bridge"
+    # libvirt gives unaddressed virtio devices (DeviceKind.mmio) virtio-mmio addresses instead of PCI ones
+    # when the XML already has a device at a virtio-mmio address (qemuDomainAssignVirtioMMIOAddresses:
+    # ARM and RISC-V virt machines)
+    virtio_mmio: bool = False
 
     def bus(self, model: str) -> BusRule:
         return self.buses[model]
@@ -210,11 +223,22 @@ class RuleSet:
         reserved = {s for s, _ in self.reserved_root_slots}
         return [s for s in range(lo, hi + 1) if s not in reserved and s not in taken]
 
-    def accepts(self, bus: BusRule, what: Connect, *, auto: bool, endpoint: bool) -> bool:
-        """Whether ``bus`` takes ``what``: auto-placed or at a user-written address."""
+    def accepts(self, bus: BusRule, what: Connect, *, auto: bool, endpoint: bool,
+                policy: str = "qemu-guidelines") -> bool:
+        """Whether ``bus`` takes ``what``: auto-placed or at a user-written address; ``policy``
+        (a layout policy, see ``LAYOUTS``) may allow more at an address the plan writes."""
         if what in bus.accepts and (not endpoint or bus.auto_endpoints or not auto):
             return True
+        if any(p == policy and what in types for p, types in bus.policy_accepts):
+            return True
         return not auto and what in bus.manual
+
+
+# Layout policies: what the planner may build.  'qemu-guidelines' (the default) follows QEMU's
+# docs/pcie.txt: on pcie.0 only endpoints and PCIe ports; legacy PCI behind a pcie-to-pci-bridge.
+# 'libvirt-accepts' also builds what libvirt takes at an address the plan writes where it costs
+# fewer controllers (rows say which in ``policy_accepts``).
+LAYOUTS = ("qemu-guidelines", "libvirt-accepts")
 
 
 def _freeze(d: dict) -> Mapping:

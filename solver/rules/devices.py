@@ -9,6 +9,10 @@ PCI controllers, filesystems, nets, sound, other controllers, virtio disks,
 hostdevs, the balloon, rngs, watchdogs, videos, shared memory, inputs,
 pci-serial, the IOMMU, vsock, memory devices, crypto, panic.
 
+``mmio=True`` rows are the ones libvirt primes for virtio-mmio on ARM and RISC-V virt guests
+(qemuDomainPrimeVirtioDeviceAddresses: virtio disks, virtio NICs, virtio video and inputs,
+virtio-serial and every SCSI controller, vhost-scsi, the balloon, rngs, virtio-mem/pmem).
+
 ``spec=True`` rows are the models a spec may name (the writer renders them);
 every row is known to the domain-XML reader.  Rows with ``cls=None`` are
 elements of the same tags that take no PCI address (a USB controller of model
@@ -43,10 +47,10 @@ _rows: list[DeviceKind] = [
     DeviceKind("hostdev-net", H, "interface", "hostdev", HOSTDEV, True, _SRC + ": interface type=hostdev",
                match=(("@type", ("hostdev",)),)),
     DeviceKind("virtio-net", E, "interface", "virtio", NET, True, _SRC + ": virtio net", spec=True,
-               match=(("model/@type", ("virtio", "virtio-non-transitional")),)),
+               mmio=True, match=(("model/@type", ("virtio", "virtio-non-transitional")),)),
     DeviceKind("virtio-net-transitional", P, "interface", "virtio-transitional", NET, True,
                _SRC + ": transitional virtio is conventional PCI (libvirt 5.2.0)", spec=True, io_bar=True,
-               match=(("model/@type", TRANSITIONAL),)),
+               mmio=True, match=(("model/@type", TRANSITIONAL),)),
     DeviceKind("e1000", P, "interface", "e1000", NET, True, _SRC + ": non-virtio NIC", spec=True, io_bar=True,
                match=(("model/@type", ("e1000",)),)),
     DeviceKind("e1000e", E, "interface", "e1000e", NET, True, _SRC + ": e1000e", spec=True, io_bar=True,
@@ -70,27 +74,28 @@ _rows: list[DeviceKind] = [
 
     # -- disks: only virtio disks take a slot of their own (SATA, SCSI, IDE disks hang on a controller)
     DeviceKind("virtio-blk", E, "disk", "virtio", DISK, True, _SRC + ": virtio disk", spec=True,
-               match=(("target/@bus", ("virtio",)), ("@model", MODERN))),
+               mmio=True, match=(("target/@bus", ("virtio",)), ("@model", MODERN))),
     DeviceKind("virtio-blk-transitional", P, "disk", "virtio-transitional", DISK, True, _SRC, spec=True, io_bar=True,
-               match=(("target/@bus", ("virtio",)), ("@model", TRANSITIONAL))),
+               mmio=True, match=(("target/@bus", ("virtio",)), ("@model", TRANSITIONAL))),
     DeviceKind("disk", None, "disk", "", NONE, False, _SRC + ": a disk on a controller's bus",
                match=(("target/@bus", ANY),)),
 
     # -- controllers (not PCI ones).  USB2 companions share one slot: ehci at .7, uhci 1-3 at .0-.2.
     DeviceKind("virtio-scsi", E, "scsi", "virtio-scsi", CONTROLLER, True, _SRC + ": virtio-scsi controller",
-               spec=True, match=(("@type", ("scsi",)), ("@model", ("virtio-scsi", "virtio-non-transitional")))),
+               spec=True, mmio=True,
+               match=(("@type", ("scsi",)), ("@model", ("virtio-scsi", "virtio-non-transitional")))),
     DeviceKind("virtio-scsi-transitional", P, "scsi", "virtio-transitional", CONTROLLER, True, _SRC, spec=True,
-               io_bar=True, match=(("@type", ("scsi",)), ("@model", TRANSITIONAL))),
+               io_bar=True, mmio=True, match=(("@type", ("scsi",)), ("@model", TRANSITIONAL))),
     DeviceKind("lsilogic", P, "scsi", "lsilogic", CONTROLLER, True, _SRC + ": emulated SCSI HBA", io_bar=True,
-               match=(("@type", ("scsi",)), ("@model", ("lsilogic", "lsisas1068", "lsisas1078", "mptsas1068",
+               mmio=True, match=(("@type", ("scsi",)), ("@model", ("lsilogic", "lsisas1068", "lsisas1078", "mptsas1068",
                                                        "megasas", "buslogic", "vmpvscsi", "am53c974", "dc390")))),
     DeviceKind("ibmvscsi", None, "scsi", "ibmvscsi", NONE, False, _SRC + ": spapr-vio, not PCI",
                match=(("@type", ("scsi",)), ("@model", ("ibmvscsi", "ncr53c90", "virtio-mmio")))),
     DeviceKind("virtio-serial", E, "virtio-serial", "virtio", CONTROLLER, False,
                _SRC + "; real libvirt 9.0: 'virtio-serial' controller cannot be hot plugged", spec=True,
-               match=(("@type", ("virtio-serial",)), ("@model", MODERN))),
+               mmio=True, match=(("@type", ("virtio-serial",)), ("@model", MODERN))),
     DeviceKind("virtio-serial-transitional", P, "virtio-serial", "virtio-transitional", CONTROLLER, False, _SRC,
-               spec=True, io_bar=True, match=(("@type", ("virtio-serial",)), ("@model", TRANSITIONAL))),
+               spec=True, io_bar=True, mmio=True, match=(("@type", ("virtio-serial",)), ("@model", TRANSITIONAL))),
     DeviceKind("qemu-xhci", E, "usb", "qemu-xhci", CONTROLLER, False, _SRC + ": USB qemu-xhci; "
                "'usb' controller cannot be hot plugged", spec=True,
                match=(("@type", ("usb",)), ("@model", ("qemu-xhci", "nec-xhci")))),
@@ -139,21 +144,24 @@ _rows: list[DeviceKind] = [
     DeviceKind("mdev", E, "hostdev", "mdev", HOSTDEV, True, _SRC + ": vfio-pci mdev",
                match=(("@type", ("mdev",)), ("@model", ("vfio-pci",)))),
     DeviceKind("vhost-scsi", E, "hostdev", "scsi_host", HOSTDEV, True, _SRC + ": vhost-scsi follows virtio",
-               match=(("@type", ("scsi_host",)), ("@model", MODERN))),
+               mmio=True, match=(("@type", ("scsi_host",)), ("@model", MODERN))),
+    DeviceKind("vhost-scsi-transitional", P, "hostdev", "scsi_host", HOSTDEV, True,
+               _SRC + ": transitional vhost-scsi is conventional PCI", io_bar=True,
+               mmio=True, match=(("@type", ("scsi_host",)), ("@model", TRANSITIONAL))),
     DeviceKind("hostdev-other", None, "hostdev", "", NONE, False, "USB and SCSI hostdevs, ccw/ap mdevs: not PCI",
                match=(("@type", ("usb", "scsi", "mdev")),)),
 
     DeviceKind("virtio-balloon", E, "memballoon", "virtio", BALLOON, False, _SRC + ": virtio memballoon",
-               spec=True, max_count=1, match=(("@model", ("virtio", "virtio-non-transitional")),)),
+               spec=True, max_count=1, mmio=True, match=(("@model", ("virtio", "virtio-non-transitional")),)),
     DeviceKind("virtio-balloon-transitional", P, "memballoon", "virtio-transitional", BALLOON, False, _SRC,
-               spec=True, max_count=1, io_bar=True, match=(("@model", TRANSITIONAL),)),
+               spec=True, max_count=1, io_bar=True, mmio=True, match=(("@model", TRANSITIONAL),)),
     DeviceKind("memballoon-none", None, "memballoon", "none", NONE, False, "model='none' or xen: not PCI",
                match=(("@model", ("none", "xen")),)),
 
     DeviceKind("virtio-rng", E, "rng", "virtio", RNG, True, _SRC + ": virtio rng", spec=True,
-               match=(("@model", ("virtio", "virtio-non-transitional")),)),
+               mmio=True, match=(("@model", ("virtio", "virtio-non-transitional")),)),
     DeviceKind("virtio-rng-transitional", P, "rng", "virtio-transitional", RNG, True, _SRC, spec=True, io_bar=True,
-               match=(("@model", TRANSITIONAL),)),
+               mmio=True, match=(("@model", TRANSITIONAL),)),
 
     DeviceKind("i6300esb", P, "watchdog", "i6300esb", WATCHDOG, True, _SRC + ": i6300esb watchdog",
                match=(("@model", ("i6300esb",)),)),
@@ -162,7 +170,7 @@ _rows: list[DeviceKind] = [
 
     # -- video: the primary one prefers a chipset address (q35 00:01.0, pc 00:02.0)
     DeviceKind("virtio-gpu", E, "video", "virtio", VIDEO, False, _SRC + ": virtio video", spec=True, video=True,
-               match=(("model/@type", ("virtio",)),)),
+               mmio=True, match=(("model/@type", ("virtio",)),)),
     DeviceKind("qxl", P, "video", "qxl", VIDEO, False, _SRC + ": video qxl", spec=True, video=True, io_bar=True,
                families=frozenset({"q35", "pc"}), match=(("model/@type", ("qxl",)),)),
     DeviceKind("vga", P, "video", "vga", VIDEO, False, _SRC + ": video vga", spec=True, video=True,
@@ -176,18 +184,20 @@ _rows: list[DeviceKind] = [
     DeviceKind("video-none", None, "video", "none", NONE, False, "ramfb and none take no PCI slot",
                match=(("model/@type", ("none", "ramfb", "gop", "xen", "vbox", "parallels")),)),
 
+    # <shmem> without <model> is model 'ivshmem', the enum's first value (domain_conf.c
+    # virDomainShmemDefParseXML); every model takes pciFlags
     DeviceKind("ivshmem", P, "shmem", "ivshmem-plain", SHMEM, True, _SRC + ": ivshmem (shmem)",
-               match=(("model/@type", ("ivshmem", "ivshmem-plain", "ivshmem-doorbell")),)),
+               match=(("model/@type", ("", "ivshmem", "ivshmem-plain", "ivshmem-doorbell")),)),
     DeviceKind("acpi-erst", P, "pstore", "acpi-erst", PANIC + 1, False, _SRC + ": pstore acpi-erst (libvirt 10.6)",
                match=(("@backend", ("acpi-erst",)),)),
 
     DeviceKind("virtio-input", E, "input", "virtio", INPUT, True, _SRC + ": virtio input", spec=True,
-               match=(("@bus", ("virtio",)), ("@model", MODERN))),
+               mmio=True, match=(("@bus", ("virtio",)), ("@model", MODERN))),
     # libvirt refuses the transitional models on every virtio input ("virtio (non-)transitional models are
     # not supported for input type=..."; measured 9.0), so a spec cannot ask for one
     DeviceKind("virtio-input-transitional", P, "input", "virtio-transitional", INPUT, True,
                _SRC + "; qemu_validate.c refuses it", io_bar=True,
-               match=(("@bus", ("virtio",)), ("@model", TRANSITIONAL))),
+               mmio=True, match=(("@bus", ("virtio",)), ("@model", TRANSITIONAL))),
     DeviceKind("input", None, "input", "", NONE, False, "ps2, usb, xen inputs: not PCI",
                match=(("@bus", ANY),)),
 
@@ -213,7 +223,7 @@ _rows: list[DeviceKind] = [
     DeviceKind("vhost-vsock-transitional", P, "vsock", "virtio-transitional", VSOCK, True, _SRC, io_bar=True,
                match=(("@model", TRANSITIONAL),)),
     DeviceKind("virtio-mem", E, "memory", "virtio-mem", MEMORY, True, _SRC + ": virtio-mem / virtio-pmem",
-               match=(("@model", ("virtio-mem", "virtio-pmem")),)),
+               mmio=True, match=(("@model", ("virtio-mem", "virtio-pmem")),)),
     DeviceKind("memory", None, "memory", "", NONE, False, "dimm, nvdimm: not PCI", match=(("@model", ANY),)),
     DeviceKind("virtio-crypto", P, "crypto", "virtio", CRYPTO, False, _SRC + ": crypto takes pciFlags",
                match=(("@model", ANY),)),

@@ -15,6 +15,15 @@ VIRTIO_SERIAL = Implicit("virtio-serial", unless="virtio-serial",
                          needs=(("channel", "target/@type", "virtio"), ("console", "target/@type", "virtio")),
                          source="qemuDomainAssignVirtioSerialAddresses; measured 9.0: a virtio channel alone "
                                 "gets controller virtio-serial index 0 with a PCI address")
+# A disk on a bus whose controller the XML lacks gets that controller, index 0, of the family's default
+# model (domain_conf.c virDomainDefAddImplicitControllers; qemuDomainGetSCSIControllerModel: lsilogic on x86
+# and ARM up to libvirt 11.5).  Measured 9.0: a bus='scsi' disk alone on q35 gets an lsilogic on a
+# pcie-to-pci-bridge, a bus='sata' disk on pc an AHCI controller at a slot of its own.
+def disk_controller(model: str, bus: str, tag: str) -> Implicit:
+    return Implicit(model, unless=tag, needs=(("disk", "target/@bus", bus),),
+                    source="virDomainDefAddImplicitControllers (virDomainDefAddDiskControllersForType)")
+
+
 BALLOON = Implicit("virtio-balloon", unless="memballoon",
                    source="qemuDomainDefAddDefaultDevices (addDefaultMemballoon); measured 9.0")
 

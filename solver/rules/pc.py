@@ -8,7 +8,7 @@ pci-bridge, none at all without ACPI).
 
 from ..model import Address, Connect as C, EndpointClass as K
 from . import BusRule, Fixed, Implicit, RuleSet, _freeze
-from .implicit import BALLOON, VIRTIO_SERIAL, usb, video
+from .implicit import BALLOON, VIRTIO_SERIAL, disk_controller, usb, video
 from .q35 import PCI_BRIDGE
 
 _BAS = "domain_addr.c virDomainPCIAddressBusSetModel"
@@ -77,6 +77,9 @@ RULES = RuleSet(
                               "scsi @model": "lsilogic", "video model/@type": "cirrus", "panic @model": "pvpanic",
                               "panic address/@type": "isa"}),
     added_at_define=(usb("piix3-uhci"), BALLOON,
-                     Implicit("piix3-ide", unless="ide", source="qemuDomainDefAddDefaultDevices: IDE on i440fx"),
+                     # the chipset's IDE function, as a controller element only when an IDE disk needs it
+                     Implicit("piix3-ide", unless="ide", needs=(("disk", "target/@bus", "ide"),),
+                              source="virDomainDefAddImplicitControllers: IDE 0 for IDE disks, at 00:01.1"),
+                     disk_controller("lsilogic", "scsi", "scsi"), disk_controller("ich9-ahci", "sata", "sata"),
                      VIRTIO_SERIAL, video("cirrus")),
 )

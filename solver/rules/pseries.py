@@ -10,7 +10,7 @@ real-libvirt.md rows 21-23 (31 hotplugs per PHB, 29 with the defaults).
 
 from ..model import Connect as C, EndpointClass as K
 from . import BusRule, RuleSet, _freeze
-from .implicit import BALLOON, VIRTIO_SERIAL, usb, video
+from .implicit import BALLOON, VIRTIO_SERIAL, disk_controller, usb, video
 
 _phb = dict(
     accepts=frozenset({C.PCI_DEVICE, C.PCI_BRIDGE}),
@@ -63,5 +63,7 @@ RULES = RuleSet(
     # <video/> vga
     element_defaults=_freeze({"interface model/@type": "rtl8139", "usb @model": "qemu-xhci",
                               "scsi @model": "ibmvscsi", "video model/@type": "vga", "panic @model": "pseries"}),
-    added_at_define=(usb("qemu-xhci"), BALLOON, VIRTIO_SERIAL, video("vga")),
+    # a bus='scsi' disk gets an ibmvscsi (spapr-vio, no PCI slot), so no row for it
+    added_at_define=(usb("qemu-xhci"), BALLOON, disk_controller("ich9-ahci", "sata", "sata"), VIRTIO_SERIAL,
+                     video("vga")),
 )

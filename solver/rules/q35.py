@@ -9,7 +9,7 @@ libvirt 9.0 + QEMU 7.2 (shared docs, real-libvirt.md section 4).
 
 from ..model import Address, Connect as C, EndpointClass as K
 from . import BusRule, Fixed, Implicit, RuleSet, _freeze
-from .implicit import BALLOON, VIRTIO_SERIAL, usb, video
+from .implicit import BALLOON, VIRTIO_SERIAL, disk_controller, usb, video
 
 _BAS = "domain_addr.c virDomainPCIAddressBusSetModel"
 
@@ -17,6 +17,10 @@ _BAS = "domain_addr.c virDomainPCIAddressBusSetModel"
 PCI_BRIDGE = BusRule(
     "pci-bridge", "pci-bridge", C.PCI_BRIDGE,
     accepts=frozenset({C.PCI_DEVICE, C.PCI_BRIDGE}),
+    # At an address the user wrote, a bus that takes one kind of endpoint takes the other too
+    # (virDomainPCIAddressFlagsCompatible, fromConfig: "allow a PCI device to connect to a PCIe
+    # slot, or vice versa"); real libvirt 9.0 defines a virtio NIC written on a pci-bridge.
+    manual=frozenset({C.PCIE_DEVICE}),
     slots=(1, 31),  # slot 0 is the bridge's SHPC
     target=("chassisNr",),
     source=_BAS + ": pci-bridge",
@@ -29,7 +33,12 @@ PCIE_BUSES = (
         accepts=frozenset({C.ROOT_PORT, C.DMI_TO_PCI_BRIDGE, C.PCIE_EXPANDER_BUS}),
         # Endpoints go on the root complex only at an address the user wrote
         # (virDomainPCIAddressFlagsCompatible, fromConfig): both kinds then fit.
-        manual=frozenset({C.PCIE_DEVICE, C.PCI_DEVICE}),
+        # a pci-bridge may be put on any bus that takes a PCI endpoint at an address from the config
+        # (virDomainPCIAddressFlagsCompatible), pcie-root included: measured, it defines and its 31
+        # slots hotplug.  QEMU's docs/pcie.txt keeps pcie.0 for endpoints and ports, so the planner
+        # builds it only under layout 'libvirt-accepts'.
+        manual=frozenset({C.PCIE_DEVICE, C.PCI_DEVICE, C.PCI_BRIDGE}),
+        policy_accepts=(("libvirt-accepts", frozenset({C.PCI_BRIDGE})),),
         slots=(1, 31),  # slot 0 is the host bridge
         auto_endpoints=False, hotplug=False, root=True, addable=False, bus_numbers=1,
         source=_BAS + ": pcie-root",
@@ -68,6 +77,7 @@ PCIE_BUSES = (
     BusRule(
         "pcie-to-pci-bridge", "pcie-pci-bridge", C.PCIE_TO_PCI_BRIDGE,
         accepts=frozenset({C.PCI_DEVICE, C.PCI_BRIDGE}),
+        manual=frozenset({C.PCIE_DEVICE}),  # as pci-bridge: fromConfig takes either kind of endpoint
         slots=(1, 31),  # slot 0 is the bridge's SHPC
         source=_BAS + ": pcie-to-pci-bridge (libvirt 4.3.0); QEMU docs/pcie_pci_bridge.txt",
     ),
@@ -111,6 +121,10 @@ _fixed = {
     # The first ich9 sound card prefers 00:1b.0.
     "ich9-sound": Fixed("ich9-sound", Address(0, 0x1B, 0), False,
                         "qemuDomainValidateDevicePCISlotsQ35: ich9 sound 00:1b.0"),
+    # A dmi-to-pci-bridge without an address prefers 00:1e.0 (the planner never adds one; libvirt's
+    # define does place one a user wrote without an address there)
+    "dmi-to-pci-bridge": Fixed("dmi-to-pci-bridge", Address(0, 0x1E, 0), False,
+                               "qemuDomainValidateDevicePCISlotsQ35: dmi-to-pci-bridge 00:1e.0"),
 }
 
 RULES = RuleSet(
@@ -152,5 +166,5 @@ RULES = RuleSet(
                               "panic address/@type": "isa"}),
     added_at_define=(usb("qemu-xhci"), BALLOON,
                      Implicit("ich9-ahci", unless="sata", source="qemuDomainDefAddDefaultDevices: SATA 0 on q35"),
-                     VIRTIO_SERIAL, video("cirrus")),
+                     disk_controller("lsilogic", "scsi", "scsi"), VIRTIO_SERIAL, video("cirrus")),
 )

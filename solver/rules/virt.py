@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from ..model import Connect as C, EndpointClass as K
 from . import RuleSet, _freeze
-from .implicit import BALLOON, VIRTIO_SERIAL, video
+from .implicit import BALLOON, VIRTIO_SERIAL, disk_controller, video
 from .q35 import PCIE_BUSES
 
 RULES = RuleSet(
@@ -46,5 +46,9 @@ RULES = RuleSet(
                               "scsi @model": "lsilogic", "video model/@type": "virtio", "panic @model": "pvpanic",
                               "panic address/@type": "pci"}),
     # riscv64 gets a balloon, aarch64 none (qemuDomainDefAddDefaultDevices in 9.0 and 11.3)
-    added_at_define=(replace(BALLOON, arches=("riscv64",)), VIRTIO_SERIAL, video("virtio-gpu")),
+    # measured 9.0 (aarch64): with one rng at a virtio-mmio address, an unaddressed virtio NIC got one too,
+    # while a twin rng written <address type='pci'/> and a 9p filesystem got root ports
+    virtio_mmio=True,
+    added_at_define=(replace(BALLOON, arches=("riscv64",)), disk_controller("lsilogic", "scsi", "scsi"),
+                     disk_controller("ich9-ahci", "sata", "sata"), VIRTIO_SERIAL, video("virtio-gpu")),
 )

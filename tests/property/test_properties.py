@@ -112,7 +112,7 @@ class TestMinimal:
         # every vector with a smaller total, each model up to two more than the plan has
         ranges = [range(counts.controllers.get(k, 0) + 3) for k in keys]
         model = build_model(problem, rules, given_addresses(problem, rules))
-        root_options = [[(c, j) for j in range(min(k, model.root_free) + 1)] for c, k in model.root_ok_max.items()]
+        root_options = [[(c, j) for j in range(min(k, model.root_free * 8) + 1)] for c, k in model.root_ok_max.items()]
         for vector in itertools.product(*ranges):
             if sum(vector) >= total:
                 continue
