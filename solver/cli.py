@@ -250,10 +250,20 @@ def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str |
 
 def _is_xml(data: bytes) -> bool:
     """A domain XML starts with a tag, a declaration or a comment ('<d', '<?', '<!'), after a byte
-    order mark and blanks; a YAML spec never does (it may start with a merge key, '<<:')."""
+    order mark and blanks, in UTF-8 or UTF-16 (the XML reader then says what it makes of the
+    encoding); a YAML spec never does (it may start with a merge key, '<<:')."""
     import re
 
-    return re.match(rb"(?:\xef\xbb\xbf)?[ \t\r\n]*<[?!A-Za-z_:]", data) is not None
+    head = data[:512]
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        text = head.decode("utf-16", "ignore")
+    elif head[1:2] == b"\x00" and head[:1] != b"\x00":
+        text = head.decode("utf-16-le", "ignore")
+    elif head[:1] == b"\x00" and head[1:2] != b"\x00":
+        text = head.decode("utf-16-be", "ignore")
+    else:
+        text = head.decode("utf-8", "ignore")
+    return re.match(r"\ufeff?[ \t\r\n]*<[?!A-Za-z_:]", text) is not None
 
 
 def _headroom(hotplugs: tuple[str, ...]):

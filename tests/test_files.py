@@ -245,6 +245,15 @@ def test_a_spec_that_starts_with_a_merge_key_is_a_spec(tmp_path, capfd):
     assert "<name>merged</name>" in out
 
 
+def test_a_utf16_domain_is_planned_as_xml(tmp_path, capfd):
+    """plan tells a domain XML from a spec in UTF-16 too (with a byte order mark and its encoding declared)."""
+    path = tmp_path / "u16.xml"
+    path.write_bytes(('<?xml version="1.0" encoding="UTF-16"?>\n' + WEB02.read_text()).encode("utf-16"))
+    code, _, err = run(["plan", path, "--hotplug", "virtio-net=4", "-o", tmp_path / "out.xml"], capfd)
+    assert code == 0, err
+    assert (tmp_path / "out.xml").read_bytes().startswith(b"\xff\xfe"), "the file's own encoding is kept"
+
+
 def test_batch_bounds_a_specs_domain_file(tmp_path, capfd):
     """`domain: /dev/zero` in a batch: that spec's error, at its line, in a second; not a worker out of memory."""
     spec = tmp_path / "zero.yaml"

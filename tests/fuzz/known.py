@@ -40,6 +40,11 @@ KNOWN: list[Known] = [
           "'the edit changed more than the plan' (exit 3)",
           "solver/domain/edit.py (apply_plan / _check)",
           _exit3("the edit changed more than the plan")),
+    Known("utf16-scanner",
+          "a UTF-16 (little-endian, no byte order mark) domain XML with an XML declaration: 'the scanner found 108 "
+          "elements, lxml 75' (exit 3)",
+          "solver/domain/parse.py / edit.py (the byte scanner reads UTF-16 as if it were UTF-8)",
+          _exit3("the scanner found")),
     Known("xml-cost",
           "a domain XML of 10^5 - 2*10^6 elements (within 8 MiB) is parsed whole before the element-count limit "
           "(200,000) refuses it: 240-255 MB for 1.9 million elements",
