@@ -98,6 +98,34 @@ def test_a_utf16_domain_without_a_byte_order_mark(tmp_path, capsys):
     assert code in (0, 2) and "programming error" not in err, err
 
 
+@pytest.mark.xfail(strict=True, reason="pc with NUMA cells, node headroom and 1,000 e1000 to hotplug: 'no slot for "
+                   "controller 34 (pci-expander-bus) though the counts said it fits' (exit 3): solver/counts.py vs "
+                   "place.py; fuzz id planner-fault")
+def test_pc_numa_with_a_full_root_bus(tmp_path, capsys):
+    spec = tmp_path / "pxb.yaml"
+    spec.write_text("name: n\nmachine: pc\nnuma:\n  cells:\n  - {cpus: 0-1, memory: 1024}\n"
+                    "  - {cpus: 2-3, memory: 1024}\ndevices:\n- {model: e1000, count: 3, numa_node: 1}\n"
+                    "hotplug:\n- {class: pci, count: 4, numa_node: 0}\n- {class: pci, count: 2}\n"
+                    "- {model: e1000, count: 1000}\n")
+    code, _, err = run([spec, "-q", "-o", tmp_path / "out.xml"], capsys)
+    assert code in (0, 1) and "programming error" not in err, err
+
+
+@pytest.mark.xfail(strict=True, reason="a pcie-root-port with <target><node> (a root port cannot be tied to a NUMA "
+                   "node) makes the plan fail its own verification (exit 3) instead of exit 2 at that element: "
+                   "solver/domain/read.py; fuzz id planner-fault")
+def test_a_root_port_with_a_numa_node(tmp_path, capsys):
+    text = (REPO / "specs" / "domains" / "web-03.xml").read_text()
+    marker = '<controller type="pci" model="pcie-root-port"/>'
+    first = text.index(marker)
+    text = text[:first] + '<controller type="pci" model="pcie-root-port"><target><node>3</node></target>' \
+        '</controller>' + text[first + len(marker):]
+    path = tmp_path / "node.xml"
+    path.write_text(text)
+    code, _, err = run(["extend", path, "--hotplug", "pcie=250", "-o", tmp_path / "out.xml"], capsys)
+    assert code in (1, 2) and "programming error" not in err, err
+
+
 def _broken_layout(tmp_path: Path) -> Path:
     """Root port 8 plugged into root port 5's bus at slot 3 (a root port's bus has only slot 0)."""
     text = WEB02.read_text().replace(
