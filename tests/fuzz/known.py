@@ -56,16 +56,6 @@ KNOWN: list[Known] = [
           "takes seconds where the bounds would say it at once",
           "solver/solve.py, solver/extend.py (_largest)",
           lambda p, data, kind: p.kind == "slow" and p.detail.endswith("exit 1")),
-    Known("slow-plan",
-          "planning a valid, feasible spec takes seconds (q35 with every root slot pinned, switches, and 1,000 PCI "
-          "hotplugs behind bridges: 3-4.6 s of CPU)",
-          "solver/counts.py, solver/place.py",
-          lambda p, data, kind: kind == "spec" and p.kind == "slow" and p.detail.endswith("exit 0")),
-    Known("planner-runaway",
-          "a spec or guest with thousands of devices (q35 with 9,999 e1000; virt with 9,999 transitional NICs) is "
-          "planned for minutes (stopped here after 20 s of CPU): no bound cuts the search short",
-          "solver/counts.py, solver/place.py, solver/solve.py",
-          lambda p, data, kind: p.kind == "slow" and p.detail == "the run ended by signal 24"),
     Known("planner-fault",
           "the planner disagrees with itself on valid input (counts vs placer, NUMA expander busNr ranges)",
           "solver/counts.py, solver/place.py, solver/extend.py",
