@@ -250,20 +250,22 @@ def measure(label: str, count: int, distinct: bool, runs: int, jobs: int | None,
     return count / median
 
 
-def profile(count: int) -> None:
+def profile(count: int, xml: bool = False) -> None:
     import cProfile
     import pstats
 
     from topo_solve.batch import plan_many
+    from topo_solve.spec import parse_hotplug_option
 
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
         specs = Path(tmp) / "specs"
         specs.mkdir()
-        generate(specs, count)
-        paths = sorted(specs.glob("*.yaml"))
+        (generate_xml if xml else generate)(specs, count)
+        paths = sorted(specs.glob("*.xml" if xml else "*.yaml"))
+        hotplug = tuple(parse_hotplug_option(h) for h in XML_HOTPLUG) if xml else ()
         prof = cProfile.Profile()
         prof.enable()
-        for _ in plan_many(paths, workers=1, outdir=Path(tmp) / "out"):
+        for _ in plan_many(paths, workers=1, outdir=Path(tmp) / "out", hotplug=hotplug):
             pass
         prof.disable()
         pstats.Stats(prof).sort_stats("cumulative").print_stats(30)
@@ -280,7 +282,7 @@ def main() -> int:
     ap.add_argument("--xml", action="store_true", help="domain XML templates (never defined) instead of specs")
     args = ap.parse_args()
     if args.profile:
-        profile(min(args.count, 1000))
+        profile(min(args.count, 1000), args.xml)
         return 0
     for k, v in machine().items():
         print(f"{k:7} {v}")

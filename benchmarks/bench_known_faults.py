@@ -31,12 +31,12 @@ def _cases(tmp: Path) -> list[tuple[str, str, list[str]]]:
     out = []
     many = tmp / "many.xml"
     many.write_text(WEB02.replace("</devices>", "</devices>\n  <metadata>" + "<a/>" * 1_900_000 + "</metadata>", 1))
-    out.append(("xml-cost", "audit of web-02 with 1.9 million empty elements (7.6 MB)", ["audit", str(many)]))
-    out.append(("xml-cost", "extend of the same", ["extend", str(many), "--hotplug", "pcie=3", "-o", os.devnull]))
+    out.append(("was xml-cost", "audit of web-02 with 1.9 million empty elements (7.6 MB)", ["audit", str(many)]))
+    out.append(("was xml-cost", "extend of the same", ["extend", str(many), "--hotplug", "pcie=3", "-o", os.devnull]))
     deep = tmp / "deep.xml"
     deep.write_text(WEB02.replace("</devices>", "</devices>\n  <metadata>" + ("<a>" * 28 + "</a>" * 28) * 38_000
                                   + "</metadata>", 1))
-    out.append(("xml-cost", "audit of web-02 with 38,000 trees 28 deep (7.4 MB)", ["audit", str(deep)]))
+    out.append(("was xml-cost", "audit of web-02 with 38,000 trees 28 deep (7.4 MB)", ["audit", str(deep)]))
     q200 = tmp / "q200.xml"
     proc = run_cli(["plan", str(REPO / "benchmarks" / "samples" / "q35-200-pcie-40-legacy-30-hotplug.yaml"), "-q",
                     "-o", str(q200)])

@@ -18,7 +18,10 @@ import click
 
 EXIT_BUG = 3
 
-EMITS = ("domain", "controllers", "json", "tree")
+EMITS = ("domain", "controllers", "json", "tree", "virt-install", "svg", "dot")
+# what a domain XML (plan, extend) can be emitted as: the document, a report, the forms that add the
+# extension's controllers to a defined guest (virt-xml lines, attach-device files), a picture
+DOMAIN_EMITS = ("domain", "json", "virt-xml", "attach", "svg", "dot")
 
 
 class _Main(click.Group):
@@ -63,8 +66,13 @@ def cli(ctx: click.Context, debug: bool) -> None:
     topo-solve SPEC.yaml            plan a guest, print its domain XML
     topo-solve batch DIR -o OUTDIR  plan many specs in parallel
     topo-solve audit DOMAIN.xml     what an existing guest can still hotplug
+    topo-solve audit --connect URI --all
+                                    the same for every guest of a libvirt host
     topo-solve extend DOMAIN.xml --hotplug MODEL=N
                                     add the fewest controllers, move nothing
+    topo-solve attach GUEST --model MODEL --live
+                                    hotplug a device at its planned position
+    topo-solve nova FLAVORS.yaml    the smallest num_pcie_ports for a set of flavors
     topo-solve check DOMAIN.xml     prove a plan in a real libvirt
     topo-solve schema               the spec's JSON Schema
     """
@@ -172,8 +180,9 @@ def _tree(plan) -> str:
 
 @cli.command()
 @click.argument("spec", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--emit", type=click.Choice(EMITS), default="domain", show_default=True,
-              help="What to print: the domain XML, only its PCI controllers, JSON, or a tree.")
+@click.option("--emit", type=click.Choice(EMITS + ("virt-xml", "attach")), default="domain", show_default=True,
+              help="What to print: the domain XML, only its PCI controllers, JSON, a tree, virt-install options, "
+                   "an SVG or dot picture; for a domain XML also virt-xml lines or attach-device files (-o DIR).")
 @click.option("-o", "--output", metavar="FILE", help="Write here (atomically) instead of stdout.")
 @click.option("--force", is_flag=True, help="Replace FILE if it exists.")
 @click.option("--virt-type", type=click.Choice(["kvm", "qemu"]), default=None,
@@ -187,9 +196,13 @@ def _tree(plan) -> str:
 @click.option("--layout", type=click.Choice(["qemu-guidelines", "libvirt-accepts"]), default=None,
               help="What the planner may build (overrides a spec's 'layout'): QEMU's guidelines, or also what "
                    "libvirt accepts where it is cheaper (a pci-bridge on pcie-root).")
+@click.option("-c", "--connect", "uri", metavar="URI", default=None,
+              help="SPEC is the name of a guest of this libvirt: plan its definition.")
+@click.option("--apply", is_flag=True, help="With --connect: define the planned guest after showing what changes.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str | None, hotplugs: tuple[str, ...],
-         right_size: bool, in_place: bool, allow_moves: bool, layout: str | None, quiet: bool) -> None:
+         right_size: bool, in_place: bool, allow_moves: bool, layout: str | None, uri: str | None, apply: bool,
+         quiet: bool) -> None:
     """Plan SPEC.yaml, or a libvirt domain XML (defined or not): the fewest controllers that give
     it its hotplug headroom, every device and controller with its address.
 
@@ -197,14 +210,19 @@ def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str |
     controllers and addresses filled in; everything else stays byte for byte."""
     from dataclasses import replace
 
-    with _domain_input(spec, in_place, "a spec or a libvirt domain XML") as data:  # read once: stdin, a pipe
+    live = _live_guest(spec, uri, apply, in_place)
+    # read once (stdin, a pipe), and with --in-place under the file's lock until it is replaced
+    with _domain_input(spec, in_place, "a spec or a libvirt domain XML", live=live) as data:
         if _is_xml(data):
-            if emit not in ("domain", "json"):
-                raise _usage(f"--emit {emit} is for specs; a domain XML is planned as domain or json")
+            if emit not in DOMAIN_EMITS:
+                raise _usage(f"--emit {emit} is for specs; a domain XML is planned as {', '.join(DOMAIN_EMITS)}")
             _domain_run(spec, data, _headroom(hotplugs), output=output, in_place=in_place, force=force,
                         allow_moves=allow_moves, right_size=right_size, emit=emit, quiet=quiet, verb="plan",
-                        layout=layout or "qemu-guidelines")
+                        layout=layout or "qemu-guidelines", live=live)
             return
+    if emit in ("virt-xml", "attach"):
+        raise _usage(f"--emit {emit} adds an extension's controllers to a defined guest; {spec} is a spec "
+                     "(use --emit virt-install for a new guest)")
     for flag, given in (("--hotplug", hotplugs), ("--right-size", right_size), ("--in-place", in_place),
                         ("--allow-moves", allow_moves)):
         if given:
@@ -214,8 +232,9 @@ def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str |
 
     problem = load_request("<stdin>" if spec == "-" else spec, data=data)
     if isinstance(problem, DomainRequest):  # a spec with 'domain': plan that guest
-        if emit not in ("domain", "json"):
-            raise _usage(f"{spec} plans an existing guest; --emit {emit} is for new guests (use domain or json)")
+        if emit not in DOMAIN_EMITS:
+            raise _usage(f"{spec} plans an existing guest; --emit {emit} is for new guests (use "
+                         f"{', '.join(DOMAIN_EMITS)})")
         from .errors import Finding, SpecError
 
         domain = str(problem.domain)
@@ -239,6 +258,16 @@ def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str |
         text = json.dumps(_plan_json(result), indent=2) + "\n"
     elif emit == "tree":
         text = _tree(result)
+    elif emit == "virt-install":
+        from .emit.stack import virt_install
+
+        text = virt_install(result)
+    elif emit in ("svg", "dot"):
+        from .emit import picture
+        from .rules import FAMILIES
+
+        draw = picture.svg if emit == "svg" else picture.dot
+        text = draw(result.layout, FAMILIES[result.layout.family], f"{result.problem.name} ({result.problem.machine})")
     else:
         from .domain.write import _tostring, controllers_element, render_domain
 
@@ -434,53 +463,44 @@ def _define_summary(p) -> str:
 
 
 @cli.command()
-@click.argument("domains", nargs=-1, required=True)
-@click.option("--emit", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def audit(domains: tuple[str, ...], emit: str) -> None:
+@click.argument("domains", nargs=-1)
+@click.option("--emit", type=click.Choice(["table", "json", "svg", "dot"]), default="table", show_default=True,
+              help="A table, JSON, or a picture of one guest (SVG or Graphviz dot).")
+@click.option("-c", "--connect", "uri", metavar="URI", default=None,
+              help="DOMAINS are names of guests of this libvirt (their live XML when running).")
+@click.option("--all", "every", is_flag=True,
+              help="Every guest of the libvirt host (--connect, else LIBVIRT_DEFAULT_URI or qemu:///system).")
+def audit(domains: tuple[str, ...], emit: str, uri: str | None, every: bool) -> None:
     """Report the live hotplug capacity of libvirt domain XMLs (as virsh dumpxml prints them).
 
     A domain XML that was never defined (devices or controllers without an address, devices
     libvirt adds by itself) is audited as libvirt will store it after `virsh define`: the
-    numbers are then predicted, and say so.  DOMAINS are files, or - for standard input."""
+    numbers are then predicted, and say so.  DOMAINS are files, or - for standard input.  With
+    --connect URI they are guests of that libvirt, and --all audits every guest of the host: one
+    row per guest, with the empty ports and what they cost, and what a changed definition gives at
+    the guest's next start."""
     import json
 
-    from .model import HOTPLUG_CLASSES
-    from .verify import verify
+    if every and domains:
+        raise _usage("--all audits every guest of the host; give either --all or guest names")
+    if uri is not None or every:
+        if not domains and not every:
+            raise _usage("name the guests to audit, or pass --all")
+        _live_audit(domains, uri, every, emit)
+        return
+    if not domains:
+        raise _usage("give domain XML files to audit (- for standard input), or --connect URI with guest names, "
+                     "or --all")
+    if emit in ("svg", "dot"):
+        if len(domains) != 1:
+            raise _usage(f"--emit {emit} draws one guest; give exactly one domain XML")
+        from .emit import picture
 
-    results = []
-    for path in domains:
-        layout, rules, predicted = _audited("<stdin>" if path == "-" else path, _read_domain(path))
-        report = verify(layout, rules, strict_auto=False)
-        warnings = list(report.warnings)
-        if rules.hotplug_needs_acpi and not layout.acpi:
-            warnings.append(f"no <acpi/>: {rules.bus(rules.root).model} of a {rules.family} guest takes no hotplug "
-                            "at all (QEMU: Bus 'pci.0' does not support hotplugging)")
-        off = [c.index for c in layout.controllers if not c.hotplug]
-        if off:
-            warnings.append(f"hotplug='off' on controller(s) {', '.join(map(str, off))}: they take no hotplug")
-        ports = {c.index for c in layout.controllers
-                 if (r := rules.rule_for(c.model, c.index)) is not None and r.is_port}
-        implicit = [p.endpoint.name for p in layout.placed
-                    if p.endpoint.kind in ("qemu-xhci", "virtio-balloon") and p.address and p.address.bus in ports]
-        if implicit:
-            warnings.append(f"devices libvirt adds by itself take ports: {', '.join(implicit)} "
-                            "(switch them off in the spec if the guest does not need them)")
-        results.append({
-            "file": path, "machine": rules.family, "predicted": predicted is not None,
-            "capacity": {str(k): v for k, v in report.capacity.items()},
-            **({"nodes": {str(n): {"capacity": {str(k): v for k, v in cap.items()}}
-                          for n, cap in sorted(report.node_capacity.items())}} if report.node_capacity else {}),
-            "giving": {str(k): report.giving[k] for k in HOTPLUG_CLASSES if k in report.giving},
-            "budgets": {k: {"used": b.used, "limit": b.limit} for k, b in report.budgets.items()},
-            **({"define": {
-                "summary": _define_summary(predicted),
-                "added": [{"index": c.index, "model": c.model,
-                           "address": None if c.address is None else str(c.address)} for c in predicted.added],
-                "addresses": [{"element": d.tag if d.ctype is None else f"controller type={d.ctype}",
-                               "model": d.kind, "address": str(d.address), "added_by_libvirt": d.implicit is not None}
-                              for d in predicted.filled]}} if predicted is not None else {}),
-            "errors": report.errors, "warnings": warnings,
-        })
+        layout, rules, _ = _audited(domains[0], _read_domain(domains[0]))
+        draw = picture.svg if emit == "svg" else picture.dot
+        _write(draw(layout, rules, f"{domains[0]} ({rules.family})"), None, False)
+        return
+    results = [_audit_record("<stdin>" if path == "-" else path, _read_domain(path)) for path in domains]
     if emit == "json":
         click.echo(json.dumps(results if len(results) > 1 else results[0], indent=2))
     else:
@@ -514,26 +534,202 @@ def audit(domains: tuple[str, ...], emit: str) -> None:
 @click.option("--force", is_flag=True, help="Replace FILE (or DOMAIN.bak) if it exists.")
 @click.option("--allow-moves", is_flag=True,
               help="Move devices when no addition alone is enough (every move is listed).")
-@click.option("--emit", type=click.Choice(["domain", "json"]), default="domain", show_default=True,
-              help="The extended domain XML, or a JSON report of what was added and moved.")
+@click.option("--emit", type=click.Choice(DOMAIN_EMITS), default="domain", show_default=True,
+              help="The extended domain XML, a JSON report of what was added and moved, the virt-xml lines or "
+                   "attach-device files (-o DIR) that add the new controllers, or an SVG or dot picture.")
+@click.option("-c", "--connect", "uri", metavar="URI", default=None,
+              help="DOMAIN is the name of a guest of this libvirt: extend its definition.")
+@click.option("--apply", is_flag=True,
+              help="With --connect: define the extended guest after showing what changes (a running guest takes "
+                   "the new controllers at its next start).")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 def extend(domain: str, hotplugs: tuple[str, ...], output: str | None, in_place: bool, force: bool,
-           allow_moves: bool, emit: str, quiet: bool) -> None:
+           allow_moves: bool, emit: str, uri: str | None, apply: bool, quiet: bool) -> None:
     """Add the fewest controllers to an existing guest so it can hotplug what --hotplug asks,
     without moving a device; every index, address, alias, attribute and comment stays as it was.
 
-    DOMAIN is a libvirt domain XML as `virsh dumpxml` prints it, or - for standard input."""
+    DOMAIN is a libvirt domain XML as `virsh dumpxml` prints it, or - for standard input; with
+    --connect URI, the name of a guest of that libvirt."""
     if not hotplugs:
         raise _usage("extend needs at least one --hotplug MODEL=N (e.g. --hotplug virtio-net=4)")
+    live = _live_guest(domain, uri, apply, in_place)
     headroom = _headroom(hotplugs)
-    with _domain_input(domain, in_place) as data:
-        _domain_run(domain, data, headroom, output=output, in_place=in_place, force=force,
-                    allow_moves=allow_moves, right_size=False, emit=emit, quiet=quiet, verb="extend")
+    with _domain_input(domain, in_place, live=live) as data:
+        _domain_run(domain, data, headroom, output=output, in_place=in_place, force=force, allow_moves=allow_moves,
+                    right_size=False, emit=emit, quiet=quiet, verb="extend", live=live)
+
+
+@cli.command()
+@click.argument("guest")
+@click.option("--model", metavar="MODEL", help="The device to hotplug: a model a spec may name (virtio-net, e1000, "
+                                               "virtio-blk, hostdev ...).")
+@click.option("--device", "device_file", metavar="FILE",
+              help="A device XML of your own (a NIC on your network, a real disk) instead of --model; its address "
+                   "is set to the planned one.")
+@click.option("--node", type=click.IntRange(min=0), default=None,
+              help="The guest NUMA node the device belongs to: a position behind that node's expander bus or PHB.")
+@click.option("--host", "host_address", metavar="ADDRESS", help="For --model hostdev: the host's PCI address.")
+@click.option("--name", metavar="NAME", help="The device's alias (ua-NAME) for --model; default MODEL-N.")
+@click.option("-c", "--connect", "uri", metavar="URI", default=None,
+              help="The libvirt of GUEST [default: LIBVIRT_DEFAULT_URI, else qemu:///system].")
+@click.option("--live", is_flag=True, help="Hotplug it into the running guest (virsh attach-device --live).")
+@click.option("--config", is_flag=True, help="Add it to the guest's definition too (--config; alone: only there).")
+@click.option("-o", "--output", metavar="FILE", help="Write the device XML here (atomically) instead of stdout.")
+@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+@click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
+def attach(guest: str, model: str | None, device_file: str | None, node: int | None, host_address: str | None,
+           name: str | None, uri: str | None, live: bool, config: bool, output: str | None, force: bool,
+           quiet: bool) -> None:
+    """Give a device its planned position in a running guest: the first free position of its class (on
+    its NUMA node with --node; never a node's position without), the next acpi index for a NIC of a
+    guest that names NICs by index.  Prints the device XML; with --live (and --config) attaches it
+    through virsh and reports libvirt's answer in one line.
+
+    GUEST is a guest's name, or a domain XML file (virsh dumpxml output): then it only prints.
+    Exit codes: 0 attached (or printed), 1 no free position left, 2 bad input or libvirt refused."""
+    from lxml import etree
+
+    import re
+
+    from . import attach as at
+    from .domain.parse import parse_xml
+    from .domain.read import read_layout
+    from .errors import EnvironmentFault, NoRoom, ProgrammingError
+    from .hypervisor import VirshError
+
+    if (model is None) == (device_file is None):
+        raise _usage("give the device: --model MODEL or --device FILE (one of them)")
+    is_file = uri is None and (guest == "-" or os.path.isfile(guest))
+    host = g = None
+    if is_file:
+        if live or config:
+            raise _usage(f"{guest} is a file: --live and --config attach to a guest of a libvirt; give the guest's "
+                         "name (and --connect URI)")
+        target = _read_domain(guest)
+        roots = [parse_xml(target, guest)]
+        label = guest
+    else:
+        from .live import Host
+
+        host = Host(uri)
+        g = host.guest(guest)
+        if live and not g.running:
+            raise EnvironmentFault(f"{g.label()} is {g.state}: --live needs a running guest (--config alone adds "
+                                   "the device to its definition)")
+        target = (g.definition if config and not live else g.xml).encode("utf-8")
+        roots = [parse_xml(x.encode("utf-8"), g.name) for x in dict.fromkeys((g.xml, g.definition))]
+        label = g.name
+    layout, rules = read_layout(target, label)
+    also = read_layout(g.definition.encode("utf-8"), label)[0] if live and config else None
+    if name is not None and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]{0,63}", name):
+        raise _usage(f"--name {name!r}: an alias is a letter, then letters, digits, '_', '.' or '-' "
+                     "(QEMU's device ids)")
+    if model is not None:
+        kind = at.device_kind(model)
+        if kind.element == "hostdev" and not host_address:
+            raise _usage("--model hostdev needs --host ADDRESS: the host PCI device to assign (e.g. 0000:41:00.0)")
+        if host_address is not None:
+            if kind.element != "hostdev":
+                raise _usage(f"--host names the host device of a hostdev; {kind.name} devices have none")
+            from .model import Address
+
+            try:
+                Address.parse(host_address)
+            except ValueError as exc:
+                raise _usage(f"--host: {exc}") from None
+        user_el = None
+    else:
+        user_el, kind = at.user_device(_read_domain(device_file, "a device XML"), device_file, rules)
+    acpi = at.next_acpi_index(*roots) if at.is_nic(kind) else None
+    alias = name or at.free_alias(kind.name, *roots)
+    try:
+        position = at.choose(label, layout, rules, kind, node, also=also)
+    except NoRoom as exc:
+        if not live or node is not None or at.free_anywhere(layout, rules, kind.cls):
+            raise
+        # a device of no NUMA node, and topo-solve sees no free position of its class anywhere (no
+        # node's either): ask libvirt itself, without an address; its answer is the running guest's truth
+        el = at.model_device(kind, alias, None, host=host_address, guest=g.name, acpi_index=acpi) \
+            if user_el is None else at.with_address(user_el, None, acpi)
+        try:
+            host.attach(g.name, etree.tostring(el, encoding="unicode"), live=True, config=config)
+        except VirshError as refused:
+            raise NoRoom(f"{exc.message}; libvirt refuses it too: {refused.message}") from None
+        raise ProgrammingError(f"libvirt attached the {kind.name} to {g.label()} although topo-solve counted no "
+                               "free position for it: topo-solve's audit of this guest is wrong") from None
+    el = at.model_device(kind, alias, position.address, host=host_address, guest=label, acpi_index=acpi) \
+        if user_el is None else at.with_address(user_el, position.address, acpi)
+    etree.indent(el, space="  ")
+    text = etree.tostring(el, encoding="unicode") + "\n"
+    _write(text, output, force)
+    where = f" on NUMA node {position.node}" if position.node is not None else ""
+    what = (f"{label}: {kind.name} ({kind.cls}) at {position.address}, controller {position.address.bus} "
+            f"({position.bus_model}){where}" + (f", acpi index {acpi}" if acpi is not None else ""))
+    if not live and not config:
+        if not quiet:
+            click.echo(what, err=True)
+            if not is_file:
+                click.echo(f"  attach it with --live (and --config), or: virsh attach-device {g.name} FILE --live",
+                           err=True)
+        return
+    try:
+        host.attach(g.name, text, live=live, config=config)
+    except VirshError as exc:
+        raise EnvironmentFault(f"libvirt refused to attach the {kind.name} to {g.label()}: {exc.message}") from None
+    after = host.guest(g.name)
+    landed = at.landed(parse_xml((after.xml if live else after.definition).encode("utf-8"), g.name), el.tag,
+                       position.address)
+    if not landed:
+        raise ProgrammingError(f"libvirt attached the {kind.name} to {g.label()}, but not at {position.address}")
+    if not quiet:
+        how = " and ".join(w for w, on in (("live", live), ("to the definition", config)) if on)
+        click.echo(f"{what}: attached {how}", err=True)
+
+
+@cli.command()
+@click.argument("flavors", type=click.Path(dir_okay=False))
+@click.option("--emit", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def nova(flavors: str, emit: str) -> None:
+    """The smallest [libvirt] num_pcie_ports (nova.conf, 0-28) that gives every flavor in FLAVORS.yaml
+    its hotplug headroom.
+
+    FLAVORS.yaml names the machine (q35 or virt) and each flavor's devices at boot and headroom:
+    `flavors: {m1.small: {devices: {virtio-blk: 1, virtio-net: 1}, headroom: {virtio-net: 2}}}`.
+    Exit code 1 when no value gives some flavor its headroom."""
+    import json
+
+    from .nova import load_flavors, solve_flavors
+
+    machine, found = load_flavors(flavors)
+    answer = solve_flavors(machine, found, flavors)
+    if emit == "json":
+        click.echo(json.dumps({
+            "machine": answer.machine, "num_pcie_ports": answer.ports,
+            "flavors": [{"flavor": n.flavor, "ports": n.ports, "on_ports": n.on_ports, "bridges": n.bridges,
+                         "port_headroom": n.port_headroom, "pci_headroom": n.pci_headroom, "pci_room": n.pci_room,
+                         "problem": n.problem} for n in answer.flavors],
+            "warnings": list(answer.warnings)}, indent=2))
+    else:
+        head = ("flavor", "devices on ports", "bridges", "pcie+hostdev headroom", "pci headroom/room", "ports")
+        rows = [(n.flavor, str(n.on_ports), str(n.bridges), str(n.port_headroom), f"{n.pci_headroom}/{n.pci_room}",
+                 str(n.ports) if n.problem is None else "-") for n in answer.flavors]
+        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+        for r in [head, *rows]:
+            click.echo("  ".join(v.ljust(widths[i]) for i, v in enumerate(r)).rstrip())
+        if answer.ports is not None:
+            click.echo(f"num_pcie_ports = {answer.ports}   ([libvirt] in nova.conf, {answer.machine} guests: every "
+                       "flavor gets its headroom)")
+        for n in answer.flavors:
+            if n.problem:
+                click.echo(f"error: flavor {n.flavor}: {n.problem}", err=True)
+        for w in answer.warnings:
+            click.echo(f"warning: {w}", err=True)
+    sys.exit(0 if answer.ports is not None else 1)
 
 
 def _domain_run(domain: str, data: bytes, headroom, *, output, in_place, force, allow_moves, right_size, emit,
                 quiet, verb: str, machine: str | None = None, spec: str | None = None,
-                layout: str = "qemu-guidelines") -> None:
+                layout: str = "qemu-guidelines", live: "_Live | None" = None) -> None:
     """Plan a domain XML and write the result (plan, extend, and specs with 'domain')."""
     import json
 
@@ -541,6 +737,8 @@ def _domain_run(domain: str, data: bytes, headroom, *, output, in_place, force, 
 
     if in_place and (output or domain == "-"):
         raise _usage("--in-place replaces the file itself; it cannot be combined with -o or standard input")
+    if live is not None and live.apply and emit in ("virt-xml", "attach"):
+        raise _usage(f"--apply defines the guest itself; --emit {emit} is the form for applying it with other tools")
     planned = plan_document(data, domain, tuple(headroom), allow_moves=allow_moves, right_size=right_size,
                             machine=machine, spec=spec, layout=layout)
     name, rules, ext, edit = planned.name, planned.rules, planned.extension, planned.edit
@@ -565,7 +763,13 @@ def _domain_run(domain: str, data: bytes, headroom, *, output, in_place, force, 
             "warnings": list(ext.warnings),
         }
         click.echo(json.dumps(report, indent=2))
-    if in_place:
+    elif emit in ("virt-xml", "attach", "svg", "dot"):
+        _emit_extension(planned, emit, output, force, live)
+    if live is not None and live.apply:
+        _apply(planned, live, output, force)
+    elif emit in ("virt-xml", "attach", "svg", "dot"):
+        pass
+    elif in_place:
         if not planned.unchanged:
             from .files import write_output
 
@@ -622,6 +826,255 @@ def _domain_run(domain: str, data: bytes, headroom, *, output, in_place, force, 
         click.echo(f"  warning: {w}", err=True)
 
 
+# -- live guests (issue 15) -------------------------------------------------------------------------
+
+class _Live:
+    """A guest read through virsh for plan/extend (``--connect``); ``apply``: define the result."""
+
+    def __init__(self, host, guest, apply: bool):
+        self.host, self.guest, self.apply = host, guest, apply
+
+    @property
+    def data(self) -> bytes:
+        return self.guest.definition.encode("utf-8")
+
+
+def _live_guest(name: str, uri: str | None, apply: bool, in_place: bool) -> _Live | None:
+    """The guest ``name`` of libvirt ``uri`` (its persistent definition: what plan and extend change), or
+    None without ``--connect``."""
+    if uri is None:
+        if apply:
+            raise _usage("--apply defines a guest of a libvirt: name the guest and give --connect URI")
+        return None
+    if in_place:
+        raise _usage("--in-place replaces a file; with --connect, --apply defines the guest instead")
+    if name == "-":
+        raise _usage("with --connect, give the guest's name (not - for standard input)")
+    from .live import Host
+
+    host = Host(uri)
+    # --security-info: the definition is defined again, and must keep what libvirt hides by default
+    return _Live(host, host.guest(name, secure=apply), apply)
+
+
+def _extension_only(planned, emit: str) -> None:
+    """virt-xml lines and attach-device files add controllers to a defined guest, nothing else."""
+    ext, edit = planned.extension, planned.edit
+    if not planned.domain.defined or ext.filled or ext.placed or edit.gap_controllers or edit.added_by_libvirt:
+        raise _usage(f"--emit {emit} adds controllers to a defined guest, but {planned.domain.file} still has devices "
+                     "or controllers without an address (or devices libvirt adds at define): define it first, or "
+                     "write the planned document (--emit domain)")
+    if ext.moves:
+        raise _usage(f"--emit {emit} only adds controllers; this extension moves devices too (write the document "
+                     "with --emit domain)")
+
+
+def _emit_extension(planned, emit: str, output: str | None, force: bool, live: _Live | None) -> None:
+    """The forms of a planned domain XML besides the document: a picture, virt-xml lines, attach files."""
+    ext = planned.extension
+    rules = planned.rules
+    if emit in ("svg", "dot"):
+        from .emit import picture
+
+        draw = picture.svg if emit == "svg" else picture.dot
+        _write(draw(ext.layout, rules, f"{planned.name} ({rules.family})",
+                    added=frozenset(c.index for c in ext.added)), output, force)
+        return
+    _extension_only(planned, emit)
+    from .emit.stack import attach_files, virt_xml
+
+    uri = live.host.uri if live is not None else None
+    if emit == "virt-xml":
+        _write(virt_xml(planned.name, ext.added, uri), output, force)
+        return
+    if not output or output == "-":
+        raise _usage("--emit attach writes one file per new controller: give the folder with -o DIR")
+    folder = Path(output)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _usage(f"cannot make the folder {output}: {exc.strerror or exc}") from None
+    import shlex
+
+    conn = f" -c {shlex.quote(uri)}" if uri else ""
+    for name, text in attach_files(ext.added, rules.family):
+        _write(text, str(folder / name), force)
+        click.echo(f"virsh{conn} attach-device {shlex.quote(planned.name)} {shlex.quote(str(folder / name))} --config")
+
+
+def _apply(planned, live: _Live, output: str | None, force: bool) -> None:
+    """Show what changes in the guest's definition (a diff), then define it, but only if libvirt's
+    definition is still the one that was read."""
+    import difflib
+
+    guest = live.guest
+    if output:
+        _write(planned.edit.data, output, force)
+    if planned.unchanged:
+        click.echo(f"{guest.label()}: nothing to define; the definition already meets the request", err=True)
+        return
+    new = planned.edit.data.decode("utf-8")
+    diff = difflib.unified_diff(guest.definition.splitlines(keepends=True), new.splitlines(keepends=True),
+                                f"{guest.name} (defined)", f"{guest.name} (planned)", n=1)
+    click.echo("".join(diff), nl=False)
+    live.host.define_unchanged(guest, planned.edit.data)
+    if guest.running:
+        click.echo(f"{guest.label()}: defined. The running guest has the new controllers from its next start: shut "
+                   "it down and start it (a reboot inside the guest keeps the running QEMU); until then its "
+                   "hotplug capacity is what it was.", err=True)
+    else:
+        click.echo(f"{guest.label()}: defined; it has the new controllers when it starts.", err=True)
+
+
+def _audit_record(label: str, data: bytes) -> dict:
+    """What audit says of one domain XML (as virsh dumpxml prints it)."""
+    from .domain.plan import PORT_MEMORY_KB
+    from .model import HOTPLUG_CLASSES
+    from .verify import verify
+
+    layout, rules, predicted = _audited(label, data)
+    report = verify(layout, rules, strict_auto=False)
+    warnings = list(report.warnings)
+    if rules.hotplug_needs_acpi and not layout.acpi:
+        warnings.append(f"no <acpi/>: {rules.bus(rules.root).model} of a {rules.family} guest takes no hotplug "
+                        "at all (QEMU: Bus 'pci.0' does not support hotplugging)")
+    off = [c.index for c in layout.controllers if not c.hotplug]
+    if off:
+        warnings.append(f"hotplug='off' on controller(s) {', '.join(map(str, off))}: they take no hotplug")
+    ports = {c.index for c in layout.controllers
+             if (r := rules.rule_for(c.model, c.index)) is not None and r.is_port}
+    implicit = [p.endpoint.name for p in layout.placed
+                if p.endpoint.kind in ("qemu-xhci", "virtio-balloon") and p.address and p.address.bus in ports]
+    if implicit:
+        warnings.append(f"devices libvirt adds by itself take ports: {', '.join(implicit)} "
+                        "(switch them off in the spec if the guest does not need them)")
+    used = {c.address.bus for c in layout.controllers if c.address is not None}
+    used |= {p.address.bus for p in layout.placed if p.address is not None}
+    empty = sorted(ports - used)
+    return {
+        "file": label, "machine": rules.family, "predicted": predicted is not None,
+        "capacity": {str(k): v for k, v in report.capacity.items()},
+        **({"nodes": {str(n): {"capacity": {str(k): v for k, v in cap.items()}}
+                      for n, cap in sorted(report.node_capacity.items())}} if report.node_capacity else {}),
+        "giving": {str(k): report.giving[k] for k in HOTPLUG_CLASSES if k in report.giving},
+        "budgets": {k: {"used": b.used, "limit": b.limit} for k, b in report.budgets.items()},
+        **({"define": {
+            "summary": _define_summary(predicted),
+            "added": [{"index": c.index, "model": c.model,
+                       "address": None if c.address is None else str(c.address)} for c in predicted.added],
+            "addresses": [{"element": d.tag if d.ctype is None else f"controller type={d.ctype}",
+                           "model": d.kind, "address": str(d.address), "added_by_libvirt": d.implicit is not None}
+                          for d in predicted.filled]}} if predicted is not None else {}),
+        # an empty port costs QEMU memory whether or not anything is ever hotplugged into it
+        "empty_ports": len(empty), "empty_port_memory_kb": len(empty) * PORT_MEMORY_KB,
+        "errors": report.errors, "warnings": warnings,
+    }
+
+
+def _cap_text(cap: dict) -> str:
+    return "  ".join(f"{k} {v}" for k, v in cap.items())
+
+
+def _live_audit(names: tuple[str, ...], uri: str | None, every: bool, emit: str) -> None:
+    """Audit guests of a libvirt host: one row each (the running guest's live XML; a guest that is shut off,
+    its definition), what the definition gives at the next start when it differs, warnings."""
+    import json
+
+    from .errors import EnvironmentFault, SpecError
+    from .live import Host
+
+    host = Host(uri)
+    present = host.names()  # a connection that fails, fails here, once
+    listed = present if every else list(names)
+    if emit in ("svg", "dot"):
+        if len(listed) != 1:
+            raise _usage(f"--emit {emit} draws one guest; name exactly one")
+        if listed[0] not in present:
+            raise EnvironmentFault(f"{host.uri}: no guest named '{listed[0]}' (virsh list --all names them)")
+    records, failed = [], False
+    for name in listed:
+        if name not in present:
+            records.append({"guest": name, "uri": host.uri, "state": "-",
+                            "error": f"no guest named '{name}' on {host.uri} (virsh list --all names them)"})
+            failed = True
+            continue
+        try:
+            guest = host.guest(name)
+        except EnvironmentFault as exc:
+            if every and name not in host.names():
+                continue  # gone since the list was read (a guest that was being removed)
+            records.append({"guest": name, "uri": host.uri, "state": "-", "error": exc.message})
+            failed = True
+            continue
+        if emit in ("svg", "dot"):
+            _draw_guest(guest, emit)
+            return
+        try:
+            rec = _audit_record(name, guest.xml.encode("utf-8"))
+        except SpecError as exc:
+            records.append({"guest": name, "uri": host.uri, "state": guest.state,
+                            "error": "; ".join(p.message for p in exc.problems)})
+            failed = True
+            continue
+        del rec["file"]
+        rec = {"guest": name, "uri": host.uri, "state": guest.state, **rec}
+        if guest.running and guest.definition != guest.xml:
+            try:
+                nxt = _audit_record(name, guest.definition.encode("utf-8"))
+            except SpecError:
+                nxt = None
+            if nxt is not None and (nxt["capacity"] != rec["capacity"] or nxt.get("nodes") != rec.get("nodes")):
+                rec["next_start"] = {k: nxt[k] for k in ("capacity", "nodes", "empty_ports") if k in nxt}
+        records.append(rec)
+    if emit == "json":
+        click.echo(json.dumps(records, indent=2))
+    else:
+        click.echo(_host_table(records, host.uri), nl=False)
+    for r in records:
+        if "error" in r:
+            click.echo(f"error: {r['guest']}: {r['error']}", err=True)
+    if failed:
+        sys.exit(2)
+
+
+def _host_table(records: list[dict], uri: str) -> str:
+    """One row per guest, then what each row's notes say in full."""
+    from .domain.plan import PORT_MEMORY_KB
+
+    head = ("guest", "state", "machine", "hotplug capacity", "empty ports", "warnings")
+    rows, notes = [], []
+    for r in records:
+        if "error" in r:
+            rows.append((r["guest"], r["state"], "-", "-", "-", "-"))  # the error itself goes to stderr
+            continue
+        empty = r["empty_ports"]
+        cost = f" (~{empty * PORT_MEMORY_KB / 1000:.1f} MB)" if empty else ""
+        rows.append((r["guest"], r["state"], r["machine"], _cap_text(r["capacity"]), f"{empty}{cost}",
+                     str(len(r["warnings"]) + len(r["errors"]))))
+        for n, node in r.get("nodes", {}).items():
+            notes.append(f"{r['guest']}: NUMA node {n}: hotplug capacity {_cap_text(node['capacity'])}")
+        if "next_start" in r:
+            notes.append(f"{r['guest']}: its definition differs from the running guest: at its next start "
+                         f"hotplug capacity {_cap_text(r['next_start']['capacity'])}")
+        notes += [f"{r['guest']}: rule broken: {e}" for e in r["errors"]]
+        notes += [f"{r['guest']}: warning: {w}" for w in r["warnings"]]
+    widths = [max(len(str(x[i])) for x in [head, *rows]) for i in range(len(head))]
+    lines = ["  ".join(str(v).ljust(widths[i]) for i, v in enumerate(row)).rstrip() for row in [head, *rows]]
+    total = sum(r.get("empty_ports", 0) for r in records)
+    lines.append(f"{len(records)} guest(s) on {uri}; {total} empty port(s) in all"
+                 + (f", about {total * PORT_MEMORY_KB / 1000:.1f} MB of QEMU memory" if total else ""))
+    return "\n".join(lines + notes) + "\n"
+
+
+def _draw_guest(guest, emit: str) -> None:
+    from .domain.read import read_layout
+    from .emit import picture
+
+    layout, rules = read_layout(guest.xml.encode("utf-8"), guest.name)
+    draw = picture.svg if emit == "svg" else picture.dot
+    _write(draw(layout, rules, f"{guest.name} ({rules.family}, {guest.state})"), None, False)
+
+
 def _ranges(ix: list[int]) -> str:
     out, start = [], None
     for i, v in enumerate(ix):
@@ -641,10 +1094,13 @@ def _read_domain(path: str, what: str = "a libvirt domain XML") -> bytes:
 
 
 @contextmanager
-def _domain_input(path: str, in_place: bool, what: str = "a libvirt domain XML") -> Iterator[bytes]:
-    """The bytes of a domain XML; with ``in_place``, read and held under the file's lock until the
-    body has replaced it: a second run on the same file waits, then plans this run's result, so no
-    change is lost."""
+def _domain_input(path: str, in_place: bool, what: str = "a libvirt domain XML", live=None) -> Iterator[bytes]:
+    """The bytes of a domain XML (a live guest's definition with ``live``); with ``in_place``, read
+    and held under the file's lock until the body has replaced it: a second run on the same file
+    waits, then plans this run's result, so no change is lost."""
+    if live is not None:
+        yield live.data
+        return
     if not in_place:
         yield _read_domain(path, what)
         return

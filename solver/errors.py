@@ -21,6 +21,8 @@ __all__ = [
     "ProgrammingError",
     "FileError",
     "OutputExists",
+    "EnvironmentFault",
+    "NoRoom",
 ]
 
 
@@ -135,6 +137,27 @@ class InfeasibleError(TopoSolveError):
                          + " next to these devices" + (" (the rest as asked)" if others else ""))
         lines += [f"  hint: {h}" for h in self.hints]
         return "\n".join(lines)
+
+
+class EnvironmentFault(TopoSolveError):
+    """The environment failed: libvirt cannot be reached, a guest does not exist, libvirt refused
+    a change.  One line, with libvirt's own reason."""
+
+    exit_code: ClassVar[int] = 2
+
+    def __init__(self, message: str):
+        self.message = message
+        super().__init__(message)
+
+
+class NoRoom(TopoSolveError):
+    """A running guest has no free position left for a device (its hotplug capacity is used up)."""
+
+    exit_code: ClassVar[int] = 1
+
+    def __init__(self, message: str):
+        self.message = message
+        super().__init__(message)
 
 
 @dataclass

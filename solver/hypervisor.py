@@ -293,7 +293,8 @@ class Virsh:
         return name.strip()
 
     def undefine(self, name: str) -> None:
-        self.run("undefine", name)
+        # a UEFI guest that has run has an NVRAM file: without --nvram libvirt refuses to undefine it
+        self.run("undefine", name, "--nvram")
 
     def start(self, name: str) -> None:
         self.run("start", name)
@@ -310,6 +311,11 @@ class Virsh:
         Raises :class:`VirshError` carrying libvirt's message on refusal.
         """
         self._with_file(device_xml, "attach-device", name, args_after=("--live",))
+
+    def attach_device(self, name: str, device_xml: str, *, live: bool = True, config: bool = False) -> None:
+        """``attach-device`` with ``--live`` and/or ``--config``; :class:`VirshError` on refusal."""
+        flags = tuple(f for f, on in (("--live", live), ("--config", config)) if on)
+        self._with_file(device_xml, "attach-device", name, args_after=flags)
 
     def list_all(self) -> list[str]:
         """Names of all domains, running or not."""

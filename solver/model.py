@@ -145,7 +145,9 @@ class Problem:
     vcpus: int = 1
     virt_type: str = "kvm"
     source: str = "<spec>"
-    io_ports: int | None = None  # a hard limit on ports with I/O-BAR devices; None: warn past the usual 14
+    io_ports: int | None = None  # a hard limit on ports with I/O-BAR devices; None: warn past the firmware's
+    io_ports_from: str | None = None  # why that limit, when the firmware's (None: the spec's own number)
+    firmware: str | None = None  # rules.firmware.KINDS: bios, efi; None: none (a direct kernel boot)
     numa: tuple[NumaCell, ...] = ()  # guest NUMA nodes, node i = numa[i]; () without <cpu><numa>
     # An existing guest (a domain XML): its controllers and devices that have addresses stay where
     # they are; ``endpoints`` are then the devices still to place, and ``keep`` the controllers the
@@ -209,6 +211,7 @@ class Layout:
     placed: tuple[Placed, ...]
     acpi: bool = True
     numa_nodes: int = 0  # cells of <cpu><numa>: controllers may name nodes 0 .. numa_nodes - 1
+    firmware: str | None = None  # rules.firmware.KINDS (bios, efi) the guest boots; None: none or unknown
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .counts import Counts
+from .counts import FUNCTIONS, Counts
 from .errors import Cause, InfeasibleError, ProgrammingError
 from .model import Address, Connect, Controller, Endpoint, Layout, Placed, Problem
 from .rules import BusRule, RuleSet
@@ -174,7 +174,12 @@ def place(problem: Problem, rules: RuleSet, counts: Counts) -> Layout:
         else:
             rest.append(ep)
 
-    # 2. controllers, in index order; a controller may only sit on a lower index of the tree it plugs into
+    # 2. controllers, in index order; a controller may only sit on a lower index of the tree it plugs into.
+    #    The root functions step 3 needs stay free: a controller that takes a whole root slot goes
+    #    elsewhere (a pci-bridge on a pci-bridge) when the root would otherwise run out for them,
+    #    as the count model's root:packed demand assumed.
+    root_needs = sum(1 for ep in rest if ep.integrated) + sum(counts.on_root.values())
+    packers = {b.name for b in rules.addable if b.packs > 1}
     all_buses = {b.index: b for b in buses}
     added: list[Controller] = []
     extra_roots = sum(1 for c in controllers if c.address is None and c.index != 0)
@@ -193,7 +198,13 @@ def place(problem: Problem, rules: RuleSet, counts: Counts) -> Layout:
             continue
         parents = (p for i, p in sorted(all_buses.items()) if i < bus.index and p.tree == bus.home
                    and p.group is None)
-        addr = _hang(rules, b, parents, problem.layout)
+        parents = list(parents)
+        addr = None
+        if b.packs == 1 and root_needs and parents and parents[0] is root:
+            if _root_room(root, packers) - FUNCTIONS < root_needs:
+                addr = _hang(rules, b, parents[1:], problem.layout)
+        if addr is None:
+            addr = _hang(rules, b, parents, problem.layout)
         if addr is None:
             if own is not None:
                 raise InfeasibleError(problem.name, [Cause(
@@ -253,10 +264,11 @@ def place(problem: Problem, rules: RuleSet, counts: Counts) -> Layout:
         order.update({ep.name: len(order) + i for i, ep in enumerate(problem.endpoints)})
     placed.sort(key=lambda p: order.get(p.endpoint.name, len(order)))
     all_controllers = sorted(controllers + added, key=lambda c: c.index)
-    acpi = problem.base.acpi if problem.base is not None else rules.acpi
+    acpi = problem.base.acpi if problem.base is not None else rules.acpi_for(problem.firmware)
     numa = problem.base.numa_nodes if problem.base is not None else len(problem.numa)
+    firmware = problem.base.firmware if problem.base is not None else problem.firmware
     return Layout(family=rules.family, controllers=tuple(all_controllers), placed=tuple(placed), acpi=acpi,
-                  numa_nodes=numa)
+                  numa_nodes=numa, firmware=firmware)
 
 
 def _keep_target(c: Controller, own: Controller | None) -> Controller:
@@ -383,6 +395,20 @@ def _hang(rules: RuleSet, b: BusRule, parents, policy: str = "qemu-guidelines") 
             parent.take(spot[0], spot[1], b.name)
             return Address(parent.index, spot[0], spot[1])
     return None
+
+
+def _root_room(root: _Bus, packers: set[str]) -> int:
+    """Root functions still free for devices never unplugged: every function of an empty slot, and
+    the free functions of slots only packing controllers (root ports) hold."""
+    lo, hi = root.rule.slots
+    room = 0
+    for s in range(lo, hi + 1):
+        used = root.slots.get(s)
+        if not used:
+            room += FUNCTIONS
+        elif all(w in packers for _, w in used):
+            room += FUNCTIONS - len(used)
+    return room
 
 
 def _pack(root: _Bus, packable: set[str]) -> Address | None:

@@ -71,7 +71,8 @@ def _finish(problem: Problem, rules: RuleSet, counts, moved_off: list[str]) -> P
     if problem.io_ports is not None and io is not None and io.used > problem.io_ports:
         raise InfeasibleError(problem.name, [Cause(
             "ports with I/O windows", io.used, problem.io_ports,
-            f"{io.used} ports hold devices with I/O BARs and the spec allows {problem.io_ports} (io_ports)",
+            f"{io.used} ports hold devices with I/O BARs and "
+            f"{problem.io_ports_from or f'the spec allows {problem.io_ports}'} (io_ports)",
             "use modern virtio models (no I/O BAR), mark such devices 'hotunplug: false' so they sit on the "
             "root complex, or raise the limit")])
     if report.errors or not report.fits(problem.request()):

@@ -21,6 +21,7 @@ from .errors import Finding, SpecError
 from .model import Address, EndpointClass, Endpoint, Headroom, NumaCell, Problem
 from .rules import MACHINE_WORDS, family_for, machine_suggestions
 from .rules.devices import DEVICES
+from .rules.firmware import of_kind
 
 __all__ = ["Spec", "load_spec", "parse_spec", "to_problem", "json_schema"]
 
@@ -175,8 +176,12 @@ class Spec(_Model):
     defaults: Defaults = Defaults()
     devices: list[DeviceSpec] = []
     hotplug: list[HotplugSpec] = []
-    io_ports: str | IoPorts = Field("warn", description="ports whose devices have I/O BARs: 'warn' past 14 "
-                                    "(the default), or a hard limit: 'limit N' or {limit: N}")
+    firmware: Literal["bios", "efi"] | None = Field(
+        None, description="the guest firmware: bios (SeaBIOS, x86's default) or efi (UEFI: OVMF, AAVMF), "
+        "written as <os firmware='efi'>; the I/O-window limits are measured per firmware")
+    io_ports: str | IoPorts = Field("warn", description="ports whose devices have I/O BARs: 'warn' past what the "
+                                    "firmware gives I/O windows (the default), or a hard limit: 'limit' (the "
+                                    "firmware's, measured), 'limit N' or {limit: N}")
     numa: NumaSpec | None = Field(None, description="guest NUMA nodes; devices and hotplug entries name one with "
                                   "'numa_node'")
     layout: Literal["qemu-guidelines", "libvirt-accepts"] = Field(
@@ -351,7 +356,7 @@ def load_request(path: str | Path, data: bytes | None = None) -> Problem | Domai
 
 
 # Fields that describe a new guest; a 'domain' spec takes all of this from the XML.
-_NEW_GUEST_ONLY = ("arch", "type", "memory", "vcpus", "defaults", "devices", "io_ports", "numa")
+_NEW_GUEST_ONLY = ("arch", "type", "memory", "vcpus", "defaults", "devices", "io_ports", "numa", "firmware")
 
 
 def to_request(spec: Spec, lines: dict[tuple, int], file: str, base: Path) -> DomainRequest:
@@ -523,9 +528,22 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
     for i, h in enumerate(spec.hotplug):
         if h.numa_node is not None:
             _check_node(h.numa_node, ("hotplug", i, "numa_node"), cells, spec.numa is not None, bad)
-    io_ports = None
+    firmware = spec.firmware if spec.firmware is not None else rules.firmware_default
+    if spec.firmware is not None and spec.firmware not in rules.firmware_kinds:
+        kinds = " or ".join(sorted(rules.firmware_kinds))
+        bad(("firmware",), f"a {rules.family} guest boots {kinds or 'its own firmware'}"
+            + (f", not {spec.firmware}" if kinds else "; leave 'firmware' out"))
+    io_ports, io_from = None, None
     if isinstance(spec.io_ports, IoPorts):
         io_ports = spec.io_ports.limit
+    elif spec.io_ports == "limit":
+        row = of_kind(firmware, rules.family)
+        if row is not None:
+            io_ports = row.io_ports
+            io_from = f"{row.name} gives I/O windows to {row.io_ports} (measured, {row.version})"
+        elif any(b.is_port for b in rules.buses.values()):
+            bad(("io_ports",), f"no firmware measurement for a {rules.family} guest with firmware "
+                f"{firmware or 'none'}; write 'limit N'")
     elif spec.io_ports != "warn":
         word, _, n = spec.io_ports.strip().partition(" ")
         why = ""
@@ -534,15 +552,16 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
         except ValueError as exc:
             why = f" ({exc})"
         if io_ports is None:
-            bad(("io_ports",), f"'{_cut(spec.io_ports)}' is not an I/O policy{why}; write 'warn' or 'limit N' "
-                f"(N up to {MAX_IO_PORTS}; a 64 KiB I/O space has room for 16 windows of 4 KiB)")
+            bad(("io_ports",), f"'{_cut(spec.io_ports)}' is not an I/O policy{why}; write 'warn', 'limit' (the "
+                f"firmware's) or 'limit N' (N up to {MAX_IO_PORTS}; a 64 KiB I/O space has room for 16 windows of "
+                "4 KiB)")
 
     if problems:
         raise SpecError(problems)
     return Problem(
         name=spec.name, family=rules.family, machine=machine, arch=arch, endpoints=tuple(implicit + endpoints), headroom=tuple(headroom),
         memory_mib=memory, vcpus=vcpus, virt_type=spec.type, source=file, io_ports=io_ports, numa=cells,
-        layout=spec.layout,
+        layout=spec.layout, io_ports_from=io_from, firmware=firmware,
     )
 
 

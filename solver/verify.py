@@ -19,13 +19,15 @@ from itertools import combinations
 
 from .model import HOTPLUG_CLASSES, Address, EndpointClass, Layout
 from .rules import BusRule, RuleSet
+from .rules.firmware import of_kind
 
 __all__ = ["Budget", "Report", "verify", "IO_PORT_WARN"]
 
-# Firmware IO space: each port with an IO window costs 4 KiB of 64 KiB; QEMU 6.1
-# failed to boot with 15 or more root ports and virt-manager caps itself at 14
-# (peers.md pain point 4; QEMU docs/pcie.txt).  SeaBIOS and OVMF give a window
-# only to a port with an I/O-BAR device behind it, so those are what count.
+# Firmware IO space: each port with an IO window costs 4 KiB of 64 KiB.  Where the guest's
+# firmware was measured (rules/firmware.py: SeaBIOS 14, OVMF 9) its row gives the number; else
+# this estimate: QEMU 6.1 failed to boot with 15 or more root ports and virt-manager caps itself
+# at 14 (peers.md pain point 4; QEMU docs/pcie.txt).  SeaBIOS and OVMF give a window only to a
+# port with an I/O-BAR device behind it, so those are what count.
 IO_PORT_WARN = 14
 
 
@@ -96,7 +98,8 @@ def verify(layout: Layout, rules: RuleSet, *, strict_auto: bool = True, io_limit
     where libvirt's auto-placement would accept them (the planner's promise).
 
     ``io_limit`` makes the I/O-space budget a rule (more ports with I/O-BAR
-    devices is an error); without it, more than ``IO_PORT_WARN`` is a warning."""
+    devices is an error); without it, more than the firmware gives I/O windows (its measured row,
+    else ``IO_PORT_WARN``) is a warning."""
     rep = Report(isolated=rules.isolated)
     err = rep.errors.append
     by_index: dict[int, tuple[BusRule, object]] = {}
@@ -296,11 +299,19 @@ def _budgets(layout, rules: RuleSet, rep: Report, by_index, slot_users, io_limit
             if port is not None:
                 io.add(port)
     rep.io_ports = sorted(io)
-    limit = io_limit if io_limit is not None else IO_PORT_WARN
+    row = of_kind(layout.firmware, rules.family)
+    limit = io_limit if io_limit is not None else row.io_ports if row is not None else IO_PORT_WARN
     rep.budgets["ports with I/O windows"] = Budget(len(io), limit)
     if len(io) > limit:
-        msg = (f"{len(io)} ports have I/O-BAR devices behind them; the firmware's 64 KiB I/O space holds about "
-               f"{limit} such windows (use modern virtio models, which need none)")
+        if io_limit is not None:
+            held = f"the limit is {limit} (io_ports)"
+        elif row is not None:
+            held = (f"{row.name} gives I/O windows to {row.io_ports} (measured, {row.version}); past that: "
+                    f"{row.past_io_ports}")
+        else:
+            held = f"the firmware's 64 KiB I/O space holds about {limit} such windows (an estimate)"
+        msg = (f"{len(io)} ports have I/O-BAR devices behind them; {held}. Use modern virtio models, which need "
+               "no I/O window, or 'hotunplug: false' so such devices sit on the root complex")
         (rep.errors if io_limit is not None else rep.warnings).append(msg)
 
 
@@ -389,8 +400,11 @@ def _numa_checks(layout: Layout, rules: RuleSet, rep: Report, by_index, slot_use
             elif not lo <= target["busNr"] <= hi:
                 err(f"{who}: busNr {target['busNr']} is out of range {lo}-{hi}")
         if "busNr" in rule.target and not layout.acpi:
+            # measured from the guest (tests/test_guest_measure.py, test_aarch64_expander_seen): with UEFI
+            # alone the expander's devices stay unseen; <acpi/> is needed as well
             rep.warnings.append(f"the guest finds {who}'s devices only through ACPI, which needs UEFI on this "
-                                "machine: add a UEFI loader to the domain")
+                                "machine: 'firmware: efi' in the spec (the plan then writes <acpi/> too), or a UEFI "
+                                "loader and <features><acpi/> in the domain")
     starts = {0: 0}
     for i, (rule, c) in by_index.items():
         if "busNr" in rule.target and "busNr" in dict(c.target):

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.libvirt_fixtures"]
+pytest_plugins = ["tests.libvirt_fixtures", "tests.guest_fixtures"]
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent

@@ -50,7 +50,7 @@ CASES = [
     (["-o", "{tmp}/existing.xml", "--force", "{specs}/pc-legacy.yaml"], 0, ERR, "added 1 pci-bridge"),
     (["--emit", "xml", "{specs}/q35-web.yaml"], 2, ERR, "'xml' is not one of"),
     (["--emit", "json"], 2, ERR, "Missing argument 'SPEC'"),
-    (["--emit", "json", "--help"], 0, OUT, "--emit [domain|controllers|json|tree]"),
+    (["--emit", "json", "--help"], 0, OUT, "--emit [domain|controllers|json|tree|virt-install|svg|dot|virt-xml|attach]"),
     (["--bogus", "{specs}/q35-web.yaml"], 2, ERR, "No such option '--bogus'"),
     (["--emit", "json", "schema"], 2, ERR, "No such option '--emit'"),  # a command is never taken for a spec
     # writing a file
@@ -76,7 +76,7 @@ CASES = [
     # usage
     (["--help"], 0, OUT, "Plan the PCI topology of libvirt guests."),
     (["--help"], 0, OUT, "topo-solve extend DOMAIN.xml --hotplug MODEL=N"),
-    (["plan", "--help"], 0, OUT, "--emit [domain|controllers|json|tree]"),
+    (["plan", "--help"], 0, OUT, "--emit [domain|controllers|json|tree|virt-install|svg|dot|virt-xml|attach]"),
     (["--version"], 0, OUT, "topo-solve, version"),
     (["-h"], 0, OUT, "Plan the PCI topology of libvirt guests."),
     (["--bogus"], 2, ERR, "No such option '--bogus'"),

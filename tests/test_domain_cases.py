@@ -196,3 +196,20 @@ def test_a_device_written_at_the_chipsets_own_address_is_refused():
         plan_document(text, "case.xml", ())
     (finding,) = err.value.problems
     assert "both use PCI address 0000:00:01.1" in finding.message and "chipset" in finding.message
+
+
+@pytest.mark.parametrize("a_type, refused", [
+    ("off", True), ("none", True), ("s390", True),  # libvirt 9.0: "unknown address type '...'"
+    ("virtio-mmio", False), ("unassigned", False),  # not PCI: the element is left where it is
+])
+def test_an_address_type_libvirt_does_not_know_is_refused_at_its_line(a_type, refused):
+    text = _domain("q35", f"<memballoon model='virtio'>\n<address type='{a_type}'/></memballoon>").replace(
+        "<memballoon model='none'/>", "")
+    if not refused:
+        planned = plan_document(text, "case.xml", PCIE1)
+        assert not any(p.endpoint.kind == "virtio-balloon" for p in planned.extension.placed)
+        assert f"<address type='{a_type}'/>" in planned.edit.text
+        return
+    with pytest.raises(SpecError) as err:
+        plan_document(text, "case.xml", PCIE1)
+    assert f"case.xml:2: memballoon/address@type: address type '{a_type}'" in str(err.value)

@@ -70,3 +70,13 @@ def test_console_example(command, expected, scratch):
             assert line.startswith(want[:-3].rstrip()), (want, line)
         else:
             assert line == want
+
+
+def test_the_readme_picture_is_what_topo_solve_draws_now():
+    """The README shows docs/web-01.svg; it is `topo-solve specs/q35-web.yaml --emit svg` as of now
+    (regenerate it with that command and -o docs/web-01.svg --force when the drawing changes)."""
+    assert "](docs/web-01.svg)" in README
+    proc = subprocess.run([sys.executable, "-m", "topo_solve", "specs/q35-web.yaml", "--emit", "svg", "-q"],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (REPO / "docs" / "web-01.svg").read_text() == proc.stdout

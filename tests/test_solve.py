@@ -380,6 +380,20 @@ PLANS = [
         "capacity": {"pcie": 1},
         "at": {"nic": "0000:01:00.0"},
     },
+    {
+        "id": "pc-900-nics-nest-a-bridge-to-keep-the-balloons-slot",
+        "#": "900 e1000 need 30 pci-bridges (29 free root slots, 31 slots a bridge); the balloon, never "
+             "unplugged, needs a root slot, so the 30th bridge nests in the first and the balloon keeps "
+             "the last root slot (found by the fuzzer: 'no root slot left for balloon', exit 3)",
+        "spec": """
+            name: big
+            machine: pc
+            devices:
+              - {name: nic, model: e1000, count: 900}
+        """,
+        "added": {"pci-bridge": 30},
+        "at": {"balloon": "0000:00:1f.0"},
+    },
 ]
 
 

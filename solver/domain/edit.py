@@ -53,7 +53,7 @@ _TOKEN = re.compile(r"""<!--.*?-->|<!\[CDATA\[.*?\]\]>|<\?.*?\?>|<!DOCTYPE[^>]*>
                     re.S)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Span:
     start: int  # of '<' of the start tag
     head_end: int  # just after the start tag's '>'
@@ -97,15 +97,19 @@ class _Text:
         self.edits: list[tuple[int, int, str]] = []
         self._steps: dict[int, str] = {}
         self._quotes: dict[int, str] = {}
+        self._indents: dict[int, str] = {}
         self.quote = "'" if self.text.count("='") >= self.text.count('="') else '"'
 
     def line_start(self, pos: int) -> int:
         return self.text.rfind("\n", 0, pos) + 1
 
     def indent_of(self, el: etree._Element) -> str:
-        sp = self.span[id(el)]
-        head = self.text[self.line_start(sp.start):sp.start]
-        return head if not head.strip() else ""
+        key = id(el)
+        if key not in self._indents:
+            sp = self.span[key]
+            head = self.text[self.line_start(sp.start):sp.start]
+            self._indents[key] = head if not head.strip() else ""
+        return self._indents[key]
 
     def step(self, el: etree._Element) -> str:
         """One indentation step, from the element's children (or its parent's), else two spaces."""
@@ -427,21 +431,29 @@ def _who(d: DomainDevice) -> str:
 
 # -- the check: nothing changed but what the plan says ------------------------------------
 
-def _shape(el, skip=frozenset(), device: bool = False) -> tuple:
-    """An element as nested tuples: tag, attributes, non-blank text, children (comments included);
-    the children in ``skip`` (by identity) left out.  A PCI controller's index and a device's own PCI
-    address (``device``: ``el`` is a child of ``<devices>``) are what a plan writes, so neither is
-    part of the shape."""
-    tag = el.tag
+def _same(a, b, skip_a, skip_b, device: bool = False) -> bool:
+    """Whether two elements have the same shape: tag, attributes, non-blank text and children
+    (comments and processing instructions included), the children in ``skip_a``/``skip_b`` (by
+    identity) left out.  A PCI controller's index and a device's own PCI address (``device``: the
+    elements are children of ``<devices>``) are what a plan writes, so neither is compared."""
+    if a.tag != b.tag or (a.text or "").strip() != (b.text or "").strip():
+        return False
+    tag = a.tag
     if not isinstance(tag, str):
-        return ("#comment" if isinstance(el, etree._Comment) else "#pi", (el.text or "").strip())
-    attrib = tuple(sorted(el.attrib.items()))
-    if device and tag == "controller" and el.get("type") == "pci":
-        attrib = tuple(kv for kv in attrib if kv[0] != "index")
+        return isinstance(a, etree._Comment) == isinstance(b, etree._Comment)
+    if device and tag == "controller" and a.get("type") == "pci":
+        if {k: v for k, v in a.items() if k != "index"} != {k: v for k, v in b.items() if k != "index"}:
+            return False
+    elif dict(a.attrib) != dict(b.attrib):
+        return False
     inner = tag == "devices"
-    kids = tuple(_shape(c, skip, inner) for c in el
-                 if id(c) not in skip and not (device and c.tag == "address" and c.get("type") == "pci"))
-    return (tag, attrib, (el.text or "").strip(), kids)
+
+    def kids(el, skip):
+        return [c for c in el if id(c) not in skip
+                and not (device and c.tag == "address" and c.get("type") == "pci")]
+
+    ka, kb = kids(a, skip_a), kids(b, skip_b)
+    return len(ka) == len(kb) and all(_same(x, y, skip_a, skip_b, inner) for x, y in zip(ka, kb))
 
 
 def _check(domain: Domain, data: bytes, new_controllers: list[Controller], reused: list[DomainController],
@@ -474,7 +486,7 @@ def _check(domain: Domain, data: bytes, new_controllers: list[Controller], reuse
     skip_old = {id(dc.element) for dc in left}
     if domain.document.root.find("devices") is None and devices is not None:
         skip_new.add(id(devices))  # the plan wrote <devices> itself: everything in it is the plan's
-    if _shape(domain.document.root, skip_old) != _shape(new, skip_new):
+    if not _same(domain.document.root, new, skip_old, skip_new):
         raise ProgrammingError(f"{file}: the edit changed more than the plan")
 
 

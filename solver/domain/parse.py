@@ -85,6 +85,7 @@ def parse_document(data: str | bytes, file: str) -> Document:
     line = _doctype_line(data)
     if line is not None:
         raise _fail(file, line, _DTD_MESSAGE)
+    _check_tag_count(data, file)
     try:
         root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as exc:
@@ -110,6 +111,24 @@ def parse_document(data: str | bytes, file: str) -> Document:
         raise _fail(file, where, f"the file is not {encoding} text, as its XML declaration says; save it as "
                     "UTF-8") from None
     return Document(file=file, data=data, root=root, encoding=encoding)
+
+
+_START = re.compile(rb"<(?![/!?])")  # a start tag (not an end tag, comment, CDATA or declaration)
+
+
+def _check_tag_count(data: bytes, file: str) -> None:
+    """Refuse a document with more than MAX_ELEMENTS start tags before lxml builds its tree: a tree
+    costs about a hundred bytes per element, so an 8 MiB file of empty elements would take hundreds
+    of MB before _check_shape could count them.  A '<' before a name inside a comment or CDATA section
+    counts too (one in an attribute value is not well-formed), so this may refuse a document of fewer
+    elements whose comments hold tens of thousands of tags: no domain XML comes near."""
+    if data.count(b"<") <= MAX_ELEMENTS:
+        return
+    for n, m in enumerate(_START.finditer(data), 1):
+        if n > MAX_ELEMENTS:
+            raise _fail(file, data.count(b"\n", 0, m.start()) + 1, f"more than {MAX_ELEMENTS:,} elements; a "
+                        "libvirt domain XML has a few hundred, a guest with thousands of devices some tens of "
+                        "thousands")
 
 
 _TOO_DEEP = etree.XPath("/*" + "/*" * (MAX_DEPTH + 1))  # elements below MAX_DEPTH levels of nesting

@@ -18,6 +18,7 @@ not larger than its bus).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 
 from lxml import etree
@@ -26,7 +27,8 @@ from ..errors import Finding, SpecError
 from ..model import Address, Controller, Endpoint, EndpointClass, Layout, Placed, Problem
 from ..rules import DeviceKind, Implicit, RuleSet, family_for, machine_suggestions
 from ..rules.devices import KINDS
-from .classify import classify
+from ..rules.firmware import KINDS as FIRMWARE_KINDS
+from .classify import NOT_PCI_ADDRESSES, classify
 from .parse import Document, number, parse_document, read_address, shown
 
 __all__ = ["Domain", "DomainController", "DomainDevice", "read_domain", "read_layout"]
@@ -79,6 +81,7 @@ class Domain:
     controllers: list[DomainController]
     devices: list[DomainDevice]  # in document order, then what libvirt adds
     findings: list[Finding] = field(default_factory=list)
+    firmware: str | None = None  # rules.firmware.KINDS the guest boots (see firmware_of)
 
     @property
     def file(self) -> str:
@@ -120,7 +123,7 @@ class Domain:
             elif d.endpoint.cls is None and d.implicit is None and d.endpoint.fixed_role is None:
                 placed.append(Placed(d.endpoint, None))
         return Layout(family=self.rules.family, controllers=tuple(ctrls), placed=tuple(placed), acpi=self.acpi,
-                      numa_nodes=self.numa_cells)
+                      numa_nodes=self.numa_cells, firmware=self.firmware)
 
     def problem(self, headroom=(), *, right_size: bool = False, io_ports: int | None = None,
                 layout: str = "qemu-guidelines") -> Problem:
@@ -133,7 +136,7 @@ class Domain:
         keep = tuple(c.controller for c in self.controllers if not c.placed and (c.index_given or not right_size))
         return Problem(name=self.name, family=self.rules.family, machine=self.machine, arch=self.arch,
                        endpoints=endpoints, headroom=tuple(headroom), source=self.file, io_ports=io_ports,
-                       base=self.layout(), keep=keep, layout=layout)
+                       base=self.layout(), keep=keep, layout=layout, firmware=self.firmware)
 
 
 def _machine(root: etree._Element, file: str, problems: list[Finding]) -> tuple[RuleSet | None, str]:
@@ -222,6 +225,19 @@ def _address(el: etree._Element, file: str, problems: list[Finding]) -> tuple[Ad
     return address, bool(bad)
 
 
+def _unknown_address_type(el: etree._Element, file: str, problems: list[Finding]) -> bool:
+    """Whether ``el``'s <address> has a type libvirt does not know (reported): libvirt refuses it at
+    define ("unknown address type"), so guessing a place for the element would hide that."""
+    a = el.find("address")
+    a_type = a.get("type") if a is not None else None
+    if a_type is None or a_type == "pci" or a_type in NOT_PCI_ADDRESSES:
+        return False
+    problems.append(Finding(file, a.sourceline, f"{el.tag}/address@type",
+                            f"address type '{shown(a_type)}' is not one libvirt knows; write type='pci' "
+                            f"(or one of {', '.join(sorted(NOT_PCI_ADDRESSES))}), or drop the address"))
+    return True
+
+
 def _index(el: etree._Element, file: str, problems: list[Finding]) -> int | None:
     raw = el.get("index")
     if raw is None:
@@ -285,6 +301,7 @@ def read_domain(data: str | bytes, file: str = "<domain>") -> Domain:
     name = (name_el.text or "").strip() if name_el is not None and name_el.text else ""
     arch = (root.find("os/type").get("arch") or rules.arches[0])
     acpi = root.find("features/acpi") is not None
+    firmware = firmware_of(root, rules)
     numa_cells = len(root.findall("cpu/numa/cell"))
 
     controllers: list[DomainController] = []
@@ -349,6 +366,8 @@ def read_domain(data: str | bytes, file: str = "<domain>") -> Domain:
                         f"{', '.join(known)}")
             problems.append(Finding(file, el.sourceline, "controller@model", what))
             continue
+        if _unknown_address_type(el, file, problems):
+            continue
         address, malformed = _address(el, file, problems)
         target, hotplug = _target(el, file, problems)
         c = DomainController(el, Controller(index=index, model=model, address=address, target=target,
@@ -379,6 +398,8 @@ def read_domain(data: str | bytes, file: str = "<domain>") -> Domain:
             continue
         found = classify(el, rules)
         address, malformed = _address(el, file, problems)
+        if _unknown_address_type(el, file, problems):
+            continue
         if found.unknown:
             problems.append(Finding(file, el.sourceline, el.tag,
                                     f"{found.unknown}: topo-solve does not know whether this model takes a PCI "
@@ -442,7 +463,7 @@ def read_domain(data: str | bytes, file: str = "<domain>") -> Domain:
         raise SpecError(sorted(problems, key=lambda p: p.line or 0))
     devices += _added_at_define(children, rules, roles_taken, arch)
     return Domain(document=doc, rules=rules, name=name or _stem(file), machine=machine, arch=arch, acpi=acpi,
-                  numa_cells=numa_cells, controllers=controllers, devices=devices)
+                  firmware=firmware, numa_cells=numa_cells, controllers=controllers, devices=devices)
 
 
 def _int(raw: str | None, default: int) -> int:
@@ -548,29 +569,62 @@ def _role(kind: DeviceKind, rules: RuleSet, taken: set[str], address: Address | 
     return None
 
 
-def _present(children: list[etree._Element], tag: str, path: str, value: str) -> bool:
-    from .classify import _value, pseudo_tag
+# Words in a <loader> path that name a UEFI build (Debian's OVMF/AAVMF, Fedora's edk2, QEMU_EFI)
+_EFI_LOADER = re.compile(r"ovmf|aavmf|edk2|qemu_efi|uefi", re.IGNORECASE)
 
-    for el in children:
-        if pseudo_tag(el) == tag or el.tag == tag:
-            if not path:
-                return True
-            v = _value(el, path)
-            if v is not None and (value == "*" or v == value):
-                return True
+
+def firmware_of(root: etree._Element, rules: RuleSet) -> str | None:
+    """The firmware the domain boots: <os firmware='...'> (libvirt 5.2's autoselection), else a
+    <loader> whose path names a UEFI build (a pflash loader is UEFI too), else the family's default."""
+    os_ = root.find("os")
+    named = os_.get("firmware") if os_ is not None else None
+    if named in FIRMWARE_KINDS:
+        return named
+    loader = os_.find("loader") if os_ is not None else None
+    if loader is not None:
+        if loader.get("type") == "pflash" or _EFI_LOADER.search(loader.text or ""):
+            return "efi"
+        if "bios" in rules.firmware_kinds:
+            return "bios"
+    return rules.firmware_default
+
+
+def _present(by_tag: dict[str, list[etree._Element]], tag: str, path: str, value: str) -> bool:
+    from .classify import _value
+
+    for el in by_tag.get(tag, ()):
+        if not path:
+            return True
+        v = _value(el, path)
+        if v is not None and (value == "*" or v == value):
+            return True
     return False
+
+
+def _by_tag(children: list[etree._Element]) -> dict[str, list[etree._Element]]:
+    """The children by tag and by pseudo tag (a <controller> by its type as well)."""
+    from .classify import pseudo_tag
+
+    out: dict[str, list[etree._Element]] = {}
+    for el in children:
+        out.setdefault(str(el.tag), []).append(el)
+        tag = pseudo_tag(el)
+        if tag != el.tag:
+            out.setdefault(tag, []).append(el)
+    return out
 
 
 def _added_at_define(children: list[etree._Element], rules: RuleSet, roles_taken: set[str],
                      arch: str) -> list[DomainDevice]:
     """The devices libvirt adds at define (``RuleSet.added_at_define``), as devices without an element."""
     out = []
+    by_tag = _by_tag(children)
     for imp in rules.added_at_define:
         if imp.arches is not None and arch not in imp.arches:
             continue
-        if _present(children, imp.unless, "", ""):
+        if _present(by_tag, imp.unless, "", ""):
             continue
-        if imp.needs and not any(_present(children, tag, path, value) for tag, path, value in imp.needs):
+        if imp.needs and not any(_present(by_tag, tag, path, value) for tag, path, value in imp.needs):
             continue
         kind = KINDS[imp.kind]
         role = _role(kind, rules, roles_taken, None)

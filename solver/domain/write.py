@@ -138,7 +138,8 @@ def domain_element(plan: Plan) -> etree._Element:
     _S(dom, "name").text = p.name
     _S(dom, "memory", unit="MiB").text = str(p.memory_mib)
     _S(dom, "vcpu").text = str(p.vcpus)
-    os_ = _S(dom, "os")
+    # UEFI by libvirt's own choice of loader (firmware autoselection, libvirt 5.2); the BIOS is the default
+    os_ = _S(dom, "os", firmware="efi") if plan.layout.firmware == "efi" else _S(dom, "os")
     _S(os_, "type", arch=p.arch, machine=p.machine).text = "hvm"
     if plan.layout.acpi:
         _S(_S(dom, "features"), "acpi")

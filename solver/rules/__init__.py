@@ -195,6 +195,17 @@ class RuleSet:
     # when the XML already has a device at a virtio-mmio address (qemuDomainAssignVirtioMMIOAddresses:
     # ARM and RISC-V virt machines)
     virtio_mmio: bool = False
+    # The guest firmware (rules.firmware.KINDS): the kinds a domain of this family may name, and
+    # the one it boots when it names none (libvirt: BIOS on x86; None: no firmware, e.g. a direct
+    # kernel boot).  ``acpi_needs_efi``: <acpi/> only with UEFI (aarch64: "ACPI requires UEFI on
+    # this architecture"), so the planner writes it exactly when the firmware is efi.
+    firmware_kinds: frozenset[str] = frozenset()
+    firmware_default: str | None = None
+    acpi_needs_efi: bool = False
+
+    def acpi_for(self, firmware: str | None) -> bool:
+        """Whether a planned guest with this firmware gets <acpi/>."""
+        return self.acpi or (self.acpi_needs_efi and firmware == "efi")
 
     def bus(self, model: str) -> BusRule:
         return self.buses[model]

@@ -66,6 +66,10 @@ RULES = RuleSet(
     defaults=_freeze({"usb": True, "memballoon": True, "video": False}),
     default_video="vga",
     acpi=True,  # i440fx hotplug is ACPI-based: without <acpi/> QEMU refuses every hotplug
+    # x86 boots SeaBIOS unless the domain asks for UEFI (OVMF); both measured from the guest
+    # (rules/firmware.py)
+    firmware_kinds=frozenset({"bios", "efi"}),
+    firmware_default="bios",
     hotplug_needs_acpi=True,
     sources=("real-libvirt.md rows 15-20",),
     numa_root="pci-expander-bus",

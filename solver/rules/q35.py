@@ -151,6 +151,10 @@ RULES = RuleSet(
     # q35 hotplugs natively without ACPI (real-libvirt.md row 1), but ACPI is what
     # every x86 guest wants; libvirt passes -no-acpi without it.
     acpi=True,
+    # x86 boots SeaBIOS unless the domain asks for UEFI (OVMF); both measured from the guest
+    # (rules/firmware.py)
+    firmware_kinds=frozenset({"bios", "efi"}),
+    firmware_default="bios",
     hotplug_needs_acpi=False,
     sources=("real-libvirt.md section 4 rows 0-14",),
     numa_root="pcie-expander-bus",

@@ -30,6 +30,11 @@ RULES = RuleSet(
     default_video="virtio-gpu",
     acpi=False,  # "ACPI requires UEFI on this architecture" without a UEFI loader
     hotplug_needs_acpi=False,
+    # aarch64 boots UEFI (AAVMF) or, without a loader, a kernel directly; measured (tests/test_guest_measure.py,
+    # test_aarch64_expander_seen): a pcie-expander-bus's devices are seen only with UEFI and
+    # <acpi/> both
+    firmware_kinds=frozenset({"efi"}),
+    acpi_needs_efi=True,
     sources=("real-libvirt.md rows 24-26",),
     # pcie-expander-bus is allowed on aarch64 virt (libvirt test pcie-expander-bus-aarch64); measured:
     # virt-7.2 defines and hotplugs into a root port behind one.  The guest sees that root bus only

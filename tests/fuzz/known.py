@@ -35,22 +35,11 @@ def _element_count(data: bytes) -> int:
 
 
 KNOWN: list[Known] = [
-    Known("edit-check",
-          "plan or extend of a domain whose device has a non-PCI <address type> (type='off' on a disk) ends in "
-          "'the edit changed more than the plan' (exit 3)",
-          "solver/domain/edit.py (apply_plan / _check)",
-          _exit3("the edit changed more than the plan")),
     Known("utf16-scanner",
           "a UTF-16 (little-endian, no byte order mark) domain XML with an XML declaration: 'the scanner found 108 "
           "elements, lxml 75' (exit 3)",
           "solver/domain/parse.py / edit.py (the byte scanner reads UTF-16 as if it were UTF-8)",
           _exit3("the scanner found")),
-    Known("xml-cost",
-          "a domain XML of 10^5 - 2*10^6 elements (within 8 MiB) is parsed whole before the element-count limit "
-          "(200,000) refuses it: 240-255 MB for 1.9 million elements",
-          "solver/domain/parse.py, solver/domain/read.py, solver/domain/edit.py",
-          lambda p, data, kind: kind == "xml" and p.kind in ("slow", "memory")
-          and (_element_count(data) > 50_000 or data.count(b"<a>") >= 100)),
     Known("slow-explanation",
           "explaining why a large request is infeasible (extend of a big guest, several classes at their limits) "
           "takes seconds where the bounds would say it at once",
@@ -60,7 +49,7 @@ KNOWN: list[Known] = [
           "the planner disagrees with itself on valid input (counts vs placer, NUMA expander busNr ranges)",
           "solver/counts.py, solver/place.py, solver/extend.py",
           lambda p, data, kind: p.kind == "exit3" and any(t in p.detail for t in (
-              "though the counts said it fits", "fails its own verification", "no root slot left for"))),
+              "though the counts said it fits", "fails its own verification"))),
 ]
 
 

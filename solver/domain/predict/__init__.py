@@ -156,7 +156,7 @@ def _result(domain: Domain, controllers: list[Item], items: list[Item], host: Ho
         placed.append(Placed(_endpoint(it, given, host, seen_names), it.address))
     # elements the reader knows that take no PCI address here (virtio-mmio ones have none at all)
     layout = Layout(family=domain.rules.family, controllers=layout_controllers, placed=tuple(placed),
-                    acpi=domain.acpi, numa_nodes=domain.numa_cells)
+                    acpi=domain.acpi, numa_nodes=domain.numa_cells, firmware=domain.firmware)
     return Prediction(domain, predicted_controllers, tuple(devices), layout)
 
 
