@@ -35,6 +35,12 @@ def _element_count(data: bytes) -> int:
 
 
 KNOWN: list[Known] = [
+    Known("edit-check",
+          "plan or extend ends in 'the edit changed more than the plan' (exit 3) when a PCI controller's <address> has "
+          "another known type (type='ccw' on a pcie-root-port), or when <devices> of a guest not yet defined holds "
+          "stray text",
+          "solver/domain/edit.py (apply_plan / _check), solver/domain/read.py",
+          _exit3("the edit changed more than the plan")),
     Known("utf16-scanner",
           "a UTF-16 (little-endian, no byte order mark) domain XML with an XML declaration: 'the scanner found 108 "
           "elements, lxml 75' (exit 3)",
@@ -46,10 +52,12 @@ KNOWN: list[Known] = [
           "solver/solve.py, solver/extend.py (_largest)",
           lambda p, data, kind: p.kind == "slow" and p.detail.endswith("exit 1")),
     Known("planner-fault",
-          "the planner disagrees with itself on valid input (counts vs placer, NUMA expander busNr ranges)",
+          "the planner disagrees with itself on valid input: pc NUMA guests with a full root bus ('no slot for "
+          "controller N (pci-expander-bus) though the counts said it fits', 'no root slot left for balloon' with "
+          "1,000 e1000 and a node's headroom), a root port with a NUMA node failing the plan's own verification",
           "solver/counts.py, solver/place.py, solver/extend.py",
           lambda p, data, kind: p.kind == "exit3" and any(t in p.detail for t in (
-              "though the counts said it fits", "fails its own verification"))),
+              "though the counts said it fits", "fails its own verification", "no root slot left for"))),
 ]
 
 
