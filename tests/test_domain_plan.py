@@ -186,6 +186,29 @@ def test_crlf_and_another_encoding_survive_byte_for_byte():
             assert all(b"/>" in ln for ln in a[i1:i2]), a[i1:i2]  # only self-closing elements that got a child
 
 
+@pytest.mark.parametrize("codec, bom, declared", [
+    ("utf-16-le", b"", "UTF-16"), ("utf-16-be", b"", "UTF-16"), ("utf-16-le", b"\xff\xfe", "UTF-16"),
+    ("utf-16-be", b"\xfe\xff", "UTF-16"), ("utf-16-le", b"", None),  # told by its first bytes alone
+    ("utf-32-le", b"\xff\xfe\x00\x00", "UTF-32"), ("utf-32-be", b"", "UTF-32"),
+])
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_utf16_and_utf32_keep_their_byte_order_and_mark(codec, bom, declared, newline):
+    """The fuzzer's UTF-16 without a byte order mark was read as the wrong text (exit 3); every
+    form XML tells by its first bytes comes back in its own byte order, mark and line endings."""
+    decl = f'<?xml version="1.0" encoding="{declared}"?>' if declared else '<?xml version="1.0"?>'
+    text = (decl + "\n" + VIRT_INSTALL_Q35).replace("\n", newline)
+    data = bom + text.encode(codec)
+    out = plan_document(data, "wide.xml", PCIE4).edit.data
+    assert out.startswith(bom + (decl + newline + "<domain").encode(codec))
+    decoded = out[len(bom):].decode(codec)
+    plain = '<?xml version="1.0"?>'  # the same document in UTF-8 is planned to the same text
+    same = plan_document(text.replace(decl, plain, 1).encode(), "plain.xml", PCIE4).edit.text
+    assert decoded == same.replace(plain, decl, 1)
+    assert newline == "\n" or decoded.count("\r\n") == decoded.count("\n")
+    layout, rules = read_layout(out, "wide.xml")
+    assert verify(layout, rules, strict_auto=False).capacity[K.PCIE] >= 4
+
+
 def test_one_line_document_and_namespaces():
     text = ("<domain type='kvm' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'><name>one</name>"
             "<memory>262144</memory><os><type arch='x86_64' machine='pc-i440fx-7.2'>hvm</type></os>"

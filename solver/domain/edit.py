@@ -406,7 +406,7 @@ def apply_plan(domain: Domain, ext: Extension, *, reuse: list[DomainController] 
             else:
                 _insert_first(t, devices_el, block(els), indent)
     text = t.render()
-    data = text.encode(doc.encoding)
+    data = doc.encode(text)
     _check(domain, data, new_controllers, [dc for dc, _ in reused], left, ext, bus_nrs)
     return Edit(data, text, new_controllers=tuple(new_controllers), gap_controllers=tuple(gap),
                 added_by_libvirt=tuple(d.endpoint.kind for d, _ in written_devices),

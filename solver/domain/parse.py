@@ -44,17 +44,23 @@ class Document:
     file: str
     data: bytes
     root: etree._Element
-    encoding: str  # as the XML declaration names it, else utf-8
+    encoding: str  # a codec that gives back ``data`` (after ``bom``): UTF-16/32 with their byte order
+    bom: bytes = b""  # a UTF-16/32 byte order mark, written back before the text
 
     @property
     def text(self) -> str:
-        return self.data.decode(self.encoding)
+        return self.data[len(self.bom):].decode(self.encoding)
+
+    def encode(self, text: str) -> bytes:
+        """``text`` (this document's, edited) as bytes of this file: its encoding, its byte order mark."""
+        return self.bom + text.encode(self.encoding)
 
     @property
     def newline(self) -> str:
         """The file's own line ending (the first one in it)."""
-        i = self.data.find(b"\n")
-        return "\r\n" if i > 0 and self.data[i - 1:i] == b"\r" else "\n"
+        text = self.text
+        i = text.find("\n")
+        return "\r\n" if i > 0 and text[i - 1] == "\r" else "\n"
 
 
 def _doctype_line(data: bytes) -> int | None:
@@ -102,16 +108,31 @@ def parse_document(data: str | bytes, file: str) -> Document:
         # Not reached for UTF-8 input (the prolog check refuses first); other encodings end here.
         raise _fail(file, 1, _DTD_MESSAGE)
     _check_shape(root, file)
-    # the encoding the edit writes back in: the document's own (lxml read it from the declaration or BOM)
-    encoding = (root.getroottree().docinfo.encoding or "utf-8").lower()
+    # the encoding the edit writes back in: the document's own.  UTF-16 and UTF-32 are told by their
+    # first bytes (a byte order mark, or '<' in that byte order: XML 1.0 appendix F), which name the
+    # byte order the declaration does not; otherwise lxml's reading of the declaration.
+    bom = b""
+    for signature, codec, mark in _SIGNATURES:
+        if data.startswith(signature):
+            encoding, bom = codec, data[:mark]
+            break
+    else:
+        encoding = (root.getroottree().docinfo.encoding or "utf-8").lower()
     try:
-        data.decode(encoding)
+        data[len(bom):].decode(encoding)
     except (LookupError, UnicodeDecodeError) as exc:
         where = data.count(b"\n", 0, exc.start) + 1 if isinstance(exc, UnicodeDecodeError) else 1
         raise _fail(file, where, f"the file is not {encoding} text, as its XML declaration says; save it as "
                     "UTF-8") from None
-    return Document(file=file, data=data, root=root, encoding=encoding)
+    return Document(file=file, data=data, root=root, encoding=encoding, bom=bom)
 
+
+# (first bytes, codec, length of the byte order mark) for the encodings XML tells by their first bytes;
+# UTF-32 before UTF-16, whose marks begin theirs
+_SIGNATURES = ((b"\xff\xfe\x00\x00", "utf-32-le", 4), (b"\x00\x00\xfe\xff", "utf-32-be", 4),
+               (b"<\x00\x00\x00", "utf-32-le", 0), (b"\x00\x00\x00<", "utf-32-be", 0),
+               (b"\xff\xfe", "utf-16-le", 2), (b"\xfe\xff", "utf-16-be", 2),
+               (b"<\x00", "utf-16-le", 0), (b"\x00<", "utf-16-be", 0))
 
 _START = re.compile(rb"<(?![/!?])")  # a start tag (not an end tag, comment, CDATA or declaration)
 

@@ -103,7 +103,16 @@ def plan_document(data: str | bytes, file: str, headroom: tuple[Headroom, ...] =
             cache[key] = ext
     reuse = [c for c in domain.unplaced_controllers if right_size and not c.index_given]
     edit = apply_plan(domain, ext, reuse=reuse, prefilled=prefilled)
-    surplus = () if right_size or not problem.keep or not surplus else _surplus(domain, ext)
+    if right_size or not problem.keep or not surplus:
+        surplus = ()
+    elif cache is not None:
+        # the lean plan is a second search: as cacheable as the first (it reads the same problem)
+        skey = ("surplus", key)
+        if skey not in cache:
+            cache[skey] = _surplus(domain, ext)
+        surplus = cache[skey]
+    else:
+        surplus = _surplus(domain, ext)
     return Planned(domain, ext, edit, surplus, edit.removed_controllers, cached)
 
 
