@@ -86,8 +86,6 @@ def test_pc_with_a_thousand_nics(tmp_path, capsys):
     assert code in (0, 1) and "programming error" not in err, err
 
 
-@pytest.mark.xfail(strict=True, reason="a UTF-16-LE domain XML (no byte order mark) with an XML declaration: 'the "
-                   "scanner found N elements, lxml M' (exit 3): solver/domain/; fuzz id utf16-scanner")
 def test_a_utf16_domain_without_a_byte_order_mark(tmp_path, capsys):
     path = tmp_path / "u16.xml"
     path.write_bytes(('<?xml version="1.0"?>\n' + WEB02.read_text()).encode("utf-16-le"))

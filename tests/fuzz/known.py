@@ -41,11 +41,6 @@ KNOWN: list[Known] = [
           "stray text",
           "solver/domain/edit.py (apply_plan / _check), solver/domain/read.py",
           _exit3("the edit changed more than the plan")),
-    Known("utf16-scanner",
-          "a UTF-16 (little-endian, no byte order mark) domain XML with an XML declaration: 'the scanner found 108 "
-          "elements, lxml 75' (exit 3)",
-          "solver/domain/parse.py / edit.py (the byte scanner reads UTF-16 as if it were UTF-8)",
-          _exit3("the scanner found")),
     Known("slow-explanation",
           "explaining why a large request is infeasible (extend of a big guest, several classes at their limits) "
           "takes seconds where the bounds would say it at once",
