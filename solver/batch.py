@@ -141,12 +141,46 @@ def _key(problem):
     return replace(problem, name="", source="", endpoints=endpoints)
 
 
-def _init_worker(options: BatchOptions) -> None:
+def _init_worker(options: BatchOptions, parent: int | None = None) -> None:
     global _OPTIONS, _CACHE
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C; no traceback from every worker
+    if parent is not None:
+        _die_with(parent)
     _OPTIONS, _CACHE = options, {}
+
+
+def _die_with(parent: int) -> None:
+    """End this worker when the batch process ends, even by kill -9 (a pool's own cleanup never runs then).
+
+    Linux: prctl(PR_SET_PDEATHSIG, SIGKILL), through ctypes; the parent may have died before the call, so
+    the parent's pid is checked after it.  Elsewhere a thread polls the parent's pid once a second."""
+    import signal
+
+    armed = False
+    if sys.platform == "linux":
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+            armed = libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent:
+        os._exit(1)  # the batch is already gone
+    if not armed:
+        import threading
+
+        def watch() -> None:
+            import time
+
+            while os.getppid() == parent:
+                time.sleep(1)
+            os._exit(1)
+
+        threading.Thread(target=watch, daemon=True, name="topo-solve-parent-watch").start()
 
 
 def _run_chunk(paths: list[str]) -> list[BatchResult]:
@@ -179,10 +213,8 @@ def _plan_one(path: str, options: BatchOptions, cache: dict) -> BatchResult:
         status = "infeasible" if isinstance(exc, InfeasibleError) else "error"
         message = "\n".join(str(p) for p in exc.problems) if isinstance(exc, SpecError) else f"{path}: {exc.render()}"
         return replace(_error(path, request, exc.exit_code, message), status=status)
-    except _Exists as exc:
-        return _error(path, request, 2, f"{path}: {exc} exists; pass --force to replace it")
-    except OSError as exc:
-        return _error(path, request, 2, f"{path}: cannot write {exc.filename or ''}: {exc.strerror or exc}")
+    except OSError as exc:  # not one the writer named (it turns its own into FileError)
+        return _error(path, request, 2, f"{path}: {exc.filename or 'cannot read or write'}: {exc.strerror or exc}")
     except ProgrammingError as exc:
         return _error(path, request, 3, f"{path}: {exc}")
     except Exception as exc:  # noqa: BLE001 - one spec's bug must not stop the batch
@@ -236,23 +268,22 @@ def _label(target) -> str:
 
 def _extend_one(path: str, request, options: BatchOptions) -> tuple[BatchResult, str]:
     """A spec with 'domain': plan that guest with the spec's headroom, moving nothing (as `topo-solve SPEC`)."""
+    from .files import read_input
+
     domain = str(request.domain)
-    try:
-        with open(domain, "rb") as f:
-            data = f.read(MAX_DOMAIN_BYTES + 1)
-    except OSError as exc:
-        raise SpecError([Finding(path, request.line, "domain", f"cannot read {domain}: "
-                                 f"{exc.strerror or exc}")]) from None
+    try:  # bounded like every input: `domain: /dev/zero` is refused, not read until memory runs out
+        data = read_input(domain, MAX_DOMAIN_BYTES, "a libvirt domain XML")
+    except SpecError as exc:
+        raise SpecError([Finding(path, request.line, "domain", f"{domain}: {p.message}")
+                         for p in exc.problems]) from None
     return _domain_result(path, domain, data, tuple(request.headroom), machine=request.machine,
                           target=request.target)
 
 
 def _xml_template(path: str, options: BatchOptions) -> tuple[BatchResult, str]:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_DOMAIN_BYTES + 1)
-    except OSError as exc:
-        raise SpecError([Finding(path, None, "", f"cannot read the file: {exc.strerror or exc}")]) from None
+    from .files import read_input
+
+    data = read_input(path, MAX_DOMAIN_BYTES, "a libvirt domain XML")
     return _domain_result(path, path, data, options.hotplug, right_size=options.right_size, cache=_CACHE,
                           target=options.target)
 
@@ -281,57 +312,19 @@ def _error(path: str, request, code: int, message: str) -> BatchResult:
                        name=getattr(request, "name", None), machine=getattr(request, "machine", None))
 
 
-class _Exists(Exception):
-    pass
-
-
 def _write_new(path: str, text: str, force: bool) -> None:
-    """Write atomically: a temporary file in the same folder, then link it into place
-    (which fails if ``path`` exists) or, with ``force``, rename it over ``path``."""
-    if not force and os.path.lexists(path):
-        raise _Exists(path)
-    folder, name = os.path.split(path)
-    fd, tmp = _new_temp(folder or ".", name)
-    try:
-        with os.fdopen(fd, "wb") as f:  # a domain XML's own bytes (its encoding, its line endings)
-            f.write(text if isinstance(text, bytes) else text.encode("utf-8"))
-        if force:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # atomic, and refuses an existing path (even one created meanwhile)
-            except FileExistsError:
-                raise _Exists(path) from None
-            except OSError:  # a file system without hard links
-                if os.path.lexists(path):
-                    raise _Exists(path) from None
-                os.replace(tmp, path)
-    finally:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
+    """Write atomically; an existing file only with ``force`` (see :func:`topo_solve.files.write_output`),
+    unless it holds exactly this text already: a batch killed and run again goes on where it stopped."""
+    from .files import write_output
 
-
-_TEMPS = 0
-
-
-def _new_temp(folder: str, name: str) -> tuple[int, str]:
-    """Create ``folder/.NAME.PID-N.tmp`` (mode 0666 less the umask, like any new file); never reuse a name."""
-    global _TEMPS
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-    while True:
-        _TEMPS += 1
-        tmp = os.path.join(folder, f".{name}.{os.getpid()}-{_TEMPS}.tmp")
-        try:
-            return os.open(tmp, flags, 0o666), tmp
-        except FileExistsError:  # left behind by a killed run that had the same pid
-            continue
+    write_output(path, text, force=force, identical_ok=True)
 
 
 # -- many specs --------------------------------------------------------------
 
 def plan_many(specs: Iterable[str | os.PathLike], workers: int | None = None, *, outdir: str | os.PathLike | None = None,
               force: bool = False, virt_type: str | None = None, hotplug: tuple = (),
-              right_size: bool = False, target=None) -> Iterator[BatchResult]:
+              right_size: bool = False, target=None, on_wait=None) -> Iterator[BatchResult]:
     """Plan every spec; yield a :class:`BatchResult` for each as it finishes.
 
     ``workers``: processes to use (default ``os.cpu_count()``; 1 plans in this
@@ -344,6 +337,10 @@ def plan_many(specs: Iterable[str | os.PathLike], workers: int | None = None, *,
     newest known for the XML templates).  Never raises for one
     spec's fault; it becomes that
     spec's result.  Raises :class:`SpecError` when OUTDIR cannot be created.
+
+    With ``outdir``, the batch holds an advisory lock on OUTDIR until the last
+    result is yielded: a second batch into the same folder waits for it (and
+    calls ``on_wait()`` once when it has to), then finds the files written.
 
     The worker processes start in this call, not at the first ``next()``, so
     that the caller may start threads (a progress bar) after it; iterate the
@@ -371,9 +368,28 @@ def plan_many(specs: Iterable[str | os.PathLike], workers: int | None = None, *,
             owner[stem] = p
             todo.append(p)
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
-    if workers == 1:
-        return _in_process(duplicates, todo, options)
-    return _in_pool(duplicates, todo, workers, options)
+    lock = None
+    if out is not None:
+        from .files import locked_folder
+
+        lock = locked_folder(out, on_wait)
+        lock.__enter__()
+    try:
+        results = _in_process(duplicates, todo, options) if workers == 1 else \
+            _in_pool(duplicates, todo, workers, options)
+    except BaseException:
+        if lock is not None:
+            lock.__exit__(None, None, None)
+        raise
+    return results if lock is None else _holding(lock, results)
+
+
+def _holding(lock, results: Iterator[BatchResult]) -> Iterator[BatchResult]:
+    """``results``, with ``lock`` released after the last one (or when the caller closes the iterator)."""
+    try:
+        yield from results
+    finally:
+        lock.__exit__(None, None, None)
 
 
 def _in_process(first: list[BatchResult], paths: list[str], options: BatchOptions) -> Iterator[BatchResult]:
@@ -400,7 +416,8 @@ def _in_pool(first: list[BatchResult], paths: list[str], workers: int,
     if ctx is not None:
         from . import solve, spec  # noqa: F401 - imported for the workers to inherit
         from .domain import plan, write  # noqa: F401
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(options,))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                               initargs=(options, os.getpid()))
     pending = {pool.submit(_run_chunk, chunk): chunk for chunk in _chunks(paths, workers)}
     return _collect(first, pool, pending)
 

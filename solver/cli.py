@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -79,8 +80,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _write(text: str | bytes, output: str | None, force: bool) -> None:
-    """Print, or write atomically: a temp file in the same folder, then rename.  Bytes are written
-    as they are (a domain XML keeps its own encoding and line endings)."""
+    """Print, or write through :func:`topo_solve.files.write_output` (atomic, never over a file without
+    force).  Bytes are written as they are (a domain XML keeps its own encoding and line endings)."""
     if output is None or output == "-":
         if isinstance(text, bytes):
             sys.stdout.flush()
@@ -89,27 +90,9 @@ def _write(text: str | bytes, output: str | None, force: bool) -> None:
         else:
             click.echo(text, nl=False)
         return
-    path = Path(output)
-    if path.exists() and not force:
-        raise _usage(f"{output} exists; pass --force to replace it")
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(text if isinstance(text, bytes) else text.encode("utf-8"))
-        # mkstemp makes a private (0600) file: give the result the mode the file had,
-        # or the one any new file gets
-        if path.exists():
-            mode = path.stat().st_mode & 0o7777
-        else:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from .files import write_output
+
+    write_output(output, text, force=force)
 
 
 def _usage(msg: str):
@@ -279,14 +262,15 @@ def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str |
     live = _live_guest(spec, uri, apply, in_place)
     if live is not None and target is None:
         target = _host_target(live.host.virsh)
-    data = live.data if live else _read_bytes(spec)
-    if _is_xml(data):
-        if emit not in DOMAIN_EMITS:
-            raise _usage(f"--emit {emit} is for specs; a domain XML is planned as {', '.join(DOMAIN_EMITS)}")
-        _domain_run(spec, data, _headroom(hotplugs), output=output, in_place=in_place, force=force,
-                    allow_moves=allow_moves, right_size=right_size, emit=emit, quiet=quiet, verb="plan",
-                    layout=layout or "qemu-guidelines", live=live, target=_default_target(target))
-        return
+    # read once (stdin, a pipe), and with --in-place under the file's lock until it is replaced
+    with _domain_input(spec, in_place, "a spec or a libvirt domain XML", live=live) as data:
+        if _is_xml(data):
+            if emit not in DOMAIN_EMITS:
+                raise _usage(f"--emit {emit} is for specs; a domain XML is planned as {', '.join(DOMAIN_EMITS)}")
+            _domain_run(spec, data, _headroom(hotplugs), output=output, in_place=in_place, force=force,
+                        allow_moves=allow_moves, right_size=right_size, emit=emit, quiet=quiet, verb="plan",
+                        layout=layout or "qemu-guidelines", live=live, target=_default_target(target))
+            return
     if emit in ("virt-xml", "attach"):
         raise _usage(f"--emit {emit} adds an extension's controllers to a defined guest; {spec} is a spec "
                      "(use --emit virt-install for a new guest)")
@@ -297,20 +281,19 @@ def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str |
     from .solve import solve
     from .spec import DomainRequest, load_request
 
-    problem = load_request(spec, target)
+    problem = load_request("<stdin>" if spec == "-" else spec, target, data=data)
     if isinstance(problem, DomainRequest):  # a spec with 'domain': plan that guest
         if emit not in DOMAIN_EMITS:
             raise _usage(f"{spec} plans an existing guest; --emit {emit} is for new guests (use "
                          f"{', '.join(DOMAIN_EMITS)})")
-        domain = str(problem.domain)
-        try:
-            with open(domain, "rb") as f:
-                xml = f.read(_max_bytes() + 1)
-        except OSError as exc:
-            from .errors import Finding, SpecError
+        from .errors import Finding, SpecError
 
-            raise SpecError([Finding(spec, problem.line, "domain",
-                                     f"cannot read {domain}: {exc.strerror or exc}")]) from None
+        domain = str(problem.domain)
+        try:  # a fault of the domain file is reported at the spec's 'domain:' line too
+            xml = _read_domain(domain)
+        except SpecError as exc:
+            raise SpecError([Finding(spec, problem.line, "domain", f"{domain}: {p.message}")
+                             for p in exc.problems]) from None
         _domain_run(domain, xml, problem.headroom, output=output, in_place=False, force=force, allow_moves=False,
                     right_size=False, emit=emit, quiet=quiet, machine=problem.machine, spec=spec, verb="plan",
                     layout=layout or "qemu-guidelines", target=_default_target(problem.target))
@@ -347,8 +330,21 @@ def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str |
 
 
 def _is_xml(data: bytes) -> bool:
-    """A domain XML starts with '<' (after a byte order mark and blanks); a YAML spec never does."""
-    return data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<")
+    """A domain XML starts with a tag, a declaration or a comment ('<d', '<?', '<!'), after a byte
+    order mark and blanks, in UTF-8 or UTF-16 (the XML reader then says what it makes of the
+    encoding); a YAML spec never does (it may start with a merge key, '<<:')."""
+    import re
+
+    head = data[:512]
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        text = head.decode("utf-16", "ignore")
+    elif head[1:2] == b"\x00" and head[:1] != b"\x00":
+        text = head.decode("utf-16-le", "ignore")
+    elif head[:1] == b"\x00" and head[1:2] != b"\x00":
+        text = head.decode("utf-16-be", "ignore")
+    else:
+        text = head.decode("utf-8", "ignore")
+    return re.match(r"\ufeff?[ \t\r\n]*<[?!A-Za-z_:]", text) is not None
 
 
 def _headroom(hotplugs: tuple[str, ...]):
@@ -394,12 +390,16 @@ def batch(specs: tuple[str, ...], outdir: str, jobs: int | None, force: bool, re
     from . import batch as b
 
     target = _target(target_text)
-    if report and report != "-" and Path(report).exists() and not force:
-        raise _usage(f"{report} exists; pass --force to replace it")
+    if report and report != "-":
+        from .files import check_output
+
+        check_output(report, force=force)  # before the batch runs, not after
     start = time.perf_counter()
     paths, results = b.collect_specs(specs)
     stream = b.plan_many(paths, workers=jobs, outdir=outdir, force=force, virt_type=virt_type,
-                         hotplug=_headroom(hotplugs), right_size=right_size, target=target)
+                         hotplug=_headroom(hotplugs), right_size=right_size, target=target,
+                         on_wait=lambda: click.echo(f"waiting for another topo-solve batch writing {outdir} ...",
+                                                    err=True))
     if sys.stderr.isatty():
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
@@ -452,7 +452,7 @@ def check(domain: str, uri: str, max_per_class: int, target_text: str | None) ->
 
     target = _target(target_text)
     virsh = Virsh(uri)
-    data = _read_bytes(domain)
+    data = _read_domain(domain)
     if target is None:
         target = _host_target(virsh)
     text = data.decode("utf-8", errors="replace")
@@ -562,11 +562,11 @@ def audit(domains: tuple[str, ...], emit: str, uri: str | None, every: bool, tar
             raise _usage(f"--emit {emit} draws one guest; give exactly one domain XML")
         from .emit import picture
 
-        layout, rules, _ = _audited(domains[0], _read_bytes(domains[0]), target)
+        layout, rules, _ = _audited(domains[0], _read_domain(domains[0]), target)
         draw = picture.svg if emit == "svg" else picture.dot
         _write(draw(layout, rules, f"{domains[0]} ({rules.family})"), None, False)
         return
-    results = [_audit_record(path, _read_bytes(path), target) for path in domains]
+    results = [_audit_record("<stdin>" if path == "-" else path, _read_domain(path), target) for path in domains]
     if emit == "json":
         click.echo(json.dumps(results if len(results) > 1 else results[0], indent=2))
     else:
@@ -624,9 +624,11 @@ def extend(domain: str, hotplugs: tuple[str, ...], output: str | None, in_place:
     live = _live_guest(domain, uri, apply, in_place)
     if live is not None and target is None:
         target = _host_target(live.host.virsh)
-    _domain_run(domain, live.data if live else _read_bytes(domain), _headroom(hotplugs), output=output,
-                in_place=in_place, force=force, allow_moves=allow_moves, right_size=False, emit=emit, quiet=quiet,
-                verb="extend", live=live, target=_default_target(target))
+    headroom = _headroom(hotplugs)
+    with _domain_input(domain, in_place, live=live) as data:
+        _domain_run(domain, data, headroom, output=output, in_place=in_place, force=force, allow_moves=allow_moves,
+                    right_size=False, emit=emit, quiet=quiet, verb="extend", live=live,
+                    target=_default_target(target))
 
 
 @cli.command()
@@ -677,7 +679,7 @@ def attach(guest: str, model: str | None, device_file: str | None, node: int | N
         if live or config:
             raise _usage(f"{guest} is a file: --live and --config attach to a guest of a libvirt; give the guest's "
                          "name (and --connect URI)")
-        target = _read_bytes(guest)
+        target = _read_domain(guest)
         roots = [parse_xml(target, guest)]
         label = guest
     else:
@@ -714,7 +716,7 @@ def attach(guest: str, model: str | None, device_file: str | None, node: int | N
                 raise _usage(f"--host: {exc}") from None
         user_el = None
     else:
-        user_el, kind = at.user_device(_read_bytes(device_file), device_file, rules)
+        user_el, kind = at.user_device(_read_domain(device_file, "a device XML"), device_file, rules)
     row = rules.devices.get(kind.name)
     why = (row.missing or (row.hotplug_why if live and not row.hotplug else "")) if row is not None else ""
     if why:  # what the target's libvirt or QEMU cannot take
@@ -852,8 +854,12 @@ def _domain_run(domain: str, data: bytes, headroom, *, output, in_place, force, 
         pass
     elif in_place:
         if not planned.unchanged:
-            _write(data, domain + ".bak", force)
-            _write(edit.data, domain, True)
+            from .files import write_output
+
+            # the bytes as read: the backup is the original (one that holds them already, left by a run
+            # killed before it replaced the file, is kept as it is)
+            write_output(domain + ".bak", data, force=force, identical_ok=True)
+            write_output(domain, edit.data, force=True)
     elif emit == "domain" or output:
         _write(edit.data, output, force)
     if quiet:
@@ -1170,25 +1176,30 @@ def _ranges(ix: list[int]) -> str:
     return ", ".join(out)
 
 
-def _max_bytes() -> int:
-    from .domain.parse import MAX_BYTES
+def _read_domain(path: str, what: str = "a libvirt domain XML") -> bytes:
+    """A domain XML file (or stdin, ``-``) as bytes, no more than the size limit (topo_solve.files)."""
+    from .files import MAX_DOMAIN_BYTES, read_input
 
-    return MAX_BYTES
+    return read_input(path, MAX_DOMAIN_BYTES, what)
 
 
-def _read_bytes(path: str) -> bytes:
-    """A domain XML file (or stdin) as bytes, read no further than the reader's size limit: one byte
-    past it, so a file too large is refused by the reader without being read whole."""
-    limit = _max_bytes() + 1
+@contextmanager
+def _domain_input(path: str, in_place: bool, what: str = "a libvirt domain XML", live=None) -> Iterator[bytes]:
+    """The bytes of a domain XML (a live guest's definition with ``live``); with ``in_place``, read
+    and held under the file's lock until the body has replaced it: a second run on the same file
+    waits, then plans this run's result, so no change is lost."""
+    if live is not None:
+        yield live.data
+        return
+    if not in_place:
+        yield _read_domain(path, what)
+        return
     if path == "-":
-        return sys.stdin.buffer.read(limit)
-    try:
-        with open(path, "rb") as f:
-            return f.read(limit)
-    except OSError as exc:
-        from .errors import Finding, SpecError
+        raise _usage("--in-place replaces the file itself; it cannot be combined with standard input")
+    from .files import MAX_DOMAIN_BYTES, locked_input
 
-        raise SpecError([Finding(path, None, "", f"cannot read the file: {exc.strerror or exc}")]) from None
+    with locked_input(path, MAX_DOMAIN_BYTES, what) as data:
+        yield data
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -1198,6 +1209,14 @@ def main(argv: list[str] | None = None) -> None:
     args = [a for a in args if a != "--debug"]  # accepted anywhere on the line, not only first
     try:
         cli.main(args=args, prog_name="topo-solve", standalone_mode=False)
+    except SystemExit as exc:
+        # click ends a write to a closed pipe with a silent exit 1, which here means "infeasible":
+        # it is an output fault (exit 2), and says so
+        if exc.code == 1 and type(sys.stdout).__name__.endswith("PacifyFlushWrapper"):  # click's EPIPE wrapper
+            import errno
+
+            _os_fault(OSError(errno.EPIPE, os.strerror(errno.EPIPE)))
+        raise
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
@@ -1206,6 +1225,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except OSError as exc:  # what the readers and writers did not name: standard output, mostly
+        if debug:
+            raise
+        _os_fault(exc)
     except Exception as exc:  # noqa: BLE001 - the one place that turns faults into exit codes
         from .errors import ProgrammingError, SpecError, TopoSolveError
 
@@ -1224,4 +1247,23 @@ def main(argv: list[str] | None = None) -> None:
                        "run again with --debug for the traceback", err=True)
             sys.exit(EXIT_BUG)
         sys.exit(exc.exit_code)
+    try:
+        sys.stdout.flush()
+    except OSError as exc:  # a full disk or a closed pipe behind standard output
+        _os_fault(exc)
     sys.exit(0)
+
+
+def _os_fault(exc: OSError) -> None:
+    """An OSError no reader or writer named: an environment fault (exit 2), never a bug."""
+    what = f"{exc.filename}" if exc.filename is not None else "cannot write standard output"
+    try:  # standard output may be what failed: nothing more goes there, not even at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    try:
+        click.echo(f"error: {what}: {exc.strerror or exc}", err=True)
+    except OSError:
+        pass
+    sys.exit(2)

@@ -19,6 +19,8 @@ __all__ = [
     "InfeasibleError",
     "Cause",
     "ProgrammingError",
+    "FileError",
+    "OutputExists",
     "EnvironmentFault",
     "NoRoom",
 ]
@@ -41,11 +43,22 @@ class Finding:
     line: int | None
     path: str  # field path such as "devices[2].model"; "" for the whole file
     message: str
+    column: int | None = None  # 1-based, when the reader knows it (YAML syntax, a bad character)
 
     def __str__(self) -> str:
-        where = self.file if self.line is None else f"{self.file}:{self.line}"
-        field_ = f" {self.path}:" if self.path else ""
-        return f"{where}:{field_} {self.message}"
+        where = _printable(self.file) if self.line is None else f"{_printable(self.file)}:{self.line}"
+        if self.line is not None and self.column is not None:
+            where += f":{self.column}"  # FILE:LINE:COLUMN, as compilers write it and editors read it
+        field_ = f" {_printable(self.path)}:" if self.path else ""
+        return f"{where}:{field_} {_printable(self.message)}"
+
+
+def _printable(text: str) -> str:
+    """Control characters from the input (a newline in a name, a NUL in a path) written as escapes: one
+    problem stays one line, and nothing reaches the terminal that it would act on."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
 class SpecError(TopoSolveError):
@@ -56,6 +69,29 @@ class SpecError(TopoSolveError):
     def __init__(self, problems: list[Finding]):
         self.problems = list(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class FileError(TopoSolveError):
+    """A file cannot be written (or read): a fault of the environment, not of the input (exit 2)."""
+
+    exit_code: ClassVar[int] = 2
+
+    def __init__(self, path: str, reason: str, verb: str = "write"):
+        self.path, self.reason, self.verb = path, reason, verb
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        return f"cannot {self.verb} {self.path}: {self.reason}"
+
+
+class OutputExists(FileError):
+    """The output exists and replacing it was not asked for."""
+
+    def __init__(self, path: str):
+        super().__init__(path, "it exists")
+
+    def render(self) -> str:
+        return f"{self.path} exists; pass --force to replace it"
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import Finding, SpecError
@@ -25,12 +25,81 @@ from .rules.firmware import of_kind
 
 __all__ = ["Spec", "load_spec", "parse_spec", "to_problem", "json_schema"]
 
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # libvirt user aliases take these characters
+# Guest and device names: what libvirt's schema takes for a device alias (domaincommon.rng aliasName,
+# [a-zA-Z0-9_\-.]+; the domain <name> takes any line without a newline), not starting with '.' or '-'.
+# fullmatch: '$' would also match before a final newline.
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+# libvirt saves a guest as /etc/libvirt/qemu/NAME.xml.new, then renames it: NAME_MAX (255) less
+# 8 characters (measured: virsh define of a 248-character name fails "File name too long").
+MAX_NAME = 247
 
 # Largest counts one entry may ask for: beyond any machine's limits, small enough to stay fast.
 MAX_COUNT = 10_000
 # QEMU's MAX_NODES (include/sysemu/numa.h): a guest has at most 128 NUMA nodes.
 MAX_NUMA_NODES = 128
+# Memory in MiB: libvirt's virDomainParseMemory caps a size at virMemoryMaxValue() = LLONG_MAX bytes
+# (2^63 - 1) on 64-bit hosts, so 2^43 - 1 MiB is the largest <memory unit='MiB'> and <cell memory>
+# it defines (measured: 8796093022208 MiB fails "numerical overflow: value too large").
+MAX_MEMORY_MIB = 2**43 - 1
+MIN_MEMORY_MIB = 16
+# vCPUs: domain.rng's countCPU is an unsignedShort; no family's machine takes more than 4096
+# (QEMU 7.2 pseries, domcapabilities <vcpu max='4096'/>); each family's own limit is in its rules.
+MAX_VCPUS = 4096
+# A host IOMMU group number: nodedev.rng's <iommuGroup number> is an unsignedInt.
+MAX_IOMMU_GROUP = 2**32 - 1
+# I/O windows: a 64 KiB I/O space holds at most 16 windows of 4 KiB; 64 leaves room for any policy.
+MAX_IO_PORTS = 64
+
+
+def whole_number(value: Any, lo: int, hi: int, what: str = "") -> int:
+    """Every number of a spec and of --hotplug goes through here: an int, or a string of the ASCII
+    digits 0-9 (YAML '4' quoted), from ``lo`` to ``hi``; anything else a ValueError that says what is
+    accepted.  ``str.isdigit()`` is not the test: it takes superscripts and other digits int() refuses."""
+    span = f"a whole number from {lo} to {hi}"
+    tail = f" ({what})" if what else ""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        shown = str(value).lower() if isinstance(value, bool) else (
+            f"a {type(value).__name__}" if isinstance(value, (list, dict)) else repr(value))
+        raise ValueError(f"{shown} is not {span}{tail}")
+    if isinstance(value, str):
+        text = value.strip()
+        if not re.fullmatch(r"[0-9]+", text):
+            shown = value if len(value) <= 24 else value[:20] + "..."
+            hint = "; write it with the digits 0-9" if any(c.isdigit() or c.isnumeric() for c in text) else ""
+            raise ValueError(f"'{shown}' is not {span}{tail}{hint}")
+        if len(text.lstrip("0")) > len(str(hi)):  # no int() of thousands of digits
+            raise ValueError(f"'{text[:20]}...' is more than {hi}; use {span}{tail}")
+        value = int(text)
+    if not lo <= value <= hi:
+        raise ValueError(f"{value if abs(value) < 10**30 else 'the number'} is out of range; use {span}{tail}")
+    return value
+
+
+def _number(lo: int, hi: int, what: str = ""):
+    """An int field checked by :func:`whole_number`; the JSON Schema still shows the bounds."""
+    return Annotated[int, BeforeValidator(partial(whole_number, lo=lo, hi=hi, what=what)), Field(ge=lo, le=hi)]
+
+
+Count = _number(1, MAX_COUNT)
+Headroom_ = _number(0, MAX_COUNT)
+NodeId = _number(0, MAX_NUMA_NODES - 1, f"a guest has at most {MAX_NUMA_NODES} NUMA nodes")
+Memory = _number(MIN_MEMORY_MIB, MAX_MEMORY_MIB, "MiB; libvirt takes at most 2^63 - 1 bytes")
+CellMemory = _number(1, MAX_MEMORY_MIB, "MiB; libvirt takes at most 2^63 - 1 bytes")
+Vcpus = _number(1, MAX_VCPUS)
+IommuGroup = _number(0, MAX_IOMMU_GROUP)
+Nodes = _number(1, MAX_NUMA_NODES, f"QEMU takes at most {MAX_NUMA_NODES} NUMA nodes")
+IoLimit = _number(0, MAX_IO_PORTS)
+
+
+def name_problem(name: str, what: str = "guest") -> str | None:
+    """What is wrong with a guest or device name, or None."""
+    if not _NAME.fullmatch(name):
+        return "use letters, digits, '_', '.' and '-' only (not first: '.' and '-')"
+    if len(name) > MAX_NAME:
+        why = " (libvirt saves a guest as NAME.xml.new, within the 255 characters of a file name)" \
+            if what == "guest" else ", as a guest name"
+        return f"{len(name)} characters; a {what} name has at most {MAX_NAME}{why}"
+    return None
 
 
 class _Model(BaseModel):
@@ -50,12 +119,12 @@ class DeviceSpec(_Model):
 
     name: str | None = Field(None, description="alias base; defaults to the model; count > 1 appends -0, -1, ...")
     model: str = Field(description="device model, e.g. virtio-net, e1000, hostdev")
-    count: int = Field(1, ge=1, le=MAX_COUNT)
+    count: Count = 1
     address: str | None = Field(None, description="pin to this PCI address (DDDD:BB:SS.F), root bus only")
     hotunplug: bool = Field(True, description="false: never unplugged, so it may sit on the root complex")
-    iommu_group: int | None = Field(None, ge=0, description="host IOMMU group of an assigned device")
+    iommu_group: IommuGroup | None = Field(None, description="host IOMMU group of an assigned device")
     host: str | None = Field(None, description="host PCI address of an assigned device")
-    numa_node: int | None = Field(None, ge=0, description="guest NUMA node: the device sits behind that node's "
+    numa_node: NodeId | None = Field(None, description="guest NUMA node: the device sits behind that node's "
                                   "expander bus (a PHB of the node on pseries)")
 
 
@@ -64,8 +133,8 @@ class HotplugSpec(_Model):
 
     model: str | None = None
     class_: Literal["pcie", "pci", "hostdev"] | None = Field(None, alias="class")
-    count: int = Field(1, ge=0, le=MAX_COUNT)
-    numa_node: int | None = Field(None, ge=0, description="the headroom must be on this guest NUMA node")
+    count: Headroom_ = 1
+    numa_node: NodeId | None = Field(None, description="the headroom must be on this guest NUMA node")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -74,13 +143,13 @@ class NumaCellSpec(_Model):
     """One guest NUMA node: its vCPUs and memory."""
 
     cpus: str = Field(description="vCPU ids, libvirt's cpuset syntax: '0-1', '0,2', '4-7,9'")
-    memory: int = Field(ge=1, description="MiB")
+    memory: CellMemory = Field(description="MiB")
 
 
 class NumaSpec(_Model):
     """The guest's NUMA nodes: 'nodes: N' splits vcpus and memory evenly; 'cells' gives each node's."""
 
-    nodes: int | None = Field(None, ge=1, le=MAX_NUMA_NODES, description="this many nodes, vcpus and memory "
+    nodes: Nodes | None = Field(None, description="this many nodes, vcpus and memory "
                               "split evenly")
     cells: list[NumaCellSpec] = Field([], max_length=MAX_NUMA_NODES, description="one entry per node, node i = "
                                       "cells[i]")
@@ -89,7 +158,7 @@ class NumaSpec(_Model):
 class IoPorts(_Model):
     """A hard limit on ports with I/O-BAR devices behind them (each takes a 4 KiB I/O window)."""
 
-    limit: int = Field(ge=0, le=64)
+    limit: IoLimit
 
 
 class TargetSpec(BaseModel):
@@ -120,8 +189,8 @@ class Spec(_Model):
                                "dumpxml prints it; relative to the spec) instead of planning 'devices'")
     arch: str | None = None
     type: Literal["kvm", "qemu"] = Field("kvm", description="libvirt domain type; qemu = TCG emulation")
-    memory: int = Field(1024, ge=16, description="MiB")
-    vcpus: int = Field(1, ge=1, le=4096)
+    memory: Memory = Field(1024, description="MiB")
+    vcpus: Vcpus = 1
     defaults: Defaults = Defaults()
     devices: list[DeviceSpec] = []
     hotplug: list[HotplugSpec] = []
@@ -143,8 +212,9 @@ class Spec(_Model):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str | None) -> str | None:
-        if v is not None and not _NAME.match(v):
-            raise ValueError("use letters, digits, '_', '.' and '-' only")
+        problem = None if v is None else name_problem(v)
+        if problem:
+            raise ValueError(problem)
         return v
 
 
@@ -154,44 +224,14 @@ def json_schema() -> dict[str, Any]:
 
 # -- YAML with line numbers ------------------------------------------------
 
-# libyaml's parser (10-15x faster) when PyYAML was built with it; same safe constructor and resolver.
-_FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def _compose(text: str, file: str) -> tuple[Any, dict[tuple, int]]:
-    """Load YAML safely and remember the line of every key and item."""
-    lines: dict[tuple, int] = {}
-    try:
-        node = yaml.compose(text, Loader=_FAST_LOADER)
-    except yaml.YAMLError:
-        try:  # libyaml's messages are terser ("found character that cannot start any token"): ask PyYAML's own
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = mark.line + 1 if mark else None
-            raise SpecError([Finding(file, line, "", f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
-    loader = yaml.SafeLoader("")
-
-    def build(n, path: tuple):
-        lines[path] = n.start_mark.line + 1
-        if isinstance(n, yaml.MappingNode):
-            out = {}
-            for k, v in n.value:
-                key = loader.construct_object(k, deep=True)
-                lines[path + (key,)] = k.start_mark.line + 1
-                out[key] = build(v, path + (key,))
-                lines[path + (key,)] = k.start_mark.line + 1
-            return out
-        if isinstance(n, yaml.SequenceNode):
-            return [build(v, path + (i,)) for i, v in enumerate(n.value)]
-        return loader.construct_object(n, deep=True)
+def _compose(text: str | bytes, file: str) -> tuple[Any, dict[tuple, int]]:
+    """Load YAML (bounded in size, depth and alias expansion) and remember the line of every key and item."""
+    from .yaml_read import YamlProblem, decode, load
 
     try:
-        return (build(node, ()) if node is not None else None), lines
-    except yaml.constructor.ConstructorError as exc:  # a tag safe loading refuses (!!python/object ...)
-        mark = exc.problem_mark
-        raise SpecError([Finding(file, mark.line + 1 if mark else None, "",
-                                 f"not a plain YAML value: {exc.problem}; a spec uses no YAML tags")]) from None
+        return load(decode(text) if isinstance(text, bytes) else text)
+    except YamlProblem as exc:
+        raise SpecError([Finding(file, exc.line, "", exc.message, exc.column)]) from None
 
 
 def _line(lines: dict[tuple, int], path: tuple) -> int | None:
@@ -207,7 +247,8 @@ def _dotted(path: tuple) -> str:
     return out
 
 
-def parse_spec(text: str, file: str = "<spec>") -> tuple[Spec, dict[tuple, int]]:
+def parse_spec(text: str | bytes, file: str = "<spec>") -> tuple[Spec, dict[tuple, int]]:
+    """A spec's text (or its bytes, UTF-8) -> the validated model and the line of every key and item."""
     data, lines = _compose(text, file)
     if not isinstance(data, dict):
         raise SpecError([Finding(file, 1, "", "a spec is a YAML mapping with at least 'name' and 'machine'")])
@@ -218,6 +259,8 @@ def parse_spec(text: str, file: str = "<spec>") -> tuple[Spec, dict[tuple, int]]
         for e in exc.errors():
             loc = tuple("class" if p == "class_" else p for p in e["loc"])
             msg = e["msg"]
+            if e["type"] == "value_error":  # our validators' own words, without pydantic's "Value error, "
+                msg = str(e.get("ctx", {}).get("error", msg))
             if e["type"] == "extra_forbidden":
                 allowed = _allowed_fields(loc)
                 guess = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
@@ -314,22 +357,24 @@ class DomainRequest:
     name: str | None
     machine: str | None
     source: str
-    line: int | None
+    line: int | None  # of 'domain:'
     target: Target | None = None  # the spec's target (or --target); None: the default
+    machine_line: int | None = None  # of 'machine:', for a message that it names another family
 
 
-def load_request(path: str | Path, target: Target | None = None) -> Problem | DomainRequest:
+def load_request(path: str | Path, target: Target | None = None, data: bytes | None = None) -> Problem | DomainRequest:
     """Read a spec: a new guest (a :class:`Problem`) or an extension of an existing one.
 
-    ``target`` (``--target``) replaces the spec's own."""
+    ``target`` (``--target``) replaces the spec's own.  ``data``: the file's bytes when the caller has
+    read them already (standard input, a pipe)."""
+    from .files import MAX_SPEC_BYTES, read_input, too_large
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError([Finding(str(path), None, "", f"cannot read the file: {exc.strerror}")]) from None
-    except UnicodeDecodeError:
-        raise SpecError([Finding(str(path), None, "", "not a UTF-8 text file")]) from None
-    spec, lines = parse_spec(text, str(path))
+    if data is None:
+        data = read_input(str(path), MAX_SPEC_BYTES, "a spec")
+    elif len(data) > MAX_SPEC_BYTES:
+        raise too_large(str(path), MAX_SPEC_BYTES, "a spec")
+    spec, lines = parse_spec(data, str(path))
     if spec.domain is not None:
         return to_request(spec, lines, str(path), path.parent, target=target)
     return to_problem(spec, lines, str(path), target=target)
@@ -367,7 +412,7 @@ def to_request(spec: Spec, lines: dict[tuple, int], file: str, base: Path,
     domain = Path(spec.domain)
     return DomainRequest(domain=domain if domain.is_absolute() else base / domain, headroom=tuple(headroom),
                          name=spec.name, machine=spec.machine, source=file, line=_line(lines, ("domain",)),
-                         target=target)
+                         target=target, machine_line=lines.get(("machine",)))
 
 
 # -- from the YAML model to the core problem --------------------------------
@@ -398,6 +443,9 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
     machine = rules.default_machine if spec.machine in MACHINE_WORDS else spec.machine
 
     cells, vcpus, memory = _numa(spec, rules, bad)
+    if vcpus > rules.max_vcpus:
+        bad(("vcpus",) if "vcpus" in spec.model_fields_set else ("numa",),
+            f"{vcpus} vCPUs; libvirt defines a {rules.family} guest with at most {rules.max_vcpus} ({rules.max_vcpus_why})")
     flags = {k: (getattr(spec.defaults, k) if getattr(spec.defaults, k) is not None else v)
              for k, v in rules.defaults.items()}
     endpoints: list[Endpoint] = []
@@ -470,8 +518,9 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
         base = d.name or d.model
         for n in range(d.count):
             name = base if d.count == 1 else f"{base}-{n}"
-            if not _NAME.match(name):
-                bad(path + ("name",), f"'{name}' cannot be a libvirt alias; use letters, digits, '_', '.', '-'")
+            problem = name_problem(name, "device")
+            if problem:
+                bad(path + ("name",), f"'{_cut(name)}' cannot be a libvirt alias: {problem}")
                 break
             if name in names:
                 bad(path + ("name",), f"device name '{name}' is used twice (also devices[{names[name][1]}]); "
@@ -531,12 +580,16 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
             bad(("io_ports",), f"no firmware measurement for a {rules.family} guest with firmware "
                 f"{firmware or 'none'}; write 'limit N'")
     elif spec.io_ports != "warn":
-        word, _, n = spec.io_ports.partition(" ")
-        if word == "limit" and n.strip().isdigit() and int(n) <= 64:
-            io_ports = int(n)
-        else:
-            bad(("io_ports",), f"'{spec.io_ports}' is not an I/O policy; write 'warn', 'limit' (the firmware's) "
-                "or 'limit N' (N up to 64, the I/O windows a 64 KiB I/O space has room for)")
+        word, _, n = spec.io_ports.strip().partition(" ")
+        why = ""
+        try:
+            io_ports = whole_number(n, 0, MAX_IO_PORTS) if word == "limit" else None
+        except ValueError as exc:
+            why = f" ({exc})"
+        if io_ports is None:
+            bad(("io_ports",), f"'{_cut(spec.io_ports)}' is not an I/O policy{why}; write 'warn', 'limit' (the "
+                f"firmware's) or 'limit N' (N up to {MAX_IO_PORTS}; a 64 KiB I/O space has room for 16 windows of "
+                "4 KiB)")
     check_versions(spec, family_for(spec.machine, target), bad)
 
     if problems:
@@ -588,17 +641,21 @@ def parse_hotplug_option(text: str) -> Headroom | None:
     what, sep, rest = text.partition("=")
     what = what.strip()
     n, at, node = rest.partition("@")
-    if not sep or not re.fullmatch(r"[0-9]{1,6}", n.strip()) or (at and not re.fullmatch(r"[0-9]{1,3}",
-                                                                                        node.strip())):
-        raise ValueError(f"'{text}' is not MODEL=COUNT or CLASS=COUNT (optionally @NODE), e.g. virtio-net=4, "
-                         "pcie=2 or hostdev=2@1")
-    count = int(n)
-    if count > MAX_COUNT:
-        raise ValueError(f"{count} is more than {MAX_COUNT}")
-    numa = int(node) if at else None
+    usage = "write MODEL=COUNT or CLASS=COUNT (optionally @NODE), e.g. virtio-net=4, pcie=2 or hostdev=2@1"
+    if not sep or not what:
+        raise ValueError(f"'{_cut(text)}' is not MODEL=COUNT or CLASS=COUNT; {usage[6:]}")
+    try:
+        count = whole_number(n, 0, MAX_COUNT)
+        numa = whole_number(node, 0, MAX_NUMA_NODES - 1, "a guest NUMA node") if at else None
+    except ValueError as exc:
+        raise ValueError(f"{exc}; {usage}") from None
     if what in ("pcie", "pci", "hostdev"):
         return headroom_entry(None, what, count, numa)
     return headroom_entry(what, None, count, numa)
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= 40 else text[:36] + "..."
 
 
 def _numa(spec: Spec, rules, bad) -> tuple[tuple[NumaCell, ...], int, int]:
@@ -674,6 +731,10 @@ def _numa(spec: Spec, rules, bad) -> tuple[tuple[NumaCell, ...], int, int]:
         bad(("numa", "cells"), f"vCPUs {_cpus_text(missing)} belong to no cell; put each vCPU in one cell")
         return (), vcpus, memory
     total = sum(c.memory for c in numa.cells)
+    if total > MAX_MEMORY_MIB:
+        bad(("numa", "cells"), f"the cells hold {total} MiB together; libvirt takes at most {MAX_MEMORY_MIB} MiB "
+            "(2^63 - 1 bytes)")
+        return (), vcpus, memory
     if "memory" in given and memory != total:
         bad(("memory",), f"memory is {memory} MiB but the NUMA cells hold {total}; leave 'memory' out or make "
             "them agree (libvirt takes the cells' sum)")
@@ -686,13 +747,17 @@ def _cpuset(text: str) -> set[int]:
     out: set[int] = set()
     for part in text.split(","):
         part = part.strip()
-        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
-        if not m or (m.group(2) is not None and int(m.group(2)) < int(m.group(1))):
-            raise ValueError(f"'{text}' is not a list of vCPU ids; write ranges and ids like '0-3' or '0,2,4-5'")
-        lo = int(m.group(1))
-        hi = int(m.group(2)) if m.group(2) is not None else lo
-        if hi >= 4096:  # the spec's vcpus limit
-            raise ValueError(f"vCPU {hi} is out of range (0-4095)")
+        m = re.fullmatch(r"([0-9]+)(?:-([0-9]+))?", part)  # ASCII digits: libvirt's cpuset syntax
+        if not m:
+            raise ValueError(f"'{_cut(text)}' is not a list of vCPU ids; write ranges and ids like '0-3' or "
+                             "'0,2,4-5'")
+        try:  # ids are vCPU numbers: below the spec's vcpus limit
+            lo = whole_number(m.group(1), 0, MAX_VCPUS - 1, "a vCPU id")
+            hi = whole_number(m.group(2), 0, MAX_VCPUS - 1, "a vCPU id") if m.group(2) is not None else lo
+        except ValueError as exc:
+            raise ValueError(f"in '{_cut(text)}': {exc}") from None
+        if hi < lo:
+            raise ValueError(f"'{_cut(text)}' is not a list of vCPU ids: the range {lo}-{hi} runs backwards")
         out.update(range(lo, hi + 1))
     return out
 

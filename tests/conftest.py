@@ -78,6 +78,20 @@ _record("domain.read", "read_domain", READS, lambda domain: domain.layout())
 
 # -- options and markers ----------------------------------------------------
 
+# The hypothesis profiles, registered before hypothesis' plugin reads --hypothesis-profile (a profile
+# registered only by a test module would not exist yet).  tests/property/strategies.py registers the
+# same two; tests/test_fuzz.py reads the option to size its own runs.
+def _register_profiles() -> None:
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile("ci", max_examples=50, deadline=None, database=None, print_blob=True,
+                              suppress_health_check=[HealthCheck.too_slow])
+    settings.register_profile("long", parent=settings.get_profile("ci"), max_examples=1000)
+
+
+_register_profiles()
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--regenerate-golden", action="store_true", default=False,
                      help="rewrite tests/golden/* from the current output instead of comparing")
@@ -94,6 +108,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    stats = getattr(config, "_fuzz_stats", None)
+    if stats is not None and stats.runs:
+        terminalreporter.section("fuzz")
+        s = stats.to_json()
+        terminalreporter.write_line(
+            f"inputs {s['inputs']}, CLI runs {s['runs']}, exit codes {s['codes']}; new problems {s['problems'] or 0}; "
+            f"known faults {s['known'] or 0}; max CPU {s['max_cpu_s']} s, max memory {s['max_memory_mb']} MB; "
+            f"schema checks {s['schema_checked']}, audits {s['audited']}")
     written = getattr(config, "_golden_written", [])
     if written:
         terminalreporter.section("golden files written")

@@ -72,7 +72,7 @@ def test_io_limit_met_by_devices_on_the_root_complex():
 @pytest.mark.parametrize("policy, message", [
     ("lots", "is not an I/O policy"),
     ("'limit 99'", "is not an I/O policy"),
-    ("{limit: 100}", "less than or equal to 64"),
+    ("{limit: 100}", "a whole number from 0 to 64"),
 ])
 def test_io_policy_errors(policy, message):
     with pytest.raises(SpecError) as err:

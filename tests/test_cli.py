@@ -59,10 +59,10 @@ CASES = [
     (["{specs}/pc-legacy.yaml", "-o", "{tmp}/existing.xml", "--force"], 0, ERR, "added 1 pci-bridge"),
     # bad input
     (["{tmp}/missing.yaml"], 2, ERR, "missing.yaml: cannot read the file"),
-    (["{tmp}/broken.yaml"], 2, ERR, "broken.yaml:4: not valid YAML"),
+    (["{tmp}/broken.yaml"], 2, ERR, "broken.yaml:4:18: not valid YAML"),
     (["{tmp}/bad.yaml"], 2, ERR, "bad.yaml:4: devices[0].model: unknown device model 'virtio-nett'"),
     (["{specs}"], 2, ERR, "Error: Invalid value for 'SPEC'"),
-    (["{tmp}/tagged.yaml"], 2, ERR, "tagged.yaml:1: not a plain YAML value"),
+    (["{tmp}/tagged.yaml"], 2, ERR, "tagged.yaml:1:7: not a plain YAML value"),
     # no layout fits
     (["{specs}/infeasible/q35-too-many.yaml"], 1, ERR, "no PCI layout of guest 'too-many' satisfies the spec"),
     (["{specs}/infeasible/q35-too-many.yaml"], 1, ERR, "253 pcie"),

@@ -198,10 +198,15 @@ def test_in_place_keeps_a_backup_and_refuses_to_overwrite_it(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "hand.xml.bak").read_text() == HAND
     assert _audit(path.read_text())[K.PCIE] == 2
-    path.write_text(HAND)
+    edited = HAND + "<!-- edited since -->\n"  # a .bak that is not this file's bytes is never replaced
+    path.write_text(edited)
     r = _run("extend", str(path), "--hotplug", "pcie=2", "--in-place")
     assert r.returncode == 2 and "hand.xml.bak exists; pass --force" in r.stderr
-    assert path.read_text() == HAND  # nothing half-done
+    assert path.read_text() == edited and (tmp_path / "hand.xml.bak").read_text() == HAND  # nothing half-done
+    path.write_text(HAND)  # one that holds exactly them (left by a run killed before the rename) is kept
+    r = _run("extend", str(path), "--hotplug", "pcie=2", "--in-place")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "hand.xml.bak").read_text() == HAND and _audit(path.read_text())[K.PCIE] == 2
 
 
 # -- moves ---------------------------------------------------------------------------

@@ -735,7 +735,7 @@ def test_every_schema_problem_is_reported_at_once():
         (1, "name", "letters, digits"),
         (3, "colour", "unknown field"),
         (5, "devices[0].adress", "did you mean 'address'"),
-        (6, "devices[1].count", "greater than or equal to 1"),
+        (6, "devices[1].count", "a whole number from 1 to 10000"),
         (8, "hotplug[0].class", "'pcie'"),
     ])
 

@@ -226,6 +226,9 @@ class RuleSet:
     numa_root: str | None = None
     numa_memory_align: int = 1  # MiB: every <cell> memory a multiple of this (libvirt rounds up at start)
     busnr_range: tuple[int, int] = (1, 254)  # <target busNr>: domain_validate.c, 0 is the root bus, 255 the top
+    # The most vCPUs libvirt defines a guest of this family with, and why (the spec refuses more).
+    max_vcpus: int = 255
+    max_vcpus_why: str = ""
     # What libvirt fills in when an element leaves a value out, keyed "TAG PATH" (a <controller> goes
     # by its type): an <interface> without <model> is rtl8139 on x86.  Measured in libvirt 9.0.
     element_defaults: Mapping[str, str] = field(default_factory=dict)

@@ -74,6 +74,10 @@ RULES = RuleSet(
     hotplug_needs_acpi=True,
     sources=("real-libvirt.md rows 15-20",),
     numa_root="pci-expander-bus",
+    # QEMU's i440fx machines take 255 CPUs (domcapabilities <vcpu max='255'/>); measured: 256 fails
+    # "Maximum CPUs greater than specified machine type limit 255".
+    max_vcpus=255,
+    max_vcpus_why="the i440fx machine type's limit",
     element_defaults=_freeze({"interface model/@type": "rtl8139", "scsi @model": "lsilogic",
                               "video model/@type": "cirrus", "panic @model": "isa"}),
     versioned_defaults=usb_default("piix3-uhci"),

@@ -57,6 +57,9 @@ RULES = RuleSet(
     # qemuDomainGetMemorySizeAlignment: ppc64 memory (and each NUMA cell) is rounded up to 256 MiB at
     # start (QEMU's spapr needs node memory in 256 MiB blocks); cells written aligned stay as written.
     numa_memory_align=256,
+    # QEMU 7.2's pseries takes 4096 CPUs (domcapabilities <vcpu max='4096'/>); measured: 4097 fails.
+    max_vcpus=4096,
+    max_vcpus_why="the pseries machine type's limit",
     # measured, libvirt 9.0: <interface/> is rtl8139, <controller type='scsi'/> ibmvscsi (spapr-vio),
     # <video/> vga
     element_defaults=_freeze({"interface model/@type": "rtl8139", "scsi @model": "ibmvscsi",

@@ -57,6 +57,10 @@ RULES = RuleSet(
     # virt-7.2 defines and hotplugs into a root port behind one.  The guest sees that root bus only
     # through ACPI, which needs UEFI here (the plan warns).
     numa_root="pcie-expander-bus",
+    # QEMU 7.2's aarch64 virt takes 512 CPUs (domcapabilities <vcpu max='512'/>; measured: 513 fails),
+    # riscv64 virt 512 as well (VIRT_CPUS_MAX in QEMU's hw/riscv/virt.h).
+    max_vcpus=512,
+    max_vcpus_why="the virt machine type's limit",
     gap_model="pcie-root-port",
     # measured, libvirt 9.0 (aarch64): <interface/> is virtio, <controller type='scsi'/> lsilogic, <video/>
     # virtio; libvirt adds no USB and no balloon on virt
