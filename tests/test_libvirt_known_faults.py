@@ -4,6 +4,9 @@ what it now plans, libvirt defines unchanged.
 
 * a pcie-root-port with ``<target><node>``, and an expander whose node is no cell: libvirt refuses
   both at define;
+* a PCI controller whose ``<address>`` is not PCI: libvirt refuses 'ccw' at define; 'isa',
+  'virtio-mmio' and the like it defines unchanged, reserving no PCI slot, and QEMU does not start the
+  guest (the same guest with a PCI address starts: the address is the cause).
 """
 
 from __future__ import annotations
@@ -70,3 +73,48 @@ def test_libvirt_refuses_an_expander_on_a_node_that_is_no_cell(judge, virsh):
     message = _refusal(virsh, _web03_with('<controller type="pci" model="pcie-expander-bus"><target><node>0</node>'
                                           '</target></controller>', "ts-faults-pxb-node"))
     assert "NUMA node (0)" in message and "pcie-expander-bus" in message, message
+
+
+def _small_q35(address: str, name: str) -> str:
+    """A q35 guest with a root port at ``address`` and one without an address, which libvirt gives the
+    first free root slot, 00:01.0 (no disk, so it starts under TCG)."""
+    return (f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>128</memory>"
+            "<os><type arch='x86_64' machine='q35'>hvm</type></os><devices>"
+            "<controller type='usb' model='none'/><memballoon model='none'/>"
+            "<controller type='pci' model='pcie-root'/>"
+            f"<controller type='pci' index='1' model='pcie-root-port'>{address}</controller>"
+            "<controller type='pci' index='2' model='pcie-root-port'/>"
+            "</devices></domain>")
+
+
+@pytest.mark.parametrize("address", [
+    "<address type='isa' iobase='0x505'/>",
+    "<address type='virtio-mmio'/>",
+    "<address type='usb' bus='0' port='1'/>",
+], ids=["isa", "virtio-mmio", "usb"])
+def test_a_pci_controller_with_another_address_type_does_not_start(address, judge, virsh):
+    """libvirt defines the root port with the address as given and reserves no PCI slot for it; QEMU
+    then refuses the guest (an option a root port does not have, or, for virtio-mmio, the root slot
+    QEMU picks for it is the one libvirt gave the other root port).  With a PCI address of its own the
+    same guest starts: the address is the cause."""
+    name = "ts-faults-addr"
+    pci = "<address type='pci' domain='0x0000' bus='0x00' slot='0x02' function='0x0'/>"
+    for given, starts in ((address, False), (pci, True)):
+        defined = virsh.define(_small_q35(given, name))
+        try:
+            kept = virsh.dumpxml(defined, inactive=True)
+            a_type = re.search(r"type='([^']+)'", given).group(1)
+            assert re.search(rf"index='1' model='pcie-root-port'>.*?<address type='{a_type}'", kept, re.S), kept
+            if starts:
+                virsh.start(defined)
+            else:
+                with pytest.raises(hv.VirshError):
+                    virsh.start(defined)
+        finally:
+            assert hv._cleanup(virsh, defined) is None
+
+
+def test_libvirt_refuses_a_ccw_address_on_a_pci_controller(judge, virsh):
+    message = _refusal(virsh, _small_q35("<address type='ccw' cssid='0xfe' ssid='0x0' devno='0x0001'/>",
+                                         "ts-faults-ccw"))
+    assert "CCW" in message, message
