@@ -35,12 +35,6 @@ def _element_count(data: bytes) -> int:
 
 
 KNOWN: list[Known] = [
-    Known("edit-check",
-          "plan or extend ends in 'the edit changed more than the plan' (exit 3) when a PCI controller's <address> has "
-          "another known type (type='ccw' on a pcie-root-port), or when <devices> of a guest not yet defined holds "
-          "stray text",
-          "solver/domain/edit.py (apply_plan / _check), solver/domain/read.py",
-          _exit3("the edit changed more than the plan")),
     Known("slow-explanation",
           "explaining why a large request is infeasible (extend of a big guest, several classes at their limits) "
           "takes seconds where the bounds would say it at once",
