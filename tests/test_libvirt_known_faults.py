@@ -6,7 +6,8 @@ what it now plans, libvirt defines unchanged.
   both at define;
 * a PCI controller whose ``<address>`` is not PCI: libvirt refuses 'ccw' at define; 'isa',
   'virtio-mmio' and the like it defines unchanged, reserving no PCI slot, and QEMU does not start the
-  guest (the same guest with a PCI address starts: the address is the cause).
+  guest (the same guest with a PCI address starts: the address is the cause);
+* pc guests with NUMA nodes whose root bus fills up (exit 3 before): the plans define unchanged.
 """
 
 from __future__ import annotations
@@ -118,3 +119,16 @@ def test_libvirt_refuses_a_ccw_address_on_a_pci_controller(judge, virsh):
     message = _refusal(virsh, _small_q35("<address type='ccw' cssid='0xfe' ssid='0x0' devno='0x0001'/>",
                                          "ts-faults-ccw"))
     assert "CCW" in message, message
+
+
+@pytest.mark.parametrize("spec", ["PC_NUMA_FULL_ROOT", "PC_NUMA_1000"], ids=["full-root-bus", "thousand-nics"])
+def test_pc_numa_with_a_full_root_bus_defines_unchanged(spec, judge, virsh, daemon_files):
+    """The plans of tests/test_known_faults.py::test_pc_numa_with_a_full_root_bus (exit 3 before):
+    libvirt defines them as planned, adding no controller and moving no address (every <node> checked
+    against the cells, every bridge in its place)."""
+    from . import test_known_faults as known
+    from .test_libvirt_scale import _define_unchanged, plan_of
+
+    plan = plan_of(getattr(known, spec), judge.target)
+    assert plan.added["pci-expander-bus"] >= 1 and plan.added["pci-bridge"] >= 30
+    _define_unchanged(plan, virsh, daemon_files)
