@@ -3,9 +3,10 @@
 Every test states what the behaviour must be.  The open ones are marked
 ``xfail(strict=True)`` with the reason: when the fault is fixed the test passes, strict
 xfail turns that into a failure, and the mark (and the entry in tests/fuzz/known.py, if
-any) is removed; the others were fixed in the domain/ package and stay as regression tests.  The
-fuzzer (tests/test_fuzz.py) meets the same faults on mutated inputs and counts them
-as known instead of failing.
+any) is removed; the others were fixed in the domain/ package and the planner and stay as
+regression tests (none is open now; tests/test_libvirt_known_faults.py checks the ones about what
+libvirt accepts in the real libvirt).  The fuzzer (tests/test_fuzz.py) meets the same faults on
+mutated inputs and counts the open ones as known instead of failing.
 
 Memory is measured by tests/fuzz/runner.py (a forked run, its peak resident-set growth);
 times are not asserted here (speed targets live in benchmarks/), so the costly-XML
