@@ -402,9 +402,24 @@ class CountModel:
             return with_ports(fixed)
         c = bridges[0]  # (one connect type takes bridges on q35 and virt)
         lo, hi = 0, min(self.root_ok_max[c], cap - sum(fixed.values()))
-        if hi < 0 or with_ports({**fixed, c: hi}) is None:
+        if hi < 0:
             return None
-        while lo < hi:  # the fewest that work: feasibility only grows with the number on the root bus
+        none = with_ports({**fixed, c: 0})
+        if none is not None:
+            return none  # the bridges hold them all: none needs the root bus
+        # The root functions these devices may take are those the ports and the controllers only
+        # the root bus holds leave (4,095 e1000 never unplugged on q35: filling all 240 functions
+        # left none for the root port the pcie-to-pci-bridge needs, and the search gave up).  A
+        # port-taking device on the root bus takes one function and saves one port's: the sum stays.
+        full, demands = self.derive(n, dict(fixed))
+        port_functions = sum(full.get(p, 0) for p in self.ports if self._packs_with(self.rules.bus(p)))
+        whole = sum(d.amount for d in demands
+                    if d.pools == frozenset({ROOT}) and d.key.startswith(("ctrl:", "anchor:"))
+                    and not self._packs_with(self.rules.bus(d.key.partition(":")[2])))
+        hi = min(hi, (self.root_free - whole) * FUNCTIONS - port_functions - sum(fixed.values()))
+        if hi <= 0 or with_ports({**fixed, c: hi}) is None:
+            return None  # even the most the root bus has room for leaves the bridges short
+        while lo < hi:  # the fewest that work: below ``hi`` more on the root bus only helps the bridges
             mid = (lo + hi) // 2
             if with_ports({**fixed, c: mid}) is not None:
                 hi = mid

@@ -66,6 +66,19 @@ def test_packed_q35_near_the_limits(judge, virsh, daemon_files):
     _to_refusal(plan, virsh, daemon_files, classes=("pcie",), deadline_s=600)
 
 
+def test_conventional_devices_never_unplugged_past_the_root_functions(judge, virsh, daemon_files):
+    """240 e1000 never unplugged: as many as fit share pcie-root's slots as functions, one function
+    stays for the root port of the pcie-to-pci-bridge that takes the rest (the planner once filled
+    every function and called the spec infeasible).  libvirt defines it unchanged."""
+    plan = plan_of("name: packed-pci\nmachine: q35\ndevices:\n  - {name: nic, model: e1000, count: 240, "
+                   "hotunplug: false}\n", judge.target)
+    assert plan.added == {"pcie-root-port": 1, "pcie-to-pci-bridge": 1}
+    bridge = next(c.index for c in plan.layout.controllers if c.model == "pcie-to-pci-bridge")
+    behind = [p for p in plan.layout.placed if p.endpoint.kind == "e1000" and p.address.bus == bridge]
+    assert 0 < len(behind) < 32
+    _define_unchanged(plan, virsh, daemon_files)
+
+
 def test_devices_libvirt_never_unplugs_are_refused_live(judge, virsh, daemon_files):
     """The device table's unplug column, proven: a running guest with a usb controller, a balloon, a
     virtio-serial controller, a sound card and a video card; libvirt refuses to detach each."""

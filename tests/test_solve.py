@@ -394,6 +394,19 @@ PLANS = [
         "added": {"pci-bridge": 30},
         "at": {"balloon": "0000:00:1f.0"},
     },
+    {
+        "id": "q35-240-e1000-never-unplugged-leave-a-root-function-for-the-bridges-port",
+        "#": "240 e1000 that are never unplugged: 238 root functions are free (usb and balloon take two), so "
+             "the rest need a pcie-to-pci-bridge, whose root port needs a root function too; the search once "
+             "tried only 'all 238 on pcie-root' and called the spec infeasible (found by the long fuzz run)",
+        "spec": """
+            name: many
+            machine: q35
+            devices:
+              - {name: nic, model: e1000, count: 240, hotunplug: false}
+        """,
+        "added": {"pcie-root-port": 1, "pcie-to-pci-bridge": 1},
+    },
 ]
 
 

@@ -40,6 +40,12 @@ KNOWN: list[Known] = [
           "takes seconds where the bounds would say it at once",
           "solver/solve.py, solver/extend.py (_largest)",
           lambda p, data, kind: p.kind == "slow" and p.detail.endswith("exit 1")),
+    Known("slow-search",
+          "thousands of conventional devices that are never unplugged on q35 (4,095 e1000 with 'hotunplug: "
+          "false'): every split of pcie-to-pci-bridges and pci-bridges of a layer is tried, each asking how many "
+          "of the devices go on pcie-root; 2-6 s, feasible",
+          "solver/counts.py (_choose, on_root_for)",
+          lambda p, data, kind: p.kind == "slow" and p.detail.endswith("exit 0")),
 ]
 
 
