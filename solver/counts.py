@@ -411,12 +411,7 @@ class CountModel:
         # the root bus holds leave (4,095 e1000 never unplugged on q35: filling all 240 functions
         # left none for the root port the pcie-to-pci-bridge needs, and the search gave up).  A
         # port-taking device on the root bus takes one function and saves one port's: the sum stays.
-        full, demands = self.derive(n, dict(fixed))
-        port_functions = sum(full.get(p, 0) for p in self.ports if self._packs_with(self.rules.bus(p)))
-        whole = sum(d.amount for d in demands
-                    if d.pools == frozenset({ROOT}) and d.key.startswith(("ctrl:", "anchor:"))
-                    and not self._packs_with(self.rules.bus(d.key.partition(":")[2])))
-        hi = min(hi, (self.root_free - whole) * FUNCTIONS - port_functions - sum(fixed.values()))
+        hi = min(hi, self.root_functions_left(n, fixed))
         if hi <= 0 or with_ports({**fixed, c: hi}) is None:
             return None  # even the most the root bus has room for leaves the bridges short
         while lo < hi:  # the fewest that work: below ``hi`` more on the root bus only helps the bridges
@@ -426,6 +421,18 @@ class CountModel:
             else:
                 lo = mid + 1
         return with_ports({**fixed, c: lo})
+
+    def root_functions_left(self, n: dict[str, int], on_root: dict[Connect, int]) -> int:
+        """The root functions left for more devices never unplugged, for the searched counts ``n`` with
+        ``on_root`` already there: what the ports (packed with them) and the controllers only the root
+        bus holds (whole slots) leave.  A port-taking device on the root bus takes one function and
+        saves one port's, so those are counted as ports."""
+        full, demands = self.derive(n, dict(on_root))
+        port_functions = sum(full.get(p, 0) for p in self.ports if self._packs_with(self.rules.bus(p)))
+        whole = sum(d.amount for d in demands
+                    if d.pools == frozenset({ROOT}) and d.key.startswith(("ctrl:", "anchor:"))
+                    and not self._packs_with(self.rules.bus(d.key.partition(":")[2])))
+        return (self.root_free - whole) * FUNCTIONS - port_functions - sum(on_root.values())
 
     def cost(self, n: dict[str, int], on_root: dict[Connect, int]) -> tuple:
         bus_numbers = sum(c * self.rules.bus(k).bus_numbers for k, c in n.items())
@@ -693,7 +700,7 @@ def _choose(model: CountModel) -> Counts | None:
     # a cheap necessary condition first: the searched buses' slots, with what the root bus and the
     # existing guest have free, must hold what no port may take (as _searched_lower_bound counts it)
     need, have = _positions_needed(model)
-    slots = [model.rules.bus(k).nslots for k in names]
+    slots = [_net_slots(model, k) for k in names]
 
     def roomy(*values: int) -> bool:
         return have + sum(v * s for v, s in zip(values, slots)) >= need
@@ -721,9 +728,10 @@ def _choose(model: CountModel) -> Counts | None:
     ex = model.existing
     floor = _port_units(model) + sum(model.fixed.values()) + sum(model.outside.values()) + (
         (ex.max_index - sum(ex.kept.values())) if ex else 0)
+    ports_floor = _port_units(model)  # the ports every candidate needs beside its searched controllers
     for total in layers:
-        if best is not None and total is not None and total > best[0][0]:
-            break  # every later candidate costs at least `total`
+        if best is not None and total is not None and total + ports_floor > best[0][0]:
+            break  # every later candidate costs at least `total` and those ports
         if total is not None and total + floor > model.rules.max_index:
             break
         for assignment in layer(total):
@@ -751,6 +759,13 @@ def _positions_needed(model: CountModel) -> tuple[int, int]:
     return need, have + spare
 
 
+def _net_slots(model: CountModel, key: str) -> int:
+    """The positions a searched controller adds to those no port gives: its bus's slots, less the
+    one it takes itself when no port may hold it (a pci-bridge on q35 sits in another bridge)."""
+    b = model.rules.bus(key)
+    return b.nslots - (0 if model._ctrl_pools(b) & model.port_pools else 1)
+
+
 def _searched_lower_bound(model: CountModel) -> int:
     """No feasible candidate has fewer searched controllers than this.
 
@@ -758,7 +773,7 @@ def _searched_lower_bound(model: CountModel) -> int:
     existing buses, or on searched buses; a searched controller gives at most its
     bus's slots, and an isolating bus taken whole gives none to anyone else."""
     need, have = _positions_needed(model)
-    room = max((model.rules.bus(k).nslots for k in model.searched), default=0)
+    room = max((_net_slots(model, k) for k in model.searched), default=0)
     whole = model.new_whole_bus_need()[0]
     kept = sum(model.kept(k) for k in model.searched)
     if need <= have or room == 0:
@@ -794,11 +809,17 @@ def _explain(model: CountModel) -> list[Cause]:
     # Below the lower bound every candidate falls short; from it upwards, fewest controllers
     # first, so a budget that binds is named by the first candidate whose positions all fit.
     low = _searched_lower_bound(model) if model.searched else 0
+    # devices that save a port on the root bus go there first (each takes the function its port would)
+    ports_first = {c for c in model.root_ok_max if (p := model._bus_pools(c, endpoint=True, hotplug=False))
+                   and p <= model.port_pools}
     candidates = sorted((v for v in itertools.product(*ranges) if sum(v) >= low), key=sum) or [
         tuple(r[-1] for r in ranges)]
     for values in candidates:
         n = dict(zip(model.searched, values))
-        on_root = {c: min(k, model.root_free * FUNCTIONS) for c, k in model.root_ok_max.items()}
+        # as many devices never unplugged on the root bus as leave room for the ports there
+        on_root: dict[Connect, int] = {}
+        for c, k in sorted(model.root_ok_max.items(), key=lambda item: item[0] not in ports_first):
+            on_root[c] = max(min(k, model.root_functions_left(n, on_root)), 0)
         full, demands = model.derive(n, on_root)
         ok, info = model.feasible(full, demands)
         if ok:
