@@ -112,6 +112,12 @@ class Endpoint:
     # takes one slot, function 0 first; its address is that of its lowest function.
     functions: tuple[int, ...] = (0,)
     integrated: bool = False  # libvirt puts it on the root bus only (virtio-iommu, pvpanic-pci)
+    # A multifunction group of a spec (``functions: N``): one (alias name, host address) per function, in
+    # ``functions`` order; the writer gives each its own element.  () for a single device (and the USB2
+    # sets the domain reader builds, whose elements it keeps).
+    parts: tuple[tuple[str, str | None], ...] = ()
+    # It sits behind a port with <target hotplug='off'/> (``protect: port``): never unplugged, never replaced.
+    protect: bool = False
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,9 @@ class Headroom:
     count: int
     label: str  # what the user wrote: a model name or a class
     node: int | None = None  # only positions on this guest NUMA node count for it
+    # Devices of this many functions each: libvirt hotplugs function 0 of a slot only, so each function
+    # goes live on a port (or slot) of its own and ``count`` is devices x functions positions.
+    functions: int = 1
 
 
 @dataclass(frozen=True)

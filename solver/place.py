@@ -265,6 +265,7 @@ def place(problem: Problem, rules: RuleSet, counts: Counts) -> Layout:
 
     added = [_multifunction(c, all_buses) for c in added]
     kept_where = {p.endpoint.name for p in (problem.base.placed if problem.base is not None else ())}
+    added = _protect_ports(added, placed, all_buses, kept_where)
     placed = [p if p.endpoint.name in kept_where else _multifunction_endpoint(p, all_buses) for p in placed]
     if problem.base is None:
         order = {ep.name: i for i, ep in enumerate(problem.endpoints)}
@@ -444,13 +445,39 @@ def _pack(root: _Bus, packable: set[str]) -> Address | None:
 
 
 def _multifunction_endpoint(p: Placed, buses) -> Placed:
-    """An endpoint at function 0 of a slot it shares gets multifunction='on' (libvirt sets it too)."""
+    """An endpoint at function 0 of a slot it shares gets multifunction='on' (libvirt sets it too),
+    and so does a multifunction group of a spec (its function 0 is its address)."""
     a = p.address
     if a is None or a.function != 0 or p.multifunction or a.bus not in buses:
         return p
-    if len(buses[a.bus].slots.get(a.slot, [])) > len(p.endpoint.functions):
+    if len(buses[a.bus].slots.get(a.slot, [])) > len(p.endpoint.functions) or len(p.endpoint.parts) > 1:
         return Placed(p.endpoint, a, multifunction=True)
     return p
+
+
+# -- issue 14: protected ports (kept apart from the placement above) --------------------------------
+
+def _protect_ports(added: list[Controller], placed: list[Placed], buses, kept: set[str]) -> list[Controller]:
+    """Turn hotplug off on the added ports that hold a device never to be unplugged.
+
+    A protected device (``protect: port``) must sit on such a port; a device marked never unplugged
+    that did not fit on the root complex gets one too where the port row can be protected in the
+    target's versions (``BusRule.protect``): the port holds it alone, so no headroom is lost, and
+    neither libvirt nor the guest can eject it there."""
+    lock: set[int] = set()
+    for p in placed:
+        ep = p.endpoint
+        if ep.name in kept or p.address is None or not (ep.protect or ep.root_ok):
+            continue
+        bus = buses.get(p.address.bus)
+        if bus is None or not bus.rule.is_port or bus.rule.protect is None or bus.index not in {
+                c.index for c in added}:
+            if ep.protect:
+                raise ProgrammingError(f"protected device {ep.name} is not on a port of its own this plan adds")
+            continue
+        lock.add(bus.index)
+    return [Controller(c.index, c.model, c.address, c.target, False, c.multifunction) if c.index in lock else c
+            for c in added]
 
 
 def _multifunction(c: Controller, buses) -> Controller:

@@ -92,7 +92,24 @@ def _finish(problem: Problem, rules: RuleSet, counts, moved_off: list[str]) -> P
         warnings.append(f"{rules.family} hotplug needs ACPI")
     return Plan(problem=problem, layout=layout, capacity=dict(report.capacity), added=added,
                 warnings=tuple(warnings), budgets={k: (b.used, b.limit) for k, b in report.budgets.items()},
-                node_capacity=report.node_capacity, notes=(saved,) if saved else ())
+                node_capacity=report.node_capacity, notes=((saved,) if saved else ()) + _group_notes(problem, layout))
+
+
+def _group_notes(problem: Problem, layout) -> tuple[str, ...]:
+    """What the plan's multifunction headroom and protected ports mean (issue 14)."""
+    out = []
+    for h in problem.headroom:
+        if h.functions > 1:
+            # libvirt refuses a hotplug at any function but 0 (domain_addr.c virDomainPCIAddressEnsureAddr,
+            # reached from qemuDomainAttachHostPCIDevice): a live multifunction device is one device per function
+            out.append(f"hotplug {h.label}: {h.count // h.functions} device(s) of {h.functions} functions take "
+                       f"{h.count} positions: libvirt hotplugs function 0 of a slot only, so each function goes "
+                       "live on a port of its own (not as one multifunction device)")
+    locked = [c.index for c in layout.controllers if not c.hotplug and c.address is not None]
+    if locked:
+        out.append(f"controller(s) {', '.join(map(str, locked))} with <target hotplug='off'/>: they hold devices "
+                   "never to be unplugged and take no hotplug (no headroom)")
+    return tuple(out)
 
 
 def _other_layout_saves(problem: Problem, total: int) -> str | None:

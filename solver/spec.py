@@ -89,6 +89,11 @@ Vcpus = _number(1, MAX_VCPUS)
 IommuGroup = _number(0, MAX_IOMMU_GROUP)
 Nodes = _number(1, MAX_NUMA_NODES, f"QEMU takes at most {MAX_NUMA_NODES} NUMA nodes")
 IoLimit = _number(0, MAX_IO_PORTS)
+# A PCI slot has 8 functions (0-7); a group of one function is no group.
+MAX_FUNCTIONS = 8
+Functions = _number(2, MAX_FUNCTIONS, "the functions of one PCI slot: 2 to 8")
+# A host slot without a function ("DDDD:BB:SS" or "BB:SS"): every function of that host slot.
+_HOST_SLOT = re.compile(r"^(?:([0-9a-fA-F]{1,4}):)?([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})$")
 
 
 def name_problem(name: str, what: str = "guest") -> str | None:
@@ -126,6 +131,11 @@ class DeviceSpec(_Model):
     host: str | None = Field(None, description="host PCI address of an assigned device")
     numa_node: NodeId | None = Field(None, description="guest NUMA node: the device sits behind that node's "
                                   "expander bus (a PHB of the node on pseries)")
+    functions: Functions | None = Field(None, description="a multifunction device: this many functions (2-8) on "
+                                        "one guest slot, function 0 with multifunction='on' (a GPU with its audio "
+                                        "function); a hostdev 'host' slot without a function takes functions 0..N-1")
+    protect: Literal["port"] | None = Field(None, description="'port': never unplugged, behind a pcie-root-port "
+                                            "of its own with <target hotplug='off'/> (libvirt 6.3)")
 
 
 class HotplugSpec(_Model):
@@ -135,6 +145,8 @@ class HotplugSpec(_Model):
     class_: Literal["pcie", "pci", "hostdev"] | None = Field(None, alias="class")
     count: Headroom_ = 1
     numa_node: NodeId | None = Field(None, description="the headroom must be on this guest NUMA node")
+    functions: Functions | None = Field(None, description="devices of this many functions each: libvirt hotplugs "
+                                        "function 0 of a slot only, so each function takes a port of its own")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -482,11 +494,39 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
             bad(path + ("host",), "only assigned host devices (model: hostdev) have a host address")
         if d.host is not None and d.count > 1:
             bad(path + ("host",), "one host address names one device; write one entry per host device")
-        if d.host is not None:
+        nfn = d.functions or 1
+        host_slot = None  # a host slot without a function: every function of it
+        if d.functions is not None and not kind.multifunction:
+            ok = ", ".join(k for k, v in DEVICES.items() if v.multifunction)
+            bad(path + ("functions",), f"{d.model} cannot be a multifunction group; models that can: {ok}")
+            nfn = 1
+        if d.host is not None and kind.cls == EndpointClass.HOSTDEV:
+            m = _HOST_SLOT.match(d.host.strip())
+            if m is not None:
+                dom, bus, slot = (int(g, 16) if g else 0 for g in m.groups())
+                if slot > 0x1F:
+                    bad(path + ("host",), f"slot 0x{slot:02x} of '{d.host}' is out of range; slots are 0x00-0x1f")
+                elif d.functions is None:
+                    bad(path + ("host",), f"'{d.host}' names a host slot without a function, meaning every function "
+                        "of it; give 'functions: N' with how many functions that slot has (topo-solve reads nothing "
+                        "from the host unless told to, e.g. by --host-sysfs), or name one function (…:SS.F)")
+                host_slot = f"{dom:04x}:{bus:02x}:{slot:02x}"
+            else:
+                try:
+                    Address.parse(d.host)
+                except ValueError as exc:
+                    bad(path + ("host",), str(exc) + "; or DDDD:BB:SS for every function of a host slot")
+                else:
+                    if nfn > 1:
+                        bad(path + ("host",), f"'{d.host}' names one function of a host slot; for a group of {nfn} "
+                            "functions write the slot without a function (DDDD:BB:SS)")
+        elif d.host is not None:
             try:
                 Address.parse(d.host)
             except ValueError as exc:
                 bad(path + ("host",), str(exc))
+        if d.protect is not None:
+            _check_protect(d, i, kind, rules.family, family_for(spec.machine, target), bad)
         pin = None
         if d.address is not None:
             if d.count > 1:
@@ -508,6 +548,12 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
                     bad(path + ("address",), f"slot {pin.slot:#04x} belongs to the chipset ({reserved[pin.slot]})")
                 elif pin in pinned:
                     bad(path + ("address",), f"{pin} is already pinned by devices[{pinned[pin][1]}]")
+                elif nfn > 1 and pin.function != 0:
+                    bad(path + ("address",), f"a group of {nfn} functions takes functions 0-{nfn - 1} of its slot; "
+                        f"pin its function 0 ({Address(0, pin.slot, 0)})")
+                elif nfn > 1 and any(a.slot == pin.slot for a in pinned):
+                    bad(path + ("address",), f"a group of {nfn} functions takes the whole slot {pin.slot:#04x}, "
+                        "and another pinned device is in it")
                 else:
                     pinned[pin] = path
         if d.numa_node is not None:
@@ -529,8 +575,25 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
             names[name] = path
             host = d.host
             if kind.cls == EndpointClass.HOSTDEV and host is None:
-                host = f"0000:{0x80 + placeholder // 32:02x}:{placeholder % 32:02x}.0"
+                host_of = f"0000:{0x80 + placeholder // 32:02x}:{placeholder % 32:02x}"
+                host = host_of + ".0"
                 placeholder += 1
+            else:
+                host_of = host_slot
+            parts: tuple = ()
+            if nfn > 1:
+                # function f of the group: alias NAME-fF (function 0 keeps NAME), function f of the host slot
+                parts = tuple((name if f == 0 else f"{name}-f{f}",
+                               f"{host_of}.{f}" if host_of is not None else None) for f in range(nfn))
+                host = parts[0][1]
+                for part, _ in parts[1:]:
+                    problem = name_problem(part, "device")
+                    if problem or part in names:
+                        why = problem or f"used twice (also devices[{names[part][1]}])"
+                        bad(path + ("name",), f"'{_cut(part)}', the alias of function {part.rsplit('-f', 1)[1]}, "
+                            f"cannot be used: {why}; give the device another 'name'")
+                        break
+                    names[part] = path
             role = None
             if kind.video and not any(e.fixed_role == "primary-video" for e in endpoints):
                 role = "primary-video"
@@ -538,10 +601,13 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
                 role = "ich9-sound"
             endpoints.append(Endpoint(
                 # libvirt cannot unplug some models at all (a USB controller, the balloon, video, sound):
-                # they are never unplugged by nature, like a device marked 'hotunplug: false'
-                name=name, kind=kind.name, cls=kind.cls, pinned=pin, root_ok=not d.hotunplug or not kind.detach,
+                # they are never unplugged by nature, like a device marked 'hotunplug: false'.  A protected
+                # device is never unplugged too, but it sits behind a port of its own, not on the root complex.
+                name=name, kind=kind.name, cls=kind.cls, pinned=pin,
+                root_ok=(not d.hotunplug or not kind.detach) and d.protect is None,
                 group=d.iommu_group, fixed_role=role if role in rules.fixed or role == "primary-video" else None,
                 host=host, line=_line(lines, path), node=d.numa_node,
+                functions=tuple(range(nfn)), parts=parts, protect=d.protect is not None,
             ))
 
     # What libvirt adds by itself, written out so libvirt adds nothing.
@@ -609,17 +675,23 @@ def _headroom(spec: Spec, bad) -> list[Headroom]:
             bad(path, "give either 'model' (e.g. virtio-net) or 'class' (pcie, pci or hostdev)")
             continue
         try:
-            entry = headroom_entry(h.model, h.class_, h.count, h.numa_node)
+            entry = headroom_entry(h.model, h.class_, h.count, h.numa_node, h.functions or 1)
         except ValueError as exc:
-            bad(path + ("model",), str(exc))
+            bad(path + ("functions",) if "multifunction" in str(exc) else path + ("model",), str(exc))
             continue
         if entry is not None:
             headroom.append(entry)
     return headroom
 
 
-def headroom_entry(model: str | None, class_: str | None, count: int, node: int | None = None) -> Headroom | None:
-    """One hotplug request by model or class; ValueError says what is wrong."""
+def headroom_entry(model: str | None, class_: str | None, count: int, node: int | None = None,
+                   functions: int = 1) -> Headroom | None:
+    """One hotplug request by model or class; ValueError says what is wrong.
+
+    ``functions``: devices of that many functions each.  libvirt hotplugs only function 0 of a slot
+    (domain_addr.c virDomainPCIAddressEnsureAddr, which qemuDomainAttachHostPCIDevice reaches through
+    qemuDomainEnsurePCIAddress: "Only PCI device addresses with function=0 are supported"), so each
+    function goes live at function 0 of a port of its own: the entry asks for count x functions."""
     if model is not None:
         from .rules.devices import KINDS
 
@@ -630,10 +702,14 @@ def headroom_entry(model: str | None, class_: str | None, count: int, node: int 
         if not kind.hotplug:
             ok = ", ".join(k for k, v in DEVICES.items() if v.hotplug)
             raise ValueError(f"libvirt cannot hotplug a {model}; hotpluggable models: {ok}")
+        if functions > 1 and not kind.multifunction:
+            ok = ", ".join(k for k, v in DEVICES.items() if v.multifunction)
+            raise ValueError(f"{model} cannot be a multifunction device; models that can: {ok} (or a class)")
         cls = kind.cls
     else:
         cls = EndpointClass(class_)
-    return Headroom(cls=cls, count=count, label=model or class_, node=node) if count else None
+    return Headroom(cls=cls, count=count * functions, label=model or class_, node=node,
+                    functions=functions) if count else None
 
 
 def parse_hotplug_option(text: str) -> Headroom | None:
@@ -780,6 +856,34 @@ def _check_node(node: int, path: tuple, cells: tuple[NumaCell, ...], declared: b
         bad(path, "numa_node needs the guest's NUMA nodes: add 'numa: {nodes: N}' (or 'numa: {cells: [...]}')")
     elif node >= len(cells):
         bad(path, f"numa_node {node} is not a node of this guest: 'numa' declares nodes 0-{len(cells) - 1}")
+
+
+def _check_protect(d: DeviceSpec, i: int, kind, family: str, rules, bad) -> None:
+    """``protect: port`` needs a port of the family that takes the device by itself and can be made
+    hotplug='off' in the target's libvirt and QEMU (rules: the family's rules for the target)."""
+    path = ("devices", i, "protect")
+    if "hotunplug" in d.model_fields_set and d.hotunplug:
+        bad(path, "'protect: port' means never unplugged; drop 'hotunplug: true'")
+    if d.address is not None:
+        bad(path, "a pinned device sits on the root bus, not behind a port; drop 'address' or 'protect'")
+        return
+    if kind.cls is None:
+        return
+    ports = [b for b in rules.addable if b.is_port]
+    lockable = [b for b in ports if b.protect is not None]
+    takes = [b for b in lockable if rules.accepts(b, rules.connect_of(kind.cls), auto=True, endpoint=True)]
+    if takes:
+        return
+    if not ports:
+        bad(path, f"a {family} guest has no ports (a bus of one slot, such as q35's pcie-root-port), so no port "
+            "can be protected; use 'hotunplug: false' (the device then sits where it is never unplugged)")
+    elif not lockable:
+        why = "; ".join(dict.fromkeys(b.protect_why for b in ports if b.protect_why)) or \
+            f"no port of a {family} guest takes <target hotplug='off'/>"
+        bad(path, f"{why}; use 'hotunplug: false' instead, or a newer target")
+    else:
+        bad(path, f"a {d.model} ({kind.cls} class) does not go behind a {lockable[0].model} on a {family} guest, "
+            "so no port of its own can protect it; use 'hotunplug: false', or a PCI Express model")
 
 
 IMPLICIT_NAMES = {"usb": "usb", "memballoon": "balloon", "sata": "sata"}

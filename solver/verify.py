@@ -240,10 +240,14 @@ def verify(layout: Layout, rules: RuleSet, *, strict_auto: bool = True, io_limit
         elif not any(f == 0 for f, _, _ in users):
             err(f"{where} has no function 0")
 
-    # ports hold one thing on slot 0
+    # ports hold one thing on slot 0: one device, or one multifunction group (its functions share the
+    # slot, function 0 first, as checked above), never a controller beside anything
     for (bus, slot), users in slot_users.items():
-        if bus in by_index and by_index[bus][0].is_port and len(users) > 1:
-            err(f"port {bus} holds {len(users)} devices; a port holds one")
+        if bus in by_index and by_index[bus][0].is_port and len(users) > 1 and (
+                any(r is not None for _, _, r in users)
+                or strict_auto and not all((bus, slot, w) in shares for _, w, _ in users)):
+            err(f"port {bus} holds {len(users)} devices; a port holds one (or the functions of one "
+                "multifunction device)")
 
     rep.bus_numbers = sum(r.bus_numbers for r, _ in by_index.values())
     if rep.bus_numbers > rules.bus_number_limit:

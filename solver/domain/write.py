@@ -160,6 +160,17 @@ def domain_element(plan: Plan) -> etree._Element:
         index = counters.get(group, 0)
         counters[group] = index + 1
         present.add(k.element)
+        if ep.parts and placed.address is not None:
+            # a multifunction group: one element per function of its slot, function 0 first and marked
+            a = placed.address
+            for f, (name, host) in zip(ep.functions, ep.parts):
+                if f != ep.functions[0]:
+                    index = counters[group]
+                    counters[group] = index + 1
+                devices.append(device_element(name, ep.kind, Address(a.bus, a.slot, a.function + f - ep.functions[0],
+                                                                     a.domain), index=index, host=host,
+                                              guest=p.name, multifunction=placed.multifunction and f == 0))
+            continue
         devices.append(device_element(ep.name, ep.kind, placed.address, index=index, host=ep.host, guest=p.name,
                                       primary=ep.fixed_role == "primary-video"
                                       or (k.video and counters[group] == 1),

@@ -127,6 +127,16 @@ def virt_install(plan: Plan) -> str:
         index = counters.get(k.element, 0)
         counters[k.element] = index + 1
         hostdevs |= k.element == "hostdev"
+        if ep.parts and placed.address is not None:  # a multifunction group: one option per function
+            a = placed.address
+            for f, (name, host) in zip(ep.functions, ep.parts):
+                if f != ep.functions[0]:
+                    index = counters[k.element]
+                    counters[k.element] = index + 1
+                opts += device_options(ep.kind, name, Address(a.bus, a.slot, a.function + f - ep.functions[0],
+                                                              a.domain), index=index, host=host, guest=p.name,
+                                       multifunction=placed.multifunction and f == 0)
+            continue
         opts += device_options(ep.kind, ep.name, placed.address, index=index, host=ep.host, guest=p.name,
                                multifunction=placed.multifunction)
     # virt-install's own defaults (virtinst Guest.set_defaults): off where the plan has none of its own

@@ -83,6 +83,11 @@ class BusRule:
     # policy: (policy, types).  'libvirt-accepts' allows what libvirt takes but QEMU's
     # docs/pcie.txt advises against (a pci-bridge on pcie-root).
     policy_accepts: tuple[tuple[str, frozenset[Connect]], ...] = ()
+    # The libvirt and QEMU that take <target hotplug='off'/> on this port (a protected port: its
+    # device can be neither unplugged nor replaced live); None: never.  In a target's view (rules_for)
+    # it is None where the range does not hold, and ``protect_why`` says why.
+    protect: Range | None = None
+    protect_why: str = ""
 
     @property
     def name(self) -> str:
@@ -142,6 +147,9 @@ class DeviceKind:
     # whose XML already has a virtio-mmio device and gives this one no address
     # (qemu_domain_address.c qemuDomainAssignVirtioMMIOAddresses, qemuDomainPrimeVirtioDeviceAddresses)
     mmio: bool = False
+    # A spec may give it ``functions: N``: N of it as the functions of one guest slot, function 0
+    # with multifunction='on' (an assigned GPU with its audio function; emulated models as stand-ins).
+    multifunction: bool = False
 
     @property
     def detach(self) -> bool:
@@ -360,7 +368,7 @@ def _view(family: str, t: Target) -> RuleSet:
             hot = bool(h)
             why = "" if h else row.hotplug_versions.explain(f"hotplugging {row.called}", t)
         devices[row.name] = replace(row, missing=missing, hotplug=hot, hotplug_why=why)
-    buses = {k: b for k, b in base.buses.items() if b.versions.holds(t)}
+    buses = {k: _protect_view(b, t) for k, b in base.buses.items() if b.versions.holds(t)}
     added = []
     for imp in base.added_at_define:
         h = imp.versions.holds(t)
@@ -384,12 +392,20 @@ def _view(family: str, t: Target) -> RuleSet:
                    target=t, devices=_freeze(devices), undecided=_freeze(undecided))
 
 
+def _protect_view(b: BusRule, t: Target) -> BusRule:
+    """A port row as ``t`` sees it: ``protect`` kept only where <target hotplug='off'/> is taken."""
+    if b.protect is None or b.protect.holds(t):
+        return b
+    return replace(b, protect=None, protect_why=b.protect.explain(f"<target hotplug='off'/> on a {b.model}", t))
+
+
 @dataclass(frozen=True)
 class VersionFact:
     """A row of the tables that holds only for some versions (for the tests and the docs).
 
     ``kind``: "device" (the model exists), "hotplug" (libvirt hotplugs it), "implicit" (libvirt adds it at
-    define), "default" (libvirt fills in ``value`` for ``name``), "controller" (a PCI controller model)."""
+    define), "default" (libvirt fills in ``value`` for ``name``), "controller" (a PCI controller model), "protect"
+    (the port takes <target hotplug='off'/>)."""
 
     kind: str
     family: str | None  # None: every family (device rows)
@@ -419,6 +435,8 @@ def version_facts() -> list[VersionFact]:
         for b in base.buses.values():
             if not b.versions.always:
                 out.append(VersionFact("controller", family, b.name, b.versions))
+            if b.protect is not None and not b.protect.always:
+                out.append(VersionFact("protect", family, b.name, b.protect))
         for imp in base.added_at_define:
             if not imp.versions.always:
                 out.append(VersionFact("implicit", family, imp.kind, imp.versions, arches=imp.arches))

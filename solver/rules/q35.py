@@ -9,9 +9,21 @@ libvirt 9.0 + QEMU 7.2 (shared docs, real-libvirt.md section 4).
 
 from ..model import Address, Connect as C, EndpointClass as K
 from . import BusRule, Fixed, Implicit, RuleSet, _freeze
+from .versions import Bound, Range
 from .implicit import BALLOON, ITCO_WATCHDOG, VIRTIO_SERIAL, disk_controller, usb, usb_default, video
 
 _BAS = "domain_addr.c virDomainPCIAddressBusSetModel"
+
+# A protected port: <target hotplug='off'/> on a pcie-root-port or a pcie-switch-downstream-port turns
+# off hotplug and unplug on it (QEMU's PCIESlot property 'hotplug', hw/pci/pcie_port.c).  libvirt reads
+# it from 6.3.0 on (NEWS v6.3.0: "support disabling hotplug/unplug of PCIe devices", for
+# pcie-root-ports and pcie-switch-downstream-ports); QEMU has had the property since 5.0.  Measured on
+# both judges (tests/test_libvirt_multifunction.py): the port defines unchanged and libvirt refuses an
+# attach into it ("requires hotplug capability").
+HOTPLUG_OFF = Range(since=(
+    Bound("libvirt", (6, 3), "libvirt NEWS v6.3.0: hotplug='off' for pcie-root-port and pcie-switch-downstream-port"),
+    Bound("qemu", (5, 0), "QEMU 5.0: hw/pci/pcie_port.c PCIESlot property 'hotplug'"),
+))
 
 # The same conventional bridge on every x86 and ARM machine (pc shares the row).
 PCI_BRIDGE = BusRule(
@@ -50,6 +62,7 @@ PCIE_BUSES = (
         slots=(0, 0),  # a port: one slot
         packs=8,  # AGGREGATE_SLOT: eight root ports share a pcie-root slot as functions 0-7
         target=("chassis", "port"),
+        protect=HOTPLUG_OFF,
         source=_BAS + ": pcie-root-port; qemuDomainPCIControllerSetDefaultModelName (generic model)",
     ),
     # A switch: its upstream port takes a port (root or downstream) and its bus holds
@@ -72,6 +85,7 @@ PCIE_BUSES = (
         manual=frozenset({C.PCI_DEVICE}),
         slots=(0, 0),  # a port: one slot
         target=("chassis", "port"),  # libvirt: chassis = index, port = its slot on the upstream bus
+        protect=HOTPLUG_OFF,
         source=_BAS + ": pcie-switch-downstream-port; qemuDomainAssignPCIAddresses (port = slot)",
     ),
     BusRule(
