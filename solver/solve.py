@@ -104,7 +104,8 @@ def _group_notes(problem: Problem, layout) -> tuple[str, ...]:
             # reached from qemuDomainAttachHostPCIDevice): a live multifunction device is one device per function
             out.append(f"hotplug {h.label}: {h.count // h.functions} device(s) of {h.functions} functions take "
                        f"{h.count} positions: libvirt hotplugs function 0 of a slot only, so each function goes "
-                       "live on a port of its own (not as one multifunction device)")
+                       "live at function 0 of a slot of its own (a port on a PCI Express machine, a PHB for a "
+                       "pseries host device), not as one multifunction device")
     locked = [c.index for c in layout.controllers if not c.hotplug and c.address is not None]
     if locked:
         out.append(f"controller(s) {', '.join(map(str, locked))} with <target hotplug='off'/>: they hold devices "
