@@ -115,10 +115,18 @@ def move_candidates(layout: Layout, rules: RuleSet) -> list[Endpoint]:
     Devices on the root bus come first (their slots are what new ports and
     bridges need), the highest slot first; then devices on other buses, the
     highest bus first (emptying a bus frees it for an isolated class).  The
-    chipset's fixed devices, integrated devices and multifunction sets never move.
+    chipset's fixed devices, integrated devices, multifunction sets and devices sharing their slot never
+    move.
     """
+    # a device whose slot holds other functions (a multifunction group read back as one element per
+    # function, issue 14) stays: moving its function 0 would leave the others without one
+    functions: dict[tuple[int, int], int] = {}
+    for p in layout.placed:
+        if p.address is not None and p.endpoint.cls is not None:
+            functions[(p.address.bus, p.address.slot)] = functions.get((p.address.bus, p.address.slot), 0) + 1
     movable = [p for p in layout.placed
                if p.address is not None and p.endpoint.cls is not None and p.endpoint.fixed_role is None
-               and not p.endpoint.integrated and len(p.endpoint.functions) == 1 and p.address.function == 0]
+               and not p.endpoint.integrated and len(p.endpoint.functions) == 1 and p.address.function == 0
+               and functions[(p.address.bus, p.address.slot)] == 1]
     movable.sort(key=lambda p: (p.address.bus != 0, -p.address.bus, -p.address.slot, -p.address.function))
     return [replace(p.endpoint, pinned=None, root_ok=False) for p in movable]

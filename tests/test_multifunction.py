@@ -249,3 +249,14 @@ def test_groups_share_one_slot_and_protected_ports_give_no_headroom(family, devi
         if len(where) > 1:
             assert len({(a.bus, a.slot) for a, _ in where}) == 1, name
             assert where[0][0].function == 0 and where[0][1] and not any(m for _, m in where[1:])
+
+
+def test_a_group_read_back_never_has_its_function_0_moved_alone():
+    from topo_solve.existing import move_candidates
+
+    plan = plan_of("name: g\nmachine: q35\ndevices:\n  - {name: gpu, model: hostdev, functions: 2, "
+                   "address: '0000:00:1e.0', hotunplug: false}\n  - {name: n, model: virtio-net, "
+                   "address: '0000:00:1d.0', hotunplug: false}\n")
+    layout, rules = read_layout(render_domain(plan))
+    moved = {e.name for c in move_candidates(layout, rules) for e in c}
+    assert "n" in moved and not moved & {"gpu", "gpu-f1"}
