@@ -146,6 +146,19 @@ def _host_target(virsh):
     return target
 
 
+def _json_devices(p, addr) -> list[dict]:
+    """A placed device in the JSON plan: a multifunction group gives one entry per function."""
+    ep, a = p.endpoint, p.address
+    if not ep.parts or a is None:
+        return [{"name": ep.name, "model": ep.kind, "address": addr(a)}]
+    from .model import Address
+
+    return [{"name": name, "model": ep.kind, "address": addr(Address(a.bus, a.slot, a.function + f - ep.functions[0],
+                                                                      a.domain)),
+             **({"multifunction": True} if f == ep.functions[0] else {})}
+            for f, (name, _host) in zip(ep.functions, ep.parts)]
+
+
 def _plan_json(plan) -> dict:
     def addr(a):
         return None if a is None else str(a)
@@ -154,10 +167,10 @@ def _plan_json(plan) -> dict:
         "name": plan.problem.name,
         "machine": plan.problem.machine,
         "family": plan.layout.family,
-        "controllers": [{"index": c.index, "model": c.model, "address": addr(c.address)}
+        "controllers": [{"index": c.index, "model": c.model, "address": addr(c.address),
+                         **({} if c.hotplug else {"hotplug": False})}  # a protected port
                         for c in plan.layout.controllers],
-        "devices": [{"name": p.endpoint.name, "model": p.endpoint.kind, "address": addr(p.address)}
-                    for p in plan.layout.placed],
+        "devices": [d for p in plan.layout.placed for d in _json_devices(p, addr)],
         "added": dict(sorted(plan.added.items())),
         "capacity": {str(k): v for k, v in plan.capacity.items()},
         "requested": {str(k): v for k, v in plan.requested.items()},
@@ -200,11 +213,15 @@ def _tree(plan) -> str:
     children: dict[int, list] = {}
     for c in layout.controllers:
         if c.address is not None:
-            children.setdefault(c.address.bus, []).append((c.address, f"[bold]{c.index}[/] {c.model}", c.index))
+            off = "" if c.hotplug else " [dim](hotplug off)[/]"  # a protected port: never headroom
+            children.setdefault(c.address.bus, []).append((c.address, f"[bold]{c.index}[/] {c.model}{off}", c.index))
+    locked = {c.index for c in layout.controllers if not c.hotplug}
     for p in layout.placed:
         if p.address is not None:
+            fns = len(p.endpoint.parts)  # a multifunction group: one line for its slot
+            what = f"{p.endpoint.kind}, {fns} functions" if fns > 1 else p.endpoint.kind
             children.setdefault(p.address.bus, []).append(
-                (p.address, f"{p.endpoint.name} [dim]({p.endpoint.kind})[/]", None))
+                (p.address, f"{p.endpoint.name} [dim]({what})[/]", None))
     roots = [c for c in layout.controllers if c.address is None]
     top = Tree(f"{plan.problem.name} ({plan.problem.machine})")
 
@@ -215,7 +232,7 @@ def _tree(plan) -> str:
                 nodes[sub] = n
                 grow(n, sub)
         if not children.get(index) and index != 0:
-            node.add("[green]free[/]")
+            node.add("[green]free[/]" if index not in locked else "[dim]no hotplug[/]")
 
     for r in roots:
         n = top.add(f"[bold]{r.index}[/] {r.model}")

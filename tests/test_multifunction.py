@@ -260,3 +260,24 @@ def test_a_group_read_back_never_has_its_function_0_moved_alone():
     layout, rules = read_layout(render_domain(plan))
     moved = {e.name for c in move_candidates(layout, rules) for e in c}
     assert "n" in moved and not moved & {"gpu", "gpu-f1"}
+
+
+def test_the_forms_show_groups_and_protected_ports(tmp_path, capsys):
+    import json
+
+    spec = tmp_path / "g.yaml"
+    spec.write_text("name: g\nmachine: q35\ndevices:\n  - {name: gpu, model: hostdev, functions: 2}\n"
+                    "  - {name: sys, model: virtio-net, protect: port}\n")
+    outs = {}
+    for emit in ("json", "tree"):
+        with pytest.raises(SystemExit) as info:
+            main([str(spec), "--emit", emit, "-q"])
+        assert info.value.code in (0, None)
+        outs[emit] = capsys.readouterr().out
+    data = json.loads(outs["json"])
+    gpu = [d for d in data["devices"] if d["name"].startswith("gpu")]
+    assert [(d["name"], d["address"][-1], d.get("multifunction")) for d in gpu] == [("gpu", "0", True),
+                                                                                    ("gpu-f1", "1", None)]
+    sys_bus = int(next(d for d in data["devices"] if d["name"] == "sys")["address"].split(":")[1], 16)
+    assert next(c for c in data["controllers"] if c["index"] == sys_bus)["hotplug"] is False
+    assert "gpu (hostdev, 2 functions)" in outs["tree"] and "(hotplug off)" in outs["tree"]

@@ -112,12 +112,15 @@ def rows(layout: Layout, rules: RuleSet, report: Report | None = None,
             if what == "c":
                 c = item
                 k = f"c{c.index}"
-                out.append(Row(depth, _kind(rules, c.model, c.index), f"{c.index} {c.model}", _short(addr), k, key,
+                off = "" if c.hotplug else " (hotplug off)"  # a protected port: no headroom
+                out.append(Row(depth, _kind(rules, c.model, c.index), f"{c.index} {c.model}{off}", _short(addr), k, key,
                                report.node_of.get(c.index), c.index in added, c.index))
                 grow(c.index, depth + 1, k)
             else:
                 n, p = item
-                out.append(Row(depth, "device", f"{p.endpoint.name} ({p.endpoint.kind})", _short(addr), f"d{n}",
+                fns = len(p.endpoint.parts)  # a multifunction group of a spec: one row for its slot
+                what = f"{p.endpoint.kind}, {fns} functions" if fns > 1 else p.endpoint.kind
+                out.append(Row(depth, "device", f"{p.endpoint.name} ({what})", _short(addr), f"d{n}",
                                key, node))
         rule = rules.rule_for(model[index], index)
         for classes, n in sorted(free.get(index, {}).items(), key=lambda t: sorted(map(str, t[0]))):
