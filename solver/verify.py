@@ -192,6 +192,9 @@ def verify(layout: Layout, rules: RuleSet, *, strict_auto: bool = True, io_limit
             shares.add((p.address.bus, p.address.slot, who))  # may share its slot as a function
         if prule is None:
             continue
+        if ep.protect and not (prule.is_port and not by_index[p.address.bus][1].hotplug):
+            err(f"{who} is protected but sits on controller {p.address.bus} ({prule.model}), not on a port with "
+                "hotplug='off'")
         connect = rules.connect_of(ep.cls)
         node = rep.node_of.get(p.address.bus)
         if strict_auto and node != ep.node and ep.pinned is None:

@@ -281,3 +281,14 @@ def test_the_forms_show_groups_and_protected_ports(tmp_path, capsys):
     sys_bus = int(next(d for d in data["devices"] if d["name"] == "sys")["address"].split(":")[1], 16)
     assert next(c for c in data["controllers"] if c["index"] == sys_bus)["hotplug"] is False
     assert "gpu (hostdev, 2 functions)" in outs["tree"] and "(hotplug off)" in outs["tree"]
+
+
+def test_the_verifier_refuses_a_protected_device_on_a_port_that_hotplugs():
+    from dataclasses import replace
+
+    plan = plan_of("name: g\nmachine: q35\ndevices:\n  - {name: sys, model: virtio-net, protect: port}\n")
+    rules = rules_for("q35")
+    assert not verify(plan.layout, rules).errors
+    opened = tuple(replace(c, hotplug=True) for c in plan.layout.controllers)
+    errors = verify(replace(plan.layout, controllers=opened), rules).errors
+    assert any("sys is protected" in e for e in errors), errors
