@@ -196,3 +196,24 @@ def test_a_protected_port_defines_unchanged_and_refuses_hotplug(judge, virsh, sc
                 break
             done += 1
         assert done == 2
+
+
+def test_the_readme_gpu_guest_defines_unchanged(judge, virsh, schema_valid):
+    """The README's GPU passthrough example (a hostdev group, a protected port, multifunction headroom):
+    defined only, since its host device does not exist here."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    part = text[text.index("A GPU passthrough guest, step by step."):]
+    spec_text = re.findall(r"```yaml\n(.*?)```", part, re.S)[0]
+    plan, xml = _plan(spec_text, judge.target)
+    schema_valid(xml, "the README's GPU guest")
+    with _guest(virsh, xml) as name:
+        stored = virsh.dumpxml(name, inactive=True)
+        assert _addresses(stored) == _addresses(xml)
+        assert sorted(_pci_controllers(stored)) == sorted(_pci_controllers(xml))
+        off = [i for i, c in _pci_controllers(stored).items()
+               if c.find("target") is not None and c.find("target").get("hotplug") == "off"]
+        assert off == [i for i, c in _pci_controllers(xml).items()
+                       if c.find("target") is not None and c.find("target").get("hotplug") == "off"] != []

@@ -292,3 +292,24 @@ def test_the_verifier_refuses_a_protected_device_on_a_port_that_hotplugs():
     opened = tuple(replace(c, hotplug=True) for c in plan.layout.controllers)
     errors = verify(replace(plan.layout, controllers=opened), rules).errors
     assert any("sys is protected" in e for e in errors), errors
+
+
+def test_the_readme_gpu_example_prints_what_the_readme_shows(tmp_path, capsys):
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    part = text[text.index("A GPU passthrough guest, step by step."):]
+    spec_text, summary, tree = re.findall(r"```(?:yaml)?\n(.*?)```", part, re.S)[:3]
+    spec = tmp_path / "gpu-vm.yaml"
+    spec.write_text(spec_text)
+    with pytest.raises(SystemExit) as info:
+        main([str(spec), "-o", str(tmp_path / "gpu-vm.xml")])
+    assert info.value.code in (0, None)
+    out, err = capsys.readouterr()
+    assert (out + err).strip().splitlines() == summary.strip().splitlines()
+    with pytest.raises(SystemExit):
+        main([str(spec), "--emit", "tree", "-q"])
+    assert capsys.readouterr().out.strip() == tree.strip()
+    xml = (tmp_path / "gpu-vm.xml").read_text()
+    assert 'alias name="ua-gpu-f1"' in xml and 'multifunction="on"' in xml
