@@ -109,6 +109,21 @@ def test_two_and_four_function_devices_define_unchanged_and_start(judge, virsh, 
         assert len(planned) == 6 and all(live[a][:3] == v[:3] for a, v in planned.items())
 
 
+def test_a_pc_group_takes_one_slot_of_pci_root_and_starts(judge, virsh, schema_valid):
+    """pc: a group is one slot of pci-root (no ports); defined unchanged and started under TCG."""
+    plan, xml = _plan("name: mf-pc\nmachine: pc\ndevices:\n  - {name: quad, model: virtio-net, functions: 4}\n"
+                      "hotplug:\n  - {class: pci, count: 1}\n", judge.target)
+    schema_valid(xml, "the pc plan")
+    mine = _addresses(xml)
+    where = [mine[a] for a in ("ua-quad", "ua-quad-f1", "ua-quad-f2", "ua-quad-f3")]
+    assert {(b, s) for b, s, _, _ in where} == {(0, where[0][1])}
+    assert [(f, m) for _, _, f, m in where] == [(0, "on"), (1, None), (2, None), (3, None)]
+    with _guest(virsh, xml) as name:
+        assert _addresses(virsh.dumpxml(name, inactive=True)) == mine
+        virsh.start(name)
+        assert virsh.is_active(name)
+
+
 HOTPLUG = """name: mf-hotplug
 machine: q35
 defaults: {usb: false, memballoon: false}

@@ -204,7 +204,7 @@ _device = st.fixed_dictionaries({
     "protect": st.booleans(), "keep": st.booleans()})
 
 
-@given(family=st.sampled_from(["q35", "virt", "pc"]), devices=st.lists(_device, min_size=1, max_size=5),
+@given(family=st.sampled_from(["q35", "virt", "pc", "pseries"]), devices=st.lists(_device, min_size=1, max_size=5),
        hot=st.integers(0, 3), hot_functions=st.integers(1, 4))
 def test_groups_share_one_slot_and_protected_ports_give_no_headroom(family, devices, hot, hot_functions):
     lines = [f"name: p\nmachine: {family}" + ("\narch: aarch64" if family == "virt" else ""), "devices:"]
@@ -212,7 +212,7 @@ def test_groups_share_one_slot_and_protected_ports_give_no_headroom(family, devi
         fields = [f"name: d{i}", f"model: {d['model']}", f"count: {d['count']}"]
         if d["functions"] > 1:
             fields.append(f"functions: {d['functions']}")
-        if d["protect"] and family != "pc" and DEVICES[d["model"]].cls != EndpointClass.PCI:
+        if d["protect"] and family in ("q35", "virt") and DEVICES[d["model"]].cls != EndpointClass.PCI:
             fields.append("protect: port")
         elif d["keep"]:
             fields.append("hotunplug: false")
