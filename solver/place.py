@@ -465,13 +465,13 @@ def _protect_ports(added: list[Controller], placed: list[Placed], buses, kept: s
     target's versions (``BusRule.protect``): the port holds it alone, so no headroom is lost, and
     neither libvirt nor the guest can eject it there."""
     lock: set[int] = set()
+    new = {c.index for c in added}
     for p in placed:
         ep = p.endpoint
         if ep.name in kept or p.address is None or not (ep.protect or ep.root_ok):
             continue
         bus = buses.get(p.address.bus)
-        if bus is None or not bus.rule.is_port or bus.rule.protect is None or bus.index not in {
-                c.index for c in added}:
+        if bus is None or not bus.rule.is_port or bus.rule.protect is None or bus.index not in new:
             if ep.protect:
                 raise ProgrammingError(f"protected device {ep.name} is not on a port of its own this plan adds")
             continue
