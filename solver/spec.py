@@ -463,6 +463,7 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
     endpoints: list[Endpoint] = []
     names: dict[str, tuple] = {}
     pinned: dict[Address, tuple] = {}
+    group_slots: dict[int, tuple] = {}  # root slots a pinned multifunction group takes whole
     user_balloon = any(d.model.startswith("virtio-balloon") for d in spec.devices)
     have_video = any(d.model in DEVICES and DEVICES[d.model].video for d in spec.devices)
     placeholder = 0
@@ -508,8 +509,8 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
                     bad(path + ("host",), f"slot 0x{slot:02x} of '{d.host}' is out of range; slots are 0x00-0x1f")
                 elif d.functions is None:
                     bad(path + ("host",), f"'{d.host}' names a host slot without a function, meaning every function "
-                        "of it; give 'functions: N' with how many functions that slot has (topo-solve reads nothing "
-                        "from the host unless told to, e.g. by --host-sysfs), or name one function (…:SS.F)")
+                        "of it; give 'functions: N' with how many functions that slot has (without --host-sysfs "
+                        "topo-solve reads nothing from the host), or name one function (DDDD:BB:SS.F)")
                 host_slot = f"{dom:04x}:{bus:02x}:{slot:02x}"
             else:
                 try:
@@ -551,11 +552,14 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
                 elif nfn > 1 and pin.function != 0:
                     bad(path + ("address",), f"a group of {nfn} functions takes functions 0-{nfn - 1} of its slot; "
                         f"pin its function 0 ({Address(0, pin.slot, 0)})")
-                elif nfn > 1 and any(a.slot == pin.slot for a in pinned):
-                    bad(path + ("address",), f"a group of {nfn} functions takes the whole slot {pin.slot:#04x}, "
-                        "and another pinned device is in it")
+                elif nfn > 1 and any(a.slot == pin.slot for a in pinned) or pin.slot in group_slots:
+                    other = group_slots.get(pin.slot) or next(p for a, p in pinned.items() if a.slot == pin.slot)
+                    bad(path + ("address",), f"slot {pin.slot:#04x} is taken whole by a multifunction group and "
+                        f"cannot hold devices[{other[1]}] too; pin one of them elsewhere")
                 else:
                     pinned[pin] = path
+                    if nfn > 1:
+                        group_slots[pin.slot] = path
         if d.numa_node is not None:
             if pin is not None or d.address is not None:
                 bad(path + ("numa_node",), "a pinned device sits on the root bus, which belongs to no NUMA node; "

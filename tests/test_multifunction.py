@@ -93,6 +93,10 @@ BAD = [
     ("devices:\n  - {model: hostdev, host: '0000:01:00'}\n", 4, "give 'functions: N'"),
     ("devices:\n  - {model: hostdev, host: '0000:01:00.1', functions: 2}\n", 4, "names one function"),
     ("devices:\n  - {model: e1000e, functions: 2, address: '0000:00:05.1'}\n", 4, "pin its function 0"),
+    ("devices:\n  - {model: e1000e, functions: 2, address: '0000:00:05.0'}\n  - {model: virtio-net, address: "
+     "'0000:00:05.3'}\n", 5, "taken whole by a multifunction group"),
+    ("devices:\n  - {model: virtio-net, address: '0000:00:05.3'}\n  - {model: e1000e, functions: 2, address: "
+     "'0000:00:05.0'}\n", 5, "taken whole by a multifunction group"),
     ("devices:\n  - {model: e1000, protect: port}\n", 4, "does not go behind a pcie-root-port"),
     ("devices:\n  - {model: virtio-net, protect: port, hotunplug: true}\n", 4, "drop 'hotunplug: true'"),
     ("devices:\n  - {model: virtio-net, protect: slot}\n", 4, "devices[0].protect"),
