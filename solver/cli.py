@@ -109,6 +109,13 @@ def _target_option(f):
              "tables know.")(f)
 
 
+def _host_sysfs_option(f):
+    return click.option(
+        "--host-sysfs", "host_sysfs", metavar="[ROOT]", is_flag=False, flag_value="/sys", default=None,
+        help="Read each host device's IOMMU group, NUMA node, functions and BAR sizes from the host's sysfs "
+             "(ROOT, default /sys; write --host-sysfs=ROOT before the spec).  Without it nothing is read.")(f)
+
+
 def _target(text: str | None):
     """``--target`` as a Target (None when not given); a bad one is a usage error."""
     if text is None:
@@ -156,7 +163,10 @@ def _plan_json(plan) -> dict:
         "family": plan.layout.family,
         "controllers": [{"index": c.index, "model": c.model, "address": addr(c.address)}
                         for c in plan.layout.controllers],
-        "devices": [{"name": p.endpoint.name, "model": p.endpoint.kind, "address": addr(p.address)}
+        "devices": [{"name": p.endpoint.name, "model": p.endpoint.kind, "address": addr(p.address),
+                     **({"acpi_index": p.endpoint.acpi_index} if p.endpoint.acpi_index is not None else {}),
+                     **({"host": p.endpoint.host, "iommu_group": p.endpoint.group, "host_numa_node": p.endpoint.host_node}
+                        if p.endpoint.host is not None and p.endpoint.kind == "hostdev" else {})}
                     for p in plan.layout.placed],
         "added": dict(sorted(plan.added.items())),
         "capacity": {str(k): v for k, v in plan.capacity.items()},
@@ -165,6 +175,7 @@ def _plan_json(plan) -> dict:
         "warnings": list(plan.warnings),
         "notes": list(plan.notes),
         "target": _default_target(plan.problem.target).as_json(),
+        **_windows_json(plan),
         **({"nodes": {str(n): {"capacity": {str(k): v for k, v in cap.items()},
                                "requested": {str(k): v for k, v in plan.problem.requested_by_node().get(
                                    n, dict.fromkeys(cap, 0)).items()}}
@@ -184,9 +195,44 @@ def _summary(plan) -> str:
                      + "  ".join(f"{c} {ncap[c]}/{wanted.get(c, 0)}" for c in ncap))
     if plan.budgets:
         lines.append("  budgets used/limit: " + ", ".join(f"{k} {u}/{lim}" for k, (u, lim) in plan.budgets.items()))
+    lines += _windows_lines(plan)
     lines += [f"  warning: {w}" for w in plan.warnings]
     lines += [f"  note: {n}" for n in plan.notes]
     return "\n".join(lines)
+
+
+def _windows_json(plan) -> dict:
+    """Memory windows and acpi indexes of a plan (issue 14), for --emit json."""
+    out: dict = {}
+    addresses = {c.index: c.address for c in plan.layout.controllers}
+    if plan.reserved:
+        out["reserved"] = [{"controller": i, "address": str(addresses[i]) if addresses.get(i) else None,
+                            "mem_reserve_kib": kib, "for": who} for i, kib, who in plan.reserved]
+    if plan.layout.pcihole64 is not None:
+        out["pcihole64_kib"] = plan.layout.pcihole64
+    if plan.acpi_hotplug:
+        out["acpi_index_hotplug"] = [{"hotplug": label, "indexes": list(ix)} for label, ix in plan.acpi_hotplug]
+    return out
+
+
+def _windows_lines(plan) -> list[str]:
+    """Summary lines: host facts read from sysfs, reserved memory windows, acpi indexes of NIC hotplugs."""
+    lines = []
+    for p in plan.layout.placed:
+        e = p.endpoint
+        if e.windows != (0, 0) or e.host_node is not None:
+            lines.append(f"  host device {e.name} ({e.host}): IOMMU group {e.group if e.group is not None else 'unknown'}"
+                         f", host NUMA node {e.host_node if e.host_node is not None else 'none'}, BARs "
+                         f"{e.windows[0] >> 20} MiB below 4 GiB + {e.windows[1] >> 20} MiB 64-bit")
+    addresses = {c.index: c.address for c in plan.layout.controllers}
+    for i, kib, who in plan.reserved:
+        lines.append(f"  memory window: {who}: memReserve {kib} KiB on controller {i} ({addresses.get(i)}); "
+                     "hotplug it behind that controller")
+    if plan.layout.pcihole64 is not None:
+        lines.append(f"  64-bit PCI hole: pcihole64 {plan.layout.pcihole64} KiB on the root controller")
+    for label, ix in plan.acpi_hotplug:
+        lines.append(f"  acpi index for {label} hotplugs: {', '.join(map(str, ix))}")
+    return lines
 
 
 def _tree(plan) -> str:
@@ -247,10 +293,11 @@ def _tree(plan) -> str:
               help="SPEC is the name of a guest of this libvirt: plan its definition.")
 @click.option("--apply", is_flag=True, help="With --connect: define the planned guest after showing what changes.")
 @_target_option
+@_host_sysfs_option
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str | None, hotplugs: tuple[str, ...],
          right_size: bool, in_place: bool, allow_moves: bool, layout: str | None, uri: str | None, apply: bool,
-         target_text: str | None, quiet: bool) -> None:
+         target_text: str | None, host_sysfs: str | None, quiet: bool) -> None:
     """Plan SPEC.yaml, or a libvirt domain XML (defined or not): the fewest controllers that give
     it its hotplug headroom, every device and controller with its address.
 
@@ -281,7 +328,7 @@ def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str |
     from .solve import solve
     from .spec import DomainRequest, load_request
 
-    problem = load_request("<stdin>" if spec == "-" else spec, target, data=data)
+    problem = load_request("<stdin>" if spec == "-" else spec, target, data=data, host_sysfs=host_sysfs)
     if isinstance(problem, DomainRequest):  # a spec with 'domain': plan that guest
         if emit not in DOMAIN_EMITS:
             raise _usage(f"{spec} plans an existing guest; --emit {emit} is for new guests (use "
@@ -374,10 +421,11 @@ def _headroom(hotplugs: tuple[str, ...]):
 @click.option("--right-size", is_flag=True,
               help="Domain XML templates: keep only the unaddressed controllers the plan needs.")
 @_target_option
+@_host_sysfs_option
 @click.option("-q", "--quiet", is_flag=True, help="No summary table on stdout (errors still go to stderr).")
 def batch(specs: tuple[str, ...], outdir: str, jobs: int | None, force: bool, report: str | None,
           virt_type: str | None, hotplugs: tuple[str, ...], right_size: bool, target_text: str | None,
-          quiet: bool) -> None:
+          host_sysfs: str | None, quiet: bool) -> None:
     """Plan many specs and domain XML templates in parallel, each to OUTDIR/<stem>.xml.
 
     SPECS are folders (their *.yaml, *.yml and *.xml files), glob patterns or files; a domain
@@ -397,7 +445,7 @@ def batch(specs: tuple[str, ...], outdir: str, jobs: int | None, force: bool, re
     start = time.perf_counter()
     paths, results = b.collect_specs(specs)
     stream = b.plan_many(paths, workers=jobs, outdir=outdir, force=force, virt_type=virt_type,
-                         hotplug=_headroom(hotplugs), right_size=right_size, target=target,
+                         hotplug=_headroom(hotplugs), right_size=right_size, target=target, host_sysfs=host_sysfs,
                          on_wait=lambda: click.echo(f"waiting for another topo-solve batch writing {outdir} ...",
                                                     err=True))
     if sys.stderr.isatty():

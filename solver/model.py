@@ -112,6 +112,10 @@ class Endpoint:
     # takes one slot, function 0 first; its address is that of its lowest function.
     functions: tuple[int, ...] = (0,)
     integrated: bool = False  # libvirt puts it on the root bus only (virtio-iommu, pvpanic-pci)
+    acpi_index: int | None = None  # <acpi index='N'/>: the NIC's stable name in the guest (1-16383)
+    # Memory windows its BARs take, in bytes: (below 4 GiB, in the 64-bit hole); from the host's sysfs
+    windows: tuple[int, int] = (0, 0)
+    host_node: int | None = None  # the host NUMA node of an assigned device (sysfs), for the summary
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,10 @@ class Headroom:
     count: int
     label: str  # what the user wrote: a model name or a class
     node: int | None = None  # only positions on this guest NUMA node count for it
+    # The memory window one device of this entry needs, in bytes: (below 4 GiB, in the 64-bit hole);
+    # from 'bar' or the host's sysfs (topo_solve.windows reserves it on the ports it will use)
+    windows: tuple[int, int] = (0, 0)
+    line: int | None = None  # spec line, for messages
 
 
 @dataclass(frozen=True)
@@ -226,6 +234,7 @@ class Controller:
     target: tuple[tuple[str, int], ...] = ()  # chassis/port/chassisNr/busNr/index/node, in XML order
     hotplug: bool = True  # False: <target hotplug='off'/>
     multifunction: bool = False
+    mem_reserve: int | None = None  # KiB: <target memReserve='N'/> (a memory window for a later hotplug)
 
 
 @dataclass(frozen=True)
@@ -247,6 +256,7 @@ class Layout:
     acpi: bool = True
     numa_nodes: int = 0  # cells of <cpu><numa>: controllers may name nodes 0 .. numa_nodes - 1
     firmware: str | None = None  # rules.firmware.KINDS (bios, efi) the guest boots; None: none or unknown
+    pcihole64: int | None = None  # KiB: <pcihole64 unit='KiB'> on the root controller; None: QEMU's default
 
 
 @dataclass(frozen=True)
@@ -261,6 +271,10 @@ class Plan:
     budgets: dict[str, tuple[int, int]] = field(default_factory=dict)  # what -> (used, limit)
     node_capacity: dict[int, dict[EndpointClass, int]] = field(default_factory=dict)  # NUMA node -> capacity
     notes: tuple[str, ...] = field(default=())  # what the user may want to know, not a problem (another layout)
+    # The acpi index each future NIC hotplug gets, per hotplug entry (its label) in order
+    acpi_hotplug: tuple[tuple[str, tuple[int, ...]], ...] = field(default=())
+    # Memory windows reserved for hotplugs: (controller index, KiB, the hotplug entry's label)
+    reserved: tuple[tuple[int, int, str], ...] = field(default=())
 
     @property
     def requested(self) -> dict[EndpointClass, int]:
