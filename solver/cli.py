@@ -201,6 +201,16 @@ def _summary(plan) -> str:
     return "\n".join(lines)
 
 
+def _domain_acpi(data: bytes, file: str, headroom) -> tuple:
+    """The acpi index each NIC hotplug of a domain XML's headroom gets: one above every index the
+    document has (attach.next_acpi_index's rule), so no removed NIC's index comes back."""
+    from .attach import acpi_indexes
+    from .domain.parse import parse_document
+    from .windows import acpi_for_hotplugs
+
+    return acpi_for_hotplugs(tuple(headroom), acpi_indexes(parse_document(data, file).root))
+
+
 def _windows_json(plan) -> dict:
     """Memory windows and acpi indexes of a plan (issue 14), for --emit json."""
     out: dict = {}
@@ -893,6 +903,9 @@ def _domain_run(domain: str, data: bytes, headroom, *, output, in_place, force, 
             "warnings": list(ext.warnings),
             "target": target.as_json(),
         }
+        acpi = _domain_acpi(edit.data, domain, headroom)
+        if acpi:
+            report["acpi_index_hotplug"] = [{"hotplug": label, "indexes": list(ix)} for label, ix in acpi]
         click.echo(json.dumps(report, indent=2))
     elif emit in ("virt-xml", "attach", "svg", "dot"):
         _emit_extension(planned, emit, output, force, live)
@@ -955,6 +968,8 @@ def _domain_run(domain: str, data: bytes, headroom, *, output, in_place, force, 
         click.echo(f"  moved {m.name}: {m.old} -> {m.new}", err=True)
     if in_place:
         click.echo(f"  {domain} replaced; the original is {domain}.bak", err=True)
+    for label, ix in _domain_acpi(edit.data, domain, headroom):
+        click.echo(f"  acpi index for {label} hotplugs: {', '.join(map(str, ix))}", err=True)
     for w in ext.warnings:
         click.echo(f"  warning: {w}", err=True)
 

@@ -137,7 +137,7 @@ class HotplugSpec(_Model):
     class_: Literal["pcie", "pci", "hostdev"] | None = Field(None, alias="class")
     count: Headroom_ = 1
     numa_node: NodeId | None = Field(None, description="the headroom must be on this guest NUMA node")
-    bar: str | None = Field(None, description="the largest BAR of one such device, a power of two with K, M, G or "
+    bar: str | int | None = Field(None, description="the largest BAR of one such device, a power of two with K, M, G or "
                             "T (e.g. 32G): its ports reserve the memory window for it")
     host: str | None = Field(None, description="for model hostdev: the host device to hotplug later; with "
                              "--host-sysfs its BARs are read from the host")

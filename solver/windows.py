@@ -29,7 +29,7 @@ from .model import Address, Controller, EndpointClass, Headroom, Plan
 from .rules import RuleSet
 from .verify import verify
 
-__all__ = ["finish", "acpi_for_hotplugs", "GIB", "MIB"]
+__all__ = ["finish", "acpi_for_hotplugs", "next_index", "GIB", "MIB"]
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -44,13 +44,19 @@ def _is_nic(label: str) -> bool:
     return kind is not None and kind.element == "interface"
 
 
+def next_index(used: set[int]) -> int | None:
+    """The next acpi index: one above the highest in use (never a gap's: a removed NIC's index stays
+    unused, the rule CloudStack's fix for reused NIC names took); None when none is in use."""
+    return max(used) + 1 if used else None
+
+
 def acpi_for_hotplugs(headroom: tuple[Headroom, ...], used: set[int], high: int = 16383
                       ) -> tuple[tuple[str, tuple[int, ...]], ...]:
-    """The acpi index each future NIC hotplug gets: one above the highest in ``used``, entry by entry
+    """The acpi index each future NIC hotplug gets: from :func:`next_index` on, entry by entry
     (empty when the guest names no NIC by index)."""
-    if not used:
+    nxt = next_index(used)
+    if nxt is None:
         return ()
-    nxt = max(used) + 1
     out = []
     for h in headroom:
         if _is_nic(h.label) and h.count:
