@@ -321,6 +321,9 @@ def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str |
         target = _host_target(live.host.virsh)
     # read once (stdin, a pipe), and with --in-place under the file's lock until it is replaced
     with _domain_input(spec, in_place, "a spec or a libvirt domain XML", live=live) as data:
+        if _is_xml(data) and host_sysfs is not None:
+            raise _usage("--host-sysfs reads the host devices of a spec's 'devices' and 'hotplug' entries; a domain "
+                         "XML's host devices are not read (leave the option out)")
         if _is_xml(data):
             if emit not in DOMAIN_EMITS:
                 raise _usage(f"--emit {emit} is for specs; a domain XML is planned as {', '.join(DOMAIN_EMITS)}")

@@ -412,6 +412,10 @@ def to_request(spec: Spec, lines: dict[tuple, int], file: str, base: Path,
         if h.numa_node is not None:
             bad(("hotplug", i, "numa_node"), "extending a guest does not place headroom on NUMA nodes; "
                 "plan the guest from a spec with 'numa' instead")
+        for key in ("bar", "host"):
+            if getattr(h, key) is not None:
+                bad(("hotplug", i, key), f"'{key}' reserves memory windows in a new guest's plan; extending a guest "
+                    "does not write them yet, so leave it out (or plan the guest from a spec without 'domain')")
     rules = family_for(spec.machine, target) if spec.machine is not None else None
     if rules is not None and target is not None:
         check_versions(spec, rules, bad)
