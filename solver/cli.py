@@ -933,6 +933,8 @@ def _domain_run(domain: str, data: bytes, headroom, *, output, in_place, force, 
         click.echo(f"  target: {target.describe()}", err=True)
         click.echo("  hotplug capacity/requested: " + "  ".join(
             f"{c} {ext.capacity[c]}/{ext.requested[c]}" for c in ext.capacity), err=True)
+        for label, ix in _domain_acpi(edit.data, domain, headroom):
+            click.echo(f"  acpi index for {label} hotplugs: {', '.join(map(str, ix))}", err=True)
         return
     gaps = {c.index for c in edit.gap_controllers}
     by_model: dict[str, list[int]] = {}

@@ -431,3 +431,27 @@ def test_a_feasible_plan_never_exceeds_its_windows(bars, target, machine):
     reserved = sum(kib for _, kib, _ in plan.reserved) * 1024
     low = sum(size * n for size, n in bars if size < 1 << 32)
     assert reserved == (low if target == D13 else 0) or machine == "pc"
+
+
+def test_windows_and_host_facts_are_for_new_guests(tmp_path, capsys):
+    """A spec with 'domain' does not write memory windows, and a domain XML's host devices are not read:
+    both are refused with the reason, not ignored."""
+    plan = solve(_problem(NICS.format(machine="q35", b=7)))
+    from topo_solve.domain.write import render_domain
+
+    xml = tmp_path / "g.xml"
+    xml.write_text(render_domain(plan))
+    spec = tmp_path / "ext.yaml"
+    spec.write_text(f"domain: {xml}\nhotplug:\n  - {{model: hostdev, bar: 1G}}\n")
+    with pytest.raises(SystemExit) as info:
+        main([str(spec), "-q"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and f"{spec}:3: hotplug[0].bar: 'bar' reserves memory windows" in err, err
+    with pytest.raises(SystemExit) as info:
+        main(["plan", str(xml), "--hotplug", "virtio-net=1", "--host-sysfs", "-q"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "a domain XML's host devices are not read" in err, err
+    with pytest.raises(SystemExit) as info:  # and the plan of it says the NIC hotplug's next index
+        main(["plan", str(xml), "--hotplug", "virtio-net=2", "-o", str(tmp_path / "out.xml")])
+    err = capsys.readouterr().err
+    assert info.value.code in (0, None) and "acpi index for virtio-net hotplugs: 13, 14" in err, err
