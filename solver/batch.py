@@ -139,7 +139,9 @@ CACHE_SIZE = 4096  # entries kept per process; the oldest go first
 def _key(problem):
     """The problem with what only names the spec stripped: identical guests share it."""
     endpoints = tuple(replace(e, line=None) if e.line is not None else e for e in problem.endpoints)
-    return replace(problem, name="", source="", endpoints=endpoints)
+    # a hotplug entry's line shows only in what its memory window says (windows.finish): keep it there
+    headroom = tuple(replace(h, line=None) if h.windows == (0, 0) else h for h in problem.headroom)
+    return replace(problem, name="", source="", endpoints=endpoints, headroom=headroom)
 
 
 def _init_worker(options: BatchOptions, parent: int | None = None) -> None:

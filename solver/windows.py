@@ -61,7 +61,8 @@ def acpi_for_hotplugs(headroom: tuple[Headroom, ...], used: set[int], high: int 
     for h in headroom:
         if _is_nic(h.label) and h.count:
             last = min(nxt + h.count - 1, high)
-            out.append((h.label, tuple(range(nxt, last + 1))))
+            if last >= nxt:  # none left past the highest index libvirt takes: the plan warns
+                out.append((h.label, tuple(range(nxt, last + 1))))
             nxt = last + 1
     return tuple(out)
 
@@ -76,11 +77,16 @@ def finish(plan: Plan, rules: RuleSet) -> Plan:
     """``plan`` with its memory windows reserved and its NIC hotplugs' acpi indexes; InfeasibleError
     when the windows do not fit."""
     problem = plan.problem
-    acpi = acpi_for_hotplugs(problem.headroom, {e.acpi_index for e in problem.endpoints
-                                                if e.acpi_index is not None},
-                             rules.acpi_index.high if rules.acpi_index else 16383)
-    if acpi:
+    used = {e.acpi_index for e in problem.endpoints if e.acpi_index is not None}
+    acpi = acpi_for_hotplugs(problem.headroom, used, rules.acpi_index.high if rules.acpi_index else 16383)
+    if used:
         plan = replace(plan, acpi_hotplug=acpi)
+        wanted = sum(h.count for h in problem.headroom if _is_nic(h.label))
+        given = sum(len(ix) for _, ix in acpi)
+        if given < wanted:
+            plan = replace(plan, warnings=plan.warnings + (
+                f"only {given} acpi index(es) are left above the guest's for its {wanted} NIC hotplugs (libvirt "
+                "takes 1-16383): the rest get none, so the guest names them by slot",))
     barred = [h for h in problem.headroom if h.windows != (0, 0)]
     boot64 = sum(e.windows[1] for e in problem.endpoints)
     if (not barred and not boot64) or rules.windows is None:

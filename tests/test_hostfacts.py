@@ -389,6 +389,8 @@ def test_acpi_indexes_are_unique_and_stable_under_extend(text, more):
         return
     given_ = [e.acpi_index for e in plan.problem.endpoints if e.acpi_index is not None]
     future = [i for _, ix in plan.acpi_hotplug for i in ix]
+    wanted = sum(h.count for h in plan.problem.headroom)
+    assert (len(future) < wanted) == any("acpi index(es) are left" in w for w in plan.warnings) or not given_
     assert len(set(given_ + future)) == len(given_ + future)
     assert all(i > max(given_) for i in future) if given_ else not future
     xml = render_domain(plan).encode()
@@ -397,11 +399,11 @@ def test_acpi_indexes_are_unique_and_stable_under_extend(text, more):
     after_root = etree.fromstring(extended.edit.data)
     assert acpi_indexes(after_root) == before  # extend keeps every index
     got = acpi_for_hotplugs((headroom_entry("virtio-net", None, more),), before)
-    if not before:  # a guest that names no NIC by index gets none for its hotplugs either
+    if not before or max(before) == 16383:  # no NIC named by index, or no index left: none for the hotplugs
         assert got == ()
         return
     ((_, nxt),) = got
-    assert len(nxt) == more and min(nxt) > max(before)  # never a used (or a removed NIC's) index
+    assert len(nxt) == min(more, 16383 - max(before)) and min(nxt) > max(before)  # never a used (or removed) one
 
 
 def _unit(size: int) -> str:
@@ -455,3 +457,17 @@ def test_windows_and_host_facts_are_for_new_guests(tmp_path, capsys):
         main(["plan", str(xml), "--hotplug", "virtio-net=2", "-o", str(tmp_path / "out.xml")])
     err = capsys.readouterr().err
     assert info.value.code in (0, None) and "acpi index for virtio-net hotplugs: 10, 11" in err, err  # above 7, 8, 9
+
+
+def test_batch_reads_the_hosts_sysfs_too(tmp_path, gpu_tree):
+    from topo_solve.batch import plan_many
+
+    good = tmp_path / "good.yaml"
+    good.write_text(GPU_SPEC.format(group="", bar=""))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(GPU_SPEC.format(group="", bar="").replace("41:00.1", "41:00.2"))
+    results = {Path(r.spec).name: r for r in plan_many([good, bad], workers=1, host_sysfs=str(gpu_tree))}
+    assert results["good.yaml"].status == "ok" and 'memReserve="16384"' in results["good.yaml"].xml
+    assert results["bad.yaml"].code == 2 and "no PCI device 0000:41:00.2 on this host" in results["bad.yaml"].message
+    plain = {Path(r.spec).name: r for r in plan_many([bad], workers=1)}  # without it, nothing is read
+    assert plain["bad.yaml"].status == "ok"
