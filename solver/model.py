@@ -116,6 +116,7 @@ class Endpoint:
     # Memory windows its BARs take, in bytes: (below 4 GiB, in the 64-bit hole); from the host's sysfs
     windows: tuple[int, int] = (0, 0)
     host_node: int | None = None  # the host NUMA node of an assigned device (sysfs), for the summary
+    host_functions: tuple[int, ...] = ()  # the functions of its host slot (sysfs); (): not read
 
 
 @dataclass(frozen=True)

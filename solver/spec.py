@@ -560,6 +560,7 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
                 host=host, line=_line(lines, path), node=d.numa_node,
                 windows=_windows_of(facts) if facts is not None else (0, 0),
                 host_node=facts.numa_node if facts is not None else None,
+                host_functions=facts.functions if facts is not None else (),
             ))
 
     # What libvirt adds by itself, written out so libvirt adds nothing.

@@ -87,6 +87,7 @@ def finish(plan: Plan, rules: RuleSet) -> Plan:
             plan = replace(plan, warnings=plan.warnings + (
                 f"only {given} acpi index(es) are left above the guest's for its {wanted} NIC hotplugs (libvirt "
                 "takes 1-16383): the rest get none, so the guest names them by slot",))
+    plan = _companions(plan)
     barred = [h for h in problem.headroom if h.windows != (0, 0)]
     boot64 = sum(e.windows[1] for e in problem.endpoints)
     if (not barred and not boot64) or rules.windows is None:
@@ -163,6 +164,23 @@ def finish(plan: Plan, rules: RuleSet) -> Plan:
     if new:
         layout = replace(layout, controllers=tuple(new.get(c.index, c) for c in layout.controllers))
     return replace(plan, layout=layout, budgets=budgets, warnings=tuple(warnings), reserved=tuple(reserved))
+
+
+def _companions(plan: Plan) -> Plan:
+    """A warning for each host slot whose other functions (read from sysfs) the guest does not get:
+    a GPU's HDMI audio shares its IOMMU group, and VFIO assigns a group whole."""
+    assigned = {e.host for e in plan.problem.endpoints if e.host}
+    out = []
+    for e in plan.problem.endpoints:
+        if not e.host_functions or not e.host:
+            continue
+        slot = e.host[:-1]
+        missing = [f"{slot}{f}" for f in e.host_functions if f"{slot}{f}" not in assigned]
+        if missing and e.host == min(f"{slot}{f}" for f in e.host_functions if f"{slot}{f}" in assigned):
+            out.append(f"{e.name} ({e.host}): the host's slot also has {', '.join(missing)}, which the guest "
+                       "does not get; the functions of a slot usually share an IOMMU group, which VFIO assigns "
+                       "whole (add them as devices)")
+    return replace(plan, warnings=plan.warnings + tuple(out)) if out else plan
 
 
 def _label(h: Headroom) -> str:

@@ -471,3 +471,12 @@ def test_batch_reads_the_hosts_sysfs_too(tmp_path, gpu_tree):
     assert results["bad.yaml"].code == 2 and "no PCI device 0000:41:00.2 on this host" in results["bad.yaml"].message
     plain = {Path(r.spec).name: r for r in plan_many([bad], workers=1)}  # without it, nothing is read
     assert plain["bad.yaml"].status == "ok"
+
+
+def test_a_slot_function_left_out_is_a_warning(gpu_tree):
+    alone = solve(_problem(GPU_SPEC.format(group="", bar="").replace(
+        '  - {name: gpu-audio, model: hostdev, host: "0000:41:00.1"}\n', ""), gpu_tree))
+    (w,) = [w for w in alone.warnings if "the host's slot also has" in w]
+    assert w.startswith("gpu (0000:41:00.0): the host's slot also has 0000:41:00.1")
+    both = solve(_problem(GPU_SPEC.format(group="", bar=""), gpu_tree))
+    assert not any("the host's slot also has" in w for w in both.warnings)
