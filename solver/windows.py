@@ -8,7 +8,8 @@ Both are decided once the layout is known, and change no controller count:
   there.  The part of its need below 4 GiB is reserved on the controller of that position with
   ``memReserve`` where the target's libvirt takes it on that model (rules/windows.py); a
   pci-bridge's slots share the bridge's one window, so its reservation is the sum.  The
-  reservations share the machine's 32-bit window ("32-bit window" budget).  64-bit BARs (of the
+  reservations share the machine's 32-bit window ("32-bit window" budget) with the boot devices'
+  BARs below 4 GiB that the host's sysfs gave.  64-bit BARs (of the
   hotplugs and of the boot devices whose BARs the host's sysfs gave) share the 64-bit hole
   ("64-bit window" budget); when they need more than QEMU's default hole, the plan sizes it with
   ``pcihole64``.  Over either limit the plan is infeasible, naming the number.
@@ -90,7 +91,7 @@ def finish(plan: Plan, rules: RuleSet) -> Plan:
     plan = _companions(plan)
     barred = [h for h in problem.headroom if h.windows != (0, 0)]
     boot64 = sum(e.windows[1] for e in problem.endpoints)
-    if (not barred and not boot64) or rules.windows is None:
+    if (not barred and not any(e.windows != (0, 0) for e in problem.endpoints)) or rules.windows is None:
         if barred:
             return replace(plan, warnings=plan.warnings + (
                 f"{rules.family} guests have no memory-window rows: the BAR sizes of the hotplug entries are "
@@ -119,7 +120,7 @@ def finish(plan: Plan, rules: RuleSet) -> Plan:
             if low:
                 need32[addr.bus] = need32.get(addr.bus, 0) + low
                 owners.setdefault(addr.bus, []).append(label)
-    used32 = 0
+    used32 = sum(e.windows[0] for e in problem.endpoints)  # boot devices whose BARs sysfs gave share it too
     new: dict[int, Controller] = {}
     for bus, need in sorted(need32.items()):
         c = controllers[bus]

@@ -190,6 +190,7 @@ def test_host_facts_fill_in_the_group_and_the_windows(gpu_tree):
     plan = solve(p)
     assert plan.budgets["64-bit window MiB"][0] == 1024  # boot GPU + the hotplug: 576 MiB, rounded up to 1 GiB
     assert [kib for _, kib, _ in plan.reserved] == [16 * 1024]
+    assert plan.budgets["32-bit window MiB"][0] == 16 + 1 + 16  # the boot GPU, its audio (16K: 1 MiB), the hotplug
 
 
 def test_without_the_flag_nothing_is_read(gpu_tree):
