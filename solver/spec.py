@@ -126,8 +126,18 @@ class DeviceSpec(_Model):
     host: str | None = Field(None, description="host PCI address of an assigned device")
     numa_node: NodeId | None = Field(None, description="guest NUMA node: the device sits behind that node's "
                                   "expander bus (a PHB of the node on pseries)")
-    acpi_index: str | int | None = Field(None, description="a NIC's stable name in the guest: 'auto' or a number "
+    acpi_index: Annotated[str | int | None, BeforeValidator(lambda v: _scalar(v, "an acpi index: 'auto' or a "
+                                                                     "number 1-16383"))] = Field(None, description="a NIC's stable name in the guest: 'auto' or a number "
                                          "1-16383, written as <acpi index='N'/>")
+
+
+def _scalar(value: Any, what: str) -> Any:
+    """A string or a whole number (not a bool, a float, a list): one message naming what is accepted."""
+    if value is None or (isinstance(value, (str, int)) and not isinstance(value, bool)):
+        return value
+    shown = str(value).lower() if isinstance(value, bool) else (
+        f"a {type(value).__name__}" if isinstance(value, (list, dict)) else repr(value))
+    raise ValueError(f"{shown} is not {what}")
 
 
 class HotplugSpec(_Model):
@@ -137,7 +147,8 @@ class HotplugSpec(_Model):
     class_: Literal["pcie", "pci", "hostdev"] | None = Field(None, alias="class")
     count: Headroom_ = 1
     numa_node: NodeId | None = Field(None, description="the headroom must be on this guest NUMA node")
-    bar: str | int | None = Field(None, description="the largest BAR of one such device, a power of two with K, M, G or "
+    bar: Annotated[str | int | None, BeforeValidator(lambda v: _scalar(v, "a size such as 256M or 32G"))] = Field(
+        None, description="the largest BAR of one such device, a power of two with K, M, G or "
                             "T (e.g. 32G): its ports reserve the memory window for it")
     host: str | None = Field(None, description="for model hostdev: the host device to hotplug later; with "
                              "--host-sysfs its BARs are read from the host")

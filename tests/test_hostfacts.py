@@ -318,6 +318,10 @@ BAD = [
     ("name: x\nmachine: q35\nhotplug:\n  - {model: hostdev, bar: 32}\n", 4, "hotplug[0].bar: 32 is not a size"),
     ("name: x\nmachine: q35\nhotplug:\n  - {model: virtio-net, host: '0000:41:00.0'}\n", 4,
      "hotplug[0].host: only assigned host devices"),
+    ("name: x\nmachine: q35\ndevices:\n  - {model: virtio-net, acpi_index: true}\n", 4,
+     "devices[0].acpi_index: true is not an acpi index: 'auto' or a number 1-16383"),
+    ("name: x\nmachine: q35\nhotplug:\n  - {model: hostdev, bar: 1.5}\n", 4,
+     "hotplug[0].bar: 1.5 is not a size such as 256M or 32G"),
     ("name: x\nmachine: q35\ndevices:\n  - {model: hostdev, host: '0000:43:00.0'}\n", 4,
      "devices[0].host: --host-sysfs: no PCI device 0000:43:00.0 on this host"),
 ]
