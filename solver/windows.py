@@ -105,6 +105,7 @@ def finish(plan: Plan, rules: RuleSet) -> Plan:
     sum64, largest64 = boot64, max((e.windows[1] for e in problem.endpoints), default=0)
     taken: set[Address] = set()
     warnings = list(plan.warnings)
+    notes = list(plan.notes)
     free_cache: dict[tuple[EndpointClass, int | None], list[Address]] = {}
     for h in barred:
         key = (h.cls, h.node)
@@ -120,6 +121,10 @@ def finish(plan: Plan, rules: RuleSet) -> Plan:
             if low:
                 need32[addr.bus] = need32.get(addr.bus, 0) + low
                 owners.setdefault(addr.bus, []).append(label)
+            elif high:
+                c = controllers[addr.bus]
+                notes.append(f"{label}: its {high >> 30} GiB BAR goes to the 64-bit hole; hotplug it behind "
+                             f"controller {addr.bus} ({c.address if c.address is not None else c.model})")
     used32 = sum(e.windows[0] for e in problem.endpoints)  # boot devices whose BARs sysfs gave share it too
     new: dict[int, Controller] = {}
     for bus, need in sorted(need32.items()):
@@ -164,7 +169,8 @@ def finish(plan: Plan, rules: RuleSet) -> Plan:
                         "64-bit window; a Linux guest sizes it at hotplug with pci=realloc (or hpmmioprefsize=)")
     if new:
         layout = replace(layout, controllers=tuple(new.get(c.index, c) for c in layout.controllers))
-    return replace(plan, layout=layout, budgets=budgets, warnings=tuple(warnings), reserved=tuple(reserved))
+    return replace(plan, layout=layout, budgets=budgets, warnings=tuple(warnings), reserved=tuple(reserved),
+                   notes=tuple(notes))
 
 
 def _companions(plan: Plan) -> Plan:

@@ -115,6 +115,8 @@ def test_acpi_indexes_survive_define_and_extend(judge, virsh, daemon_files, tmp_
                              capture_output=True, text=True, timeout=120)
         assert run.returncode == 0, run.stderr
         assert "acpi index for virtio-net hotplugs: 43, 44, 45, 46, 47, 48" in run.stderr, run.stderr
+        schema = _schema(judge)
+        assert schema.validate(etree.parse(str(out))), schema.error_log
         virsh.define(out.read_text())
         again = etree.fromstring(virsh.dumpxml(name, inactive=True).encode())
         assert _acpi(again) == planned
