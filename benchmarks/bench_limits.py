@@ -77,6 +77,13 @@ def numa_gpus(nodes: int) -> str:
             f"numa: {{nodes: {nodes}}}\ndevices:\n{devices}hotplug:\n{hotplug}  - {{class: pcie, count: 8}}\n")
 
 
+def packed(fixed: int, hotplug: int) -> str:
+    """Devices never unplugged (packed as functions of root slots, issue 12) beside PCIe hotplug."""
+    return (f"name: lim-packed-{fixed}-{hotplug}\nmachine: q35\n"
+            f"devices:\n  - {{name: d, model: virtio-net, count: {fixed}, hotunplug: false}}\n"
+            f"hotplug:\n  - {{class: pcie, count: {hotplug}}}\n")
+
+
 def numa(nodes: int, per_node: int) -> str:
     devices = "".join(f"  - {{name: n{n}nic, model: virtio-net, count: {per_node}, numa_node: {n}}}\n"
                       for n in range(nodes))
@@ -94,6 +101,8 @@ CASES = [
     ("q35-240", "q35, 240 PCIe hotplug: every root port pcie-root holds", q35_ports(240), True),
     ("q35-switch", "q35, 250 PCIe hotplug: switches past 240 root ports", q35_ports(250), True),
     ("q35-past", "q35, 300 PCIe hotplug: past the 256 bus numbers", q35_ports(300), False),
+    ("q35-packed", "q35, 27 never unplugged + 209 PCIe hotplug: packed root functions", packed(27, 209), True),
+    ("packed-past", "q35, 100 never unplugged + 260 PCIe hotplug", packed(100, 260), False),
     ("numa-4", "q35, 4 NUMA nodes, 8 NICs + 8 hotplug per node", numa(4, 8), True),
     ("numa-4-gpus", "q35, 4 NUMA nodes, 2 GPUs + NIC + 4 hotplug per node", numa_gpus(4), True),
     ("numa-past", "q35, 4 NUMA nodes, 70 NICs + 70 hotplug per node: past the indexes", numa(4, 70), False),

@@ -280,7 +280,7 @@ def _extend_one(path: str, request, options: BatchOptions) -> tuple[BatchResult,
         raise SpecError([Finding(path, request.line, "domain", f"{domain}: {p.message}")
                          for p in exc.problems]) from None
     return _domain_result(path, domain, data, tuple(request.headroom), machine=request.machine,
-                          target=request.target)
+                          machine_line=request.machine_line, target=request.target)
 
 
 def _xml_template(path: str, options: BatchOptions) -> tuple[BatchResult, str]:
@@ -292,11 +292,12 @@ def _xml_template(path: str, options: BatchOptions) -> tuple[BatchResult, str]:
 
 
 def _domain_result(path: str, domain: str, data: bytes, headroom, *, machine: str | None = None,
-                   right_size: bool = False, cache: dict | None = None, target=None) -> tuple[BatchResult, str]:
+                   machine_line: int | None = None, right_size: bool = False, cache: dict | None = None,
+                   target=None) -> tuple[BatchResult, str]:
     from .domain.plan import plan_document
 
     planned = plan_document(data, domain, headroom, machine=machine, spec=path, right_size=right_size,
-                            surplus=False, cache=cache, target=target)
+                            surplus=False, cache=cache, target=target, machine_line=machine_line)
     ext = planned.extension
     added: dict[str, int] = {}
     for c in ext.added:

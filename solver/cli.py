@@ -356,6 +356,7 @@ def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str |
                              for p in exc.problems]) from None
         _domain_run(domain, xml, problem.headroom, output=output, in_place=False, force=force, allow_moves=False,
                     right_size=False, emit=emit, quiet=quiet, machine=problem.machine, spec=spec, verb="plan",
+                    machine_line=problem.machine_line,
                     layout=layout or "qemu-guidelines", target=_default_target(problem.target))
         return
     if virt_type:
@@ -871,7 +872,8 @@ def nova(flavors: str, emit: str) -> None:
 
 def _domain_run(domain: str, data: bytes, headroom, *, output, in_place, force, allow_moves, right_size, emit,
                 quiet, verb: str, machine: str | None = None, spec: str | None = None,
-                layout: str = "qemu-guidelines", live: "_Live | None" = None, target=None) -> None:
+                machine_line: int | None = None, layout: str = "qemu-guidelines", live: "_Live | None" = None,
+                target=None) -> None:
     """Plan a domain XML and write the result (plan, extend, and specs with 'domain')."""
     import json
 
@@ -883,7 +885,7 @@ def _domain_run(domain: str, data: bytes, headroom, *, output, in_place, force, 
         raise _usage(f"--apply defines the guest itself; --emit {emit} is the form for applying it with other tools")
     target = _default_target(target)
     planned = plan_document(data, domain, tuple(headroom), allow_moves=allow_moves, right_size=right_size,
-                            machine=machine, spec=spec, layout=layout, target=target)
+                            machine=machine, spec=spec, layout=layout, target=target, machine_line=machine_line)
     name, rules, ext, edit = planned.name, planned.rules, planned.extension, planned.edit
     defined = planned.domain.defined
     if emit == "json":

@@ -456,7 +456,8 @@ def _words(connect: Connect) -> str:
         connect, str(connect))
 
 
-def build_model(problem: Problem, rules: RuleSet, given: dict, existing: Existing | None = None) -> CountModel:
+def build_model(problem: Problem, rules: RuleSet, given: dict, existing: Existing | None = None,
+                memo: dict | None = None) -> CountModel:
     """Classify the problem's endpoints into demands (see module docstring).
 
     ``given`` maps the endpoints whose address is already decided (pinned or
@@ -469,29 +470,38 @@ def build_model(problem: Problem, rules: RuleSet, given: dict, existing: Existin
     ``numa_root`` row: one expander bus on the root bus (its 32 slots are that
     tree's root pool), or, where that row is itself a root bus (pseries PHBs),
     as many of those as the node needs.
+
+    ``memo``: a dict kept across calls that differ in their headroom only (the same endpoints,
+    ``given`` and ``existing``): each tree's walk over the endpoints is done once, not per call.
     """
     root_taken = {a.slot for n, a in given.items() if a is not None and a.bus == 0}
     root_free = existing.root_free if existing else len(rules.free_root_slots(root_taken))
-    model = _tree(problem, rules, given, existing, None, None, root_free)
-    nodes = sorted({ep.node for ep in problem.endpoints if ep.node is not None and ep.name not in given}
-                   | set(problem.requested_by_node()))
+    model = _tree(problem, rules, given, existing, None, None, root_free, memo)
+    if memo is not None and "nodes" in memo:
+        placed_nodes = memo["nodes"]
+    else:
+        placed_nodes = {ep.node for ep in problem.endpoints if ep.node is not None and ep.name not in given}
+        if memo is not None:
+            memo["nodes"] = placed_nodes
+    nodes = sorted(placed_nodes | set(problem.requested_by_node()))
     if nodes:
         numa_root = rules.bus(rules.numa_root)
         for node in nodes:
             # An expander's bus is the root pool of its node; a node on PHBs has no bus but its own PHBs.
             model.nodes[node] = _tree(problem, rules, given, None, node, numa_root,
-                                      0 if numa_root.root else numa_root.nslots)
+                                      0 if numa_root.root else numa_root.nslots, memo)
         if not numa_root.root:
             model.fixed[numa_root.name] = len(nodes)  # each expander takes a slot of the root bus
         _set_bounds(model)
     return model
 
 
-def _tree(problem: Problem, rules: RuleSet, given: dict, existing: Existing | None, node: int | None,
-          root_rule: BusRule | None, root_free: int) -> CountModel:
+def _endpoints_of(problem: Problem, rules: RuleSet, given: dict, node: int | None,
+                  root: BusRule) -> tuple[Counter, Counter, int]:
+    """The endpoints of one tree still to place: demand per (connect, may sit on the root), IOMMU
+    groups, and the integrated endpoints."""
     endpoint_demand: Counter = Counter()
     groups: Counter = Counter()
-    root = root_rule or rules.bus(rules.root)
     kinds: Counter = Counter()  # (class, never unplugged) -> endpoints: the rules are asked once per kind
     integrated = 0
     for ep in problem.endpoints:
@@ -510,8 +520,20 @@ def _tree(problem: Problem, rules: RuleSet, given: dict, existing: Existing | No
         # libvirt's auto-placement would not put it) and share a slot there with others as functions.
         root_ok = never_unplugged and rules.accepts(root, connect, auto=False, endpoint=True)
         endpoint_demand[(connect, root_ok)] += count
+    return endpoint_demand, groups, integrated
+
+
+def _tree(problem: Problem, rules: RuleSet, given: dict, existing: Existing | None, node: int | None,
+          root_rule: BusRule | None, root_free: int, memo: dict | None = None) -> CountModel:
+    root = root_rule or rules.bus(rules.root)
+    if memo is None:
+        endpoint_demand, groups, integrated = _endpoints_of(problem, rules, given, node, root)
+    else:
+        if node not in memo:
+            memo[node] = _endpoints_of(problem, rules, given, node, root)
+        endpoint_demand, groups, integrated = memo[node]
     hotplug = problem.requested() if node is None else problem.requested_by_node().get(node, {})
-    model = CountModel(problem=problem, rules=rules, root_free=root_free, endpoint_demand=endpoint_demand,
+    model = CountModel(problem=problem, rules=rules, root_free=root_free, endpoint_demand=Counter(endpoint_demand),
                        hotplug=dict(hotplug), groups=dict(groups), existing=existing,
                        root_rule=root_rule, node=node, integrated=integrated)
     model.ports = [b.name for b in rules.addable if b.is_port]

@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from .counts import Existing
 from .errors import ProgrammingError
-from .model import Controller, Layout
+from .model import Controller, Endpoint, Layout
 from .rules import RuleSet
 
 __all__ = ["existing_of", "move_candidates", "node_buses"]
@@ -108,8 +108,9 @@ def existing_of(layout: Layout, rules: RuleSet, without: frozenset[str] = frozen
                     kept=kept, root_hotplug=by_index[0].hotplug if 0 in by_index else True)
 
 
-def move_candidates(layout: Layout, rules: RuleSet):
-    """Growing sets of devices to move, the likeliest to help first.
+def move_candidates(layout: Layout, rules: RuleSet) -> list[Endpoint]:
+    """The devices that may move, the likeliest to help first: the sets to try are the growing
+    prefixes of this list (each a set of devices to move).
 
     Devices on the root bus come first (their slots are what new ports and
     bridges need), the highest slot first; then devices on other buses, the
@@ -120,5 +121,4 @@ def move_candidates(layout: Layout, rules: RuleSet):
                if p.address is not None and p.endpoint.cls is not None and p.endpoint.fixed_role is None
                and not p.endpoint.integrated and len(p.endpoint.functions) == 1 and p.address.function == 0]
     movable.sort(key=lambda p: (p.address.bus != 0, -p.address.bus, -p.address.slot, -p.address.function))
-    for m in range(1, len(movable) + 1):
-        yield tuple(replace(p.endpoint, pinned=None, root_ok=False) for p in movable[:m])
+    return [replace(p.endpoint, pinned=None, root_ok=False) for p in movable]

@@ -109,7 +109,15 @@ def plan_existing(problem: Problem, rules: RuleSet, *, allow_moves: bool = False
         plan = solve(problem)
     except InfeasibleError as exc:
         plan = None
-        for moving in _move_candidates(base, rules):
+        movable = _move_candidates(base, rules)
+        if movable and not fits(_without(problem, movable)):
+            # Every set tried is part of this one, and a layout with some devices moved is one with
+            # them gone too (drop the moved ones): so if the guest cannot reach the headroom even with
+            # all of them gone, no move helps (a guest without ACPI where hotplug needs it, a budget).
+            # One search instead of one per set (pc with 2,000 devices: 21 s, now well under one).
+            raise
+        for m in range(1, len(movable) + 1):
+            moving = tuple(movable[:m])
             names = {e.name for e in moving}
             moved = replace(problem, endpoints=problem.endpoints + moving,
                             base=replace(base, placed=tuple(p for p in base.placed if p.endpoint.name not in names)))
@@ -130,6 +138,13 @@ def plan_existing(problem: Problem, rules: RuleSet, *, allow_moves: bool = False
     return Extension(plan.layout, added, moves, before, dict(plan.capacity), requested, plan.warnings,
                      filled=filled, placed=placed, plan=plan, budgets=plan.budgets,
                      requested_headroom=problem.headroom)
+
+
+def _without(problem: Problem, gone) -> Problem:
+    """``problem`` with the devices ``gone`` dropped from its existing guest (not placed anywhere)."""
+    names = {e.name for e in gone}
+    base = problem.base
+    return replace(problem, base=replace(base, placed=tuple(p for p in base.placed if p.endpoint.name not in names)))
 
 
 def _move_candidates(layout: Layout, rules: RuleSet):

@@ -178,13 +178,18 @@ def place(problem: Problem, rules: RuleSet, counts: Counts) -> Layout:
     #    The root functions step 3 needs stay free: a controller that takes a whole root slot goes
     #    elsewhere (a pci-bridge on a pci-bridge) when the root would otherwise run out for them,
     #    as the count model's root:packed demand assumed.
+    #    Later controllers that plug into the root bus only (a NUMA node's expander bus) need a whole root
+    #    slot each, counted in the same way: the count model gave them their root slots (its fixed
+    #    demand on the root pool), so a bridge of the root bus's tree nests rather than take one.
     root_needs = sum(1 for ep in rest if ep.integrated) + sum(counts.on_root.values())
     packers = {b.name for b in rules.addable if b.packs > 1}
+    root_only = [not b.rule.root and _root_only(rules, b.rule, root.rule, problem.layout) for b in new]
+    root_only_after = [sum(root_only[i + 1:]) for i in range(len(new))]
     all_buses = {b.index: b for b in buses}
     added: list[Controller] = []
     extra_roots = sum(1 for c in controllers if c.address is None and c.index != 0)
     used_targets = {v for c in controllers for a, v in c.target if a == "index"}
-    for bus in new:
+    for position, bus in enumerate(new):
         b = bus.rule
         all_buses[bus.index] = bus
         own = keep_of.get(bus.index)
@@ -200,8 +205,12 @@ def place(problem: Problem, rules: RuleSet, counts: Counts) -> Layout:
                    and p.group is None)
         parents = list(parents)
         addr = None
-        if b.packs == 1 and root_needs and parents and parents[0] is root:
-            if _root_room(root, packers) - FUNCTIONS < root_needs:
+        later = root_only_after[position]
+        if b.packs == 1 and (root_needs or later) and parents and parents[0] is root and not root_only[position]:
+            empty, room = _root_room(root, packers)
+            # after this one takes a whole slot: an empty slot for each later root-only controller, and
+            # the functions of the rest for the devices never unplugged
+            if empty - 1 < later or room - FUNCTIONS * (1 + later) < root_needs:
                 addr = _hang(rules, b, parents[1:], problem.layout)
         if addr is None:
             addr = _hang(rules, b, parents, problem.layout)
@@ -397,18 +406,28 @@ def _hang(rules: RuleSet, b: BusRule, parents, policy: str = "qemu-guidelines") 
     return None
 
 
-def _root_room(root: _Bus, packers: set[str]) -> int:
-    """Root functions still free for devices never unplugged: every function of an empty slot, and
-    the free functions of slots only packing controllers (root ports) hold."""
+def _root_room(root: _Bus, packers: set[str]) -> tuple[int, int]:
+    """(empty root slots, root functions still free for devices never unplugged: every function of an
+    empty slot, and the free functions of slots only packing controllers (root ports) hold)."""
     lo, hi = root.rule.slots
-    room = 0
+    empty = room = 0
     for s in range(lo, hi + 1):
         used = root.slots.get(s)
         if not used:
+            empty += 1
             room += FUNCTIONS
         elif all(w in packers for _, w in used):
             room += FUNCTIONS - len(used)
-    return room
+    return empty, room
+
+
+def _root_only(rules: RuleSet, b: BusRule, root: BusRule, policy: str) -> bool:
+    """Whether a controller of ``b`` plugs into the root bus and into no other bus the rules know (an
+    expander bus: libvirt puts it on pci-root or pcie-root only)."""
+    if not rules.accepts(root, b.connect, auto=True, endpoint=False, policy=policy):
+        return False
+    return not any(rules.accepts(other, b.connect, auto=True, endpoint=False, policy=policy)
+                   for other in rules.buses.values() if other is not root and not other.root)
 
 
 def _pack(root: _Bus, packable: set[str]) -> Address | None:

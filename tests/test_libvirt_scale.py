@@ -262,11 +262,12 @@ def test_sound_moves_off_its_preferred_slot_when_ports_need_it(judge, virsh, dae
     _to_refusal(plan, virsh, daemon_files, classes=("pcie",))
 
 
-def test_pc_nested_bridge_keeps_the_balloons_root_slot(virsh, daemon_files):
+def test_pc_nested_bridge_keeps_the_balloons_root_slot(judge, virsh, daemon_files):
     """900 e1000 on pc: 30 pci-bridges, the 30th nested in the first so that the balloon keeps a root
     slot (the placer once hung every bridge on the root and had none left: exit 3).  libvirt defines
     the layout unchanged, and the 29 free bridge slots hotplug."""
-    plan = plan_of("name: ts-pc-900\nmachine: pc\ndevices:\n  - {name: nic, model: e1000, count: 900}\n")
+    plan = plan_of("name: ts-pc-900\nmachine: pc\ndevices:\n  - {name: nic, model: e1000, count: 900}\n",
+                   judge.target)
     assert plan.added == {"pci-bridge": 30}
     assert any(c.address is not None and c.address.bus != 0 for c in plan.layout.controllers)
     _define_unchanged(plan, virsh, daemon_files)

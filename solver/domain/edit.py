@@ -416,12 +416,19 @@ def apply_plan(domain: Domain, ext: Extension, *, reuse: list[DomainController] 
 
 
 def _insert_first(t: _Text, parent: etree._Element, lines: list[str], indent: str) -> None:
+    """Lines as the parent's first children: after its start tag, or after the rest of that line when
+    it holds text of the user's (``<devices>some text``), which then stays where it was."""
     sp = t.span[id(parent)]
     block = "".join(f"{t.nl}{indent}{ln}" for ln in lines)
     if sp.empty:
         t.replace(sp.head_end - 2, sp.head_end, f">{block}{t.nl}{t.indent_of(parent)}</{parent.tag}>")
-    else:
-        t.replace(sp.head_end, sp.head_end, block)
+        return
+    at = sp.head_end
+    eol = t.text.find("\n", at)
+    rest = t.text[at:eol] if eol >= 0 else ""
+    if rest.strip() and "<" not in rest:
+        at = eol - 1 if rest.endswith("\r") else eol
+    t.replace(at, at, block)
 
 
 def _who(d: DomainDevice) -> str:
@@ -431,16 +438,40 @@ def _who(d: DomainDevice) -> str:
 
 # -- the check: nothing changed but what the plan says ------------------------------------
 
+def _text_between(el, kept) -> list[tuple[int, list[str]]]:
+    """An element's own character data (its text and its children's tails) as the words between its
+    ``kept`` children: a skipped child (the plan's, or one it removed) joins the text around it.  A
+    new element goes between the user's text and a line's whitespace, never into a word, so the words
+    of each gap stay as they were wherever the plan's elements went (stray text in <devices> may end
+    up in a new element's tail).  Only the gaps that hold words are listed, by their number: an
+    element with a million children and no text between them costs no list per gap."""
+    kept_ids = {id(c) for c in kept}
+    gaps: list[tuple[int, list[str]]] = []
+    gap, words = 0, (el.text or "").split()
+    for c in el:
+        if id(c) in kept_ids:
+            if words:
+                gaps.append((gap, words))
+                words = []
+            gap += 1
+        tail = c.tail
+        if tail and not tail.isspace():
+            words += tail.split()
+    return gaps + [(gap, words)] if words else gaps
+
+
 def _same(a, b, skip_a, skip_b, device: bool = False) -> bool:
-    """Whether two elements have the same shape: tag, attributes, non-blank text and children
-    (comments and processing instructions included), the children in ``skip_a``/``skip_b`` (by
-    identity) left out.  A PCI controller's index and a device's own PCI address (``device``: the
-    elements are children of ``<devices>``) are what a plan writes, so neither is compared."""
-    if a.tag != b.tag or (a.text or "").strip() != (b.text or "").strip():
+    """Whether two elements have the same shape: tag, attributes, children (comments and processing
+    instructions included) and the text between them (``_text_between``), the children in
+    ``skip_a``/``skip_b`` (by identity) left out.  A PCI controller's index and a device's own PCI
+    address (``device``: the elements are children of ``<devices>``) are what a plan writes, so
+    neither is compared."""
+    if a.tag != b.tag:
         return False
     tag = a.tag
     if not isinstance(tag, str):
-        return isinstance(a, etree._Comment) == isinstance(b, etree._Comment)
+        return (a.text or "").strip() == (b.text or "").strip() and \
+            isinstance(a, etree._Comment) == isinstance(b, etree._Comment)
     if device and tag == "controller" and a.get("type") == "pci":
         if {k: v for k, v in a.items() if k != "index"} != {k: v for k, v in b.items() if k != "index"}:
             return False
@@ -453,7 +484,8 @@ def _same(a, b, skip_a, skip_b, device: bool = False) -> bool:
                 and not (device and c.tag == "address" and c.get("type") == "pci")]
 
     ka, kb = kids(a, skip_a), kids(b, skip_b)
-    return len(ka) == len(kb) and all(_same(x, y, skip_a, skip_b, inner) for x, y in zip(ka, kb))
+    return len(ka) == len(kb) and _text_between(a, ka) == _text_between(b, kb) and \
+        all(_same(x, y, skip_a, skip_b, inner) for x, y in zip(ka, kb))
 
 
 def _check(domain: Domain, data: bytes, new_controllers: list[Controller], reused: list[DomainController],

@@ -77,10 +77,11 @@ class Planned:
 def plan_document(data: str | bytes, file: str, headroom: tuple[Headroom, ...] = (), *, right_size: bool = False,
                   allow_moves: bool = False, machine: str | None = None, spec: str | None = None,
                   surplus: bool = True, cache: dict | None = None, layout: str = "qemu-guidelines",
-                  target: Target | None = None) -> Planned:
+                  target: Target | None = None, machine_line: int | None = None) -> Planned:
     """Read a domain XML, plan it (see the module docstring) and write the plan into its text.
 
-    ``machine`` (from a spec with ``domain:``) must name the guest's own family.  ``surplus``:
+    ``machine`` (from a spec with ``domain:``, written at ``machine_line`` of ``spec``) must name the
+    guest's own family.  ``surplus``:
     also say how many of the document's unaddressed controllers a right-sized plan would not
     need (a second plan).  ``cache``: plans by problem, so documents that differ only in what
     the plan does not read (names, MAC addresses, disk paths: a fleet of templates) are planned
@@ -88,8 +89,9 @@ def plan_document(data: str | bytes, file: str, headroom: tuple[Headroom, ...] =
     domain = read_domain(data, file, target)
     wanted = family_for(machine) if machine is not None else None
     if wanted is not None and wanted.family != domain.rules.family:
-        raise SpecError([Finding(spec or file, None, "machine", f"machine '{machine}' is {wanted.family}, but "
-                                 f"{file} is a {domain.rules.family} guest; drop 'machine' or fix it")])
+        raise SpecError([Finding(spec or file, machine_line if spec else None, "machine",
+                                 f"machine '{machine}' is {wanted.family}, but {file} is a {domain.rules.family} "
+                                 "guest; drop 'machine' or fix it")])
     _check_nodes(domain, headroom)
     _check_versions(domain.rules, headroom, spec)
     prefilled = _place_parents(domain)

@@ -244,6 +244,57 @@ def _unknown_address_type(el: etree._Element, file: str, problems: list[Finding]
     return True
 
 
+def _not_on_a_pci_bus(el: etree._Element, index: int, model: str, rule, file: str,
+                      problems: list[Finding]) -> bool:
+    """Whether a PCI controller that plugs into a bus has an address of a type other than PCI (reported).
+
+    Every PCI controller but a root bus is a PCI device of its parent bus.  libvirt refuses 'ccw' at
+    define on every machine but s390-ccw (qemu_validate.c, qemuValidateDomainDeviceDefAddress: "cannot
+    use CCW address type for device"), and defines a root port with an 'isa', 'virtio-mmio', 'usb' or
+    'drive' address unchanged, but QEMU then does not start the guest (both measured with libvirt 9.0 +
+    QEMU 7.2, tests/test_libvirt_known_faults.py).  Reading it as "no address yet" would plan a PCI
+    address over the user's element."""
+    a = el.find("address")
+    a_type = a.get("type") if a is not None else None
+    if rule.root or a_type is None or a_type == "pci":
+        return False
+    problems.append(Finding(file, a.sourceline, "controller/address@type",
+                            f"controller {index} ({shown(model)}) has an address of type '{shown(a_type)}', but a "
+                            f"PCI controller plugs into a PCI bus (libvirt refuses 'ccw' outside s390; with any other "
+                            f"type QEMU does not start the guest): write type='pci' with its bus, "
+                            f"slot and function, or drop the <address> and the plan places the controller"))
+    return True
+
+
+def _node_refused(el: etree._Element, index: int, model: str, rule, rules: RuleSet, target: dict[str, int],
+                  cells: int, file: str, problems: list[Finding]) -> bool:
+    """Whether a controller the plan is to place names a NUMA node libvirt refuses (reported).
+
+    libvirt takes ``<target><node>`` only on the rows whose ``target`` names it (an expander bus, a
+    pSeries PHB other than the default: qemu_validate.c, "Option 'numaNode' is not valid for PCI
+    controller"), and only a node of ``<cpu><numa>`` ("configured for a NUMA node ... not present in
+    the domain's <cpu><numa> array").  A controller with an address is the existing guest's and the
+    verifier lists what it breaks (audit; extend refuses it); one without would be placed by the
+    plan, which must not write out an element libvirt refuses."""
+    if "node" not in target:
+        return False
+    node_el = el.find("target/node")
+    line = node_el.sourceline if node_el is not None else el.sourceline
+    if "node" not in rule.target:
+        takers = sorted({b.model for b in rules.buses.values() if "node" in b.target})
+        problems.append(Finding(file, line, "controller/target/node",
+                                f"controller {index} ({shown(model)}) cannot be tied to a NUMA node: libvirt takes "
+                                f"<node> only on {', '.join(takers) or 'no controller of this machine'}; drop the "
+                                f"<node> element (a device is local to a node behind that node's expander)"))
+        return True
+    if target["node"] >= cells:
+        problems.append(Finding(file, line, "controller/target/node",
+                                f"controller {index} ({shown(model)}) names NUMA node {target['node']}, but "
+                                f"<cpu><numa> has {cells} cell(s); name a cell's id, or add the cell"))
+        return True
+    return False
+
+
 def _index(el: etree._Element, file: str, problems: list[Finding]) -> int | None:
     raw = el.get("index")
     if raw is None:
@@ -373,10 +424,13 @@ def read_domain(data: str | bytes, file: str = "<domain>", target: Target | None
                         f"{', '.join(known)}")
             problems.append(Finding(file, el.sourceline, "controller@model", what))
             continue
-        if _unknown_address_type(el, file, problems):
+        if _unknown_address_type(el, file, problems) or _not_on_a_pci_bus(el, index, model, rule, file, problems):
             continue
         address, malformed = _address(el, file, problems)
         target, hotplug = _target(el, file, problems)
+        if address is None and not rule.root and _node_refused(el, index, model, rule, rules, dict(target),
+                                                                numa_cells, file, problems):
+            continue
         c = DomainController(el, Controller(index=index, model=model, address=address, target=target,
                                             hotplug=hotplug), index_given, el.sourceline, rule.root)
         controllers.append(c)

@@ -35,24 +35,11 @@ def _element_count(data: bytes) -> int:
 
 
 KNOWN: list[Known] = [
-    Known("edit-check",
-          "plan or extend ends in 'the edit changed more than the plan' (exit 3) when a PCI controller's <address> has "
-          "another known type (type='ccw' on a pcie-root-port), or when <devices> of a guest not yet defined holds "
-          "stray text",
-          "solver/domain/edit.py (apply_plan / _check), solver/domain/read.py",
-          _exit3("the edit changed more than the plan")),
     Known("slow-explanation",
           "explaining why a large request is infeasible (extend of a big guest, several classes at their limits) "
           "takes seconds where the bounds would say it at once",
           "solver/solve.py, solver/extend.py (_largest)",
           lambda p, data, kind: p.kind == "slow" and p.detail.endswith("exit 1")),
-    Known("planner-fault",
-          "the planner disagrees with itself on valid input: pc NUMA guests with a full root bus ('no slot for "
-          "controller N (pci-expander-bus) though the counts said it fits', 'no root slot left for balloon' with "
-          "1,000 e1000 and a node's headroom), a root port with a NUMA node failing the plan's own verification",
-          "solver/counts.py, solver/place.py, solver/extend.py",
-          lambda p, data, kind: p.kind == "exit3" and any(t in p.detail for t in (
-              "though the counts said it fits", "fails its own verification", "no root slot left for"))),
 ]
 
 
