@@ -14,8 +14,9 @@
 from __future__ import annotations
 
 import subprocess
-import textwrap
 import sys
+import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,12 +24,15 @@ from lxml import etree
 
 from topo_solve.domain.write import render_domain
 from topo_solve.rules import rules_for
+from topo_solve.solve import solve
 
 from .libvirt_fixtures import BOTH
 from .test_conformance import _prepare
 from .test_libvirt_scale import _define_unchanged, plan_of
 
 pytestmark = [pytest.mark.libvirt, BOTH]
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SPEC = """
     name: ts-windows
@@ -158,3 +162,16 @@ def test_the_virt_install_form_carries_windows_and_indexes(judge, virsh, tmp_pat
     (hole,) = root.findall("devices/controller[@index='0']/pcihole64")
     assert int(hole.text) == plan.layout.pcihole64
     assert _acpi(root) == {"ua-nic-0": "41", "ua-nic-1": "42", "ua-nic-fixed": "40"}
+
+
+def test_the_readme_gpu_example_defines_unchanged(judge, virsh, daemon_files):
+    """specs/gpu/gpu-passthrough.yaml (the README's example), planned for the judge's versions: libvirt
+    adds and moves nothing (host devices included: define does not open them), and keeps the port's
+    memReserve where it takes it."""
+    from topo_solve.spec import load_spec
+
+    plan = solve(load_spec(ROOT / "specs" / "gpu" / "gpu-passthrough.yaml", judge.target))
+    plan = replace(plan, problem=replace(plan.problem, virt_type="qemu"))
+    assert [kib for _, kib, _ in plan.reserved] == ([256 * 1024] if not rules_for("q35", judge.target)
+                                                    .windows.mem_reserve_why else [])
+    _define_unchanged(plan, virsh, daemon_files)
