@@ -6,7 +6,8 @@ Both are decided once the layout is known, and change no controller count:
   ``Headroom.windows``) takes free positions of its class in libvirt's own first-fit order
   (bus index, then slot), one per device; the plan says which, so the user hotplugs the device
   there.  The part of its need below 4 GiB is reserved on the controller of that position with
-  ``memReserve`` where the target's libvirt takes it on that model (rules/windows.py); a
+  ``memReserve`` where the target's libvirt takes it on that model (rules/windows.py), twice its
+  size rounded up to a power of two (a window is not aligned to its size; measured); a
   pci-bridge's slots share the bridge's one window, so its reservation is the sum.  The
   reservations share the machine's 32-bit window ("32-bit window" budget) with the boot devices'
   BARs below 4 GiB that the host's sysfs gave.  64-bit BARs (of the
@@ -118,8 +119,8 @@ def finish(plan: Plan, rules: RuleSet) -> Plan:
             low, high = h.windows
             sum64 += high
             largest64 = max(largest64, high)
-            if low:
-                need32[addr.bus] = need32.get(addr.bus, 0) + low
+            if low:  # the window that surely holds it: rules/windows.py reserve_factor
+                need32[addr.bus] = need32.get(addr.bus, 0) + _pow2(low) * w.reserve_factor
                 owners.setdefault(addr.bus, []).append(label)
             elif high:
                 c = controllers[addr.bus]
@@ -188,6 +189,11 @@ def _companions(plan: Plan) -> Plan:
                        "does not get; the functions of a slot usually share an IOMMU group, which VFIO assigns "
                        "whole (add them as devices)")
     return replace(plan, warnings=plan.warnings + tuple(out)) if out else plan
+
+
+def _pow2(n: int) -> int:
+    """The smallest power of two at least ``n``."""
+    return 1 << (n - 1).bit_length()
 
 
 def _label(h: Headroom) -> str:

@@ -189,8 +189,8 @@ def test_host_facts_fill_in_the_group_and_the_windows(gpu_tree):
     assert h.windows == (16 * M, 288 * M)  # the non-prefetchable BAR below 4 GiB, the 64-bit ones above
     plan = solve(p)
     assert plan.budgets["64-bit window MiB"][0] == 1024  # boot GPU + the hotplug: 576 MiB, rounded up to 1 GiB
-    assert [kib for _, kib, _ in plan.reserved] == [16 * 1024]
-    assert plan.budgets["32-bit window MiB"][0] == 16 + 1 + 16  # the boot GPU, its audio (16K: 1 MiB), the hotplug
+    assert [kib for _, kib, _ in plan.reserved] == [32 * 1024]  # twice the 16 MiB below 4 GiB (not aligned)
+    assert plan.budgets["32-bit window MiB"][0] == 16 + 1 + 32  # the boot GPU, its audio (16K: 1 MiB), the hotplug
 
 
 def test_without_the_flag_nothing_is_read(gpu_tree):
@@ -227,13 +227,13 @@ def test_memreserve_on_the_port_the_hotplug_takes_on_libvirt_11():
 
     plan = _plan("  - {model: hostdev, bar: 256M}\n  - {model: virtio-net, count: 2}\n")
     ((index, kib, who),) = plan.reserved
-    assert kib == 256 * 1024 and "hostdev (line 6)" in who
+    assert kib == 512 * 1024 and "hostdev (line 6)" in who  # twice the BAR: the window is not aligned to it
     c = next(c for c in plan.layout.controllers if c.index == index)
     assert c.model == "pcie-root-port" and c.mem_reserve == kib
     root = etree.fromstring(render_domain(plan).encode())
     (t,) = root.findall(".//controller[@memReserve]/target") or root.xpath(".//target[@memReserve]")
     assert t.get("memReserve") == str(kib)
-    assert plan.budgets["32-bit window MiB"] == (256, 1004)
+    assert plan.budgets["32-bit window MiB"] == (512, 1004)
     assert not any("memReserve" in w for w in plan.warnings)
 
 
@@ -265,7 +265,7 @@ def test_pcihole64_only_when_the_64bit_bars_need_more_than_qemus_default(schema_
 def test_windows_that_cannot_fit_are_infeasible_naming_the_number():
     with pytest.raises(InfeasibleError) as info:
         _plan("  - {model: hostdev, count: 4, bar: 512M}\n")
-    assert "32-bit memory window: needs 2048" in str(info.value) and "(limit 1004)" in str(info.value)
+    assert "32-bit memory window: needs 4096" in str(info.value) and "(limit 1004)" in str(info.value)
     with pytest.raises(InfeasibleError) as info:
         _plan("  - {model: hostdev, count: 2, bar: 64T}\n")
     assert "64-bit memory window: needs" in str(info.value) and "2^40" in str(info.value)
@@ -358,7 +358,7 @@ def test_infeasible_windows_are_exit_1(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main([str(spec), "-q"])
     assert info.value.code == 1
-    assert "32-bit memory window: needs 2048" in capsys.readouterr().err
+    assert "32-bit memory window: needs 4096" in capsys.readouterr().err
 
 
 # -- properties -----------------------------------------------------------------------------------
@@ -436,7 +436,7 @@ def test_a_feasible_plan_never_exceeds_its_windows(bars, target, machine):
     if plan.layout.pcihole64 is not None:
         assert plan.layout.pcihole64 * 1024 >= high
     reserved = sum(kib for _, kib, _ in plan.reserved) * 1024
-    low = sum(size * n for size, n in bars if size < 1 << 32)
+    low = sum(2 * size * n for size, n in bars if size < 1 << 32)  # the sizes are powers of two, reserved twice
     assert reserved == (low if target == D13 else 0) or machine == "pc"
 
 
@@ -472,7 +472,7 @@ def test_batch_reads_the_hosts_sysfs_too(tmp_path, gpu_tree):
     bad = tmp_path / "bad.yaml"
     bad.write_text(GPU_SPEC.format(group="", bar="").replace("41:00.1", "41:00.2"))
     results = {Path(r.spec).name: r for r in plan_many([good, bad], workers=1, host_sysfs=str(gpu_tree))}
-    assert results["good.yaml"].status == "ok" and 'memReserve="16384"' in results["good.yaml"].xml
+    assert results["good.yaml"].status == "ok" and 'memReserve="32768"' in results["good.yaml"].xml
     assert results["bad.yaml"].code == 2 and "no PCI device 0000:41:00.2 on this host" in results["bad.yaml"].message
     plain = {Path(r.spec).name: r for r in plan_many([bad], workers=1)}  # without it, nothing is read
     assert plain["bad.yaml"].status == "ok"
