@@ -153,11 +153,11 @@ def acpi_indexes(*roots: etree._Element) -> set[int]:
 def next_acpi_index(*roots: etree._Element) -> int | None:
     """One above the highest acpi index in any of ``roots`` (the live XML and the definition), or None
     when the guest names no device by acpi index."""
+    from .windows import next_index
+
     seen = acpi_indexes(*roots)
-    if not seen:
-        return None
-    nxt = max(seen) + 1
-    if nxt > ACPI_INDEX_MAX:
+    nxt = next_index(seen)
+    if nxt is not None and nxt > ACPI_INDEX_MAX:
         raise SpecError([Finding("topo-solve", None, "acpi index", f"the guest's acpi indexes reach {max(seen)}; "
                                  f"libvirt takes 1-{ACPI_INDEX_MAX}: give the NIC one with --device")])
     return nxt

@@ -82,6 +82,7 @@ class BatchOptions:
     hotplug: tuple = ()  # headroom (Headroom entries) every domain XML template is planned for
     right_size: bool = False  # domain XML templates: keep only the unaddressed controllers the plan needs
     target: object = None  # a Target every spec is planned for (--target); None: each spec's own, else the newest
+    host_sysfs: str | None = None  # read host devices' facts under this sysfs root (--host-sysfs); None: nothing
 
 
 # -- choosing the specs ------------------------------------------------------
@@ -138,7 +139,9 @@ CACHE_SIZE = 4096  # entries kept per process; the oldest go first
 def _key(problem):
     """The problem with what only names the spec stripped: identical guests share it."""
     endpoints = tuple(replace(e, line=None) if e.line is not None else e for e in problem.endpoints)
-    return replace(problem, name="", source="", endpoints=endpoints)
+    # a hotplug entry's line shows only in what its memory window says (windows.finish): keep it there
+    headroom = tuple(replace(h, line=None) if h.windows == (0, 0) else h for h in problem.headroom)
+    return replace(problem, name="", source="", endpoints=endpoints, headroom=headroom)
 
 
 def _init_worker(options: BatchOptions, parent: int | None = None) -> None:
@@ -195,7 +198,7 @@ def _plan_one(path: str, options: BatchOptions, cache: dict) -> BatchResult:
         if path.endswith(".xml"):  # a domain XML template, planned for the batch's shared --hotplug
             result, text = _xml_template(path, options)
         else:
-            request = load_request(path, options.target)
+            request = load_request(path, options.target, host_sysfs=options.host_sysfs)
         if request is None:
             pass
         elif isinstance(request, DomainRequest):
@@ -325,7 +328,8 @@ def _write_new(path: str, text: str, force: bool) -> None:
 
 def plan_many(specs: Iterable[str | os.PathLike], workers: int | None = None, *, outdir: str | os.PathLike | None = None,
               force: bool = False, virt_type: str | None = None, hotplug: tuple = (),
-              right_size: bool = False, target=None, on_wait=None) -> Iterator[BatchResult]:
+              right_size: bool = False, target=None, on_wait=None,
+              host_sysfs: str | None = None) -> Iterator[BatchResult]:
     """Plan every spec; yield a :class:`BatchResult` for each as it finishes.
 
     ``workers``: processes to use (default ``os.cpu_count()``; 1 plans in this
@@ -335,7 +339,8 @@ def plan_many(specs: Iterable[str | os.PathLike], workers: int | None = None, *,
     spec's domain type.  ``hotplug`` (Headroom entries) and ``right_size``: how the
     domain XML templates among ``specs`` (``*.xml``) are planned.  ``target``: the libvirt and QEMU
     every spec is planned for (a :class:`~topo_solve.model.Target`; None: each spec's own target, the
-    newest known for the XML templates).  Never raises for one
+    newest known for the XML templates).  ``host_sysfs``: read host devices' facts under this sysfs root
+    (``--host-sysfs``).  Never raises for one
     spec's fault; it becomes that
     spec's result.  Raises :class:`SpecError` when OUTDIR cannot be created.
 
@@ -356,7 +361,7 @@ def plan_many(specs: Iterable[str | os.PathLike], workers: int | None = None, *,
         except OSError as exc:  # the whole batch's fault, not one spec's
             raise SpecError([Finding(out, None, "", f"cannot create the output folder: {exc.strerror}")]) from None
     options = BatchOptions(outdir=out, force=force, virt_type=virt_type, hotplug=tuple(hotplug),
-                           right_size=right_size, target=target)
+                           right_size=right_size, target=target, host_sysfs=host_sysfs)
     todo: list[str] = []
     owner: dict[str, str] = {}
     duplicates: list[BatchResult] = []

@@ -109,6 +109,13 @@ def _target_option(f):
              "tables know.")(f)
 
 
+def _host_sysfs_option(f):
+    return click.option(
+        "--host-sysfs", "host_sysfs", metavar="[ROOT]", is_flag=False, flag_value="/sys", default=None,
+        help="Read each host device's IOMMU group, NUMA node, functions and BAR sizes from the host's sysfs "
+             "(ROOT, default /sys; write --host-sysfs=ROOT before the spec).  Without it nothing is read.")(f)
+
+
 def _target(text: str | None):
     """``--target`` as a Target (None when not given); a bad one is a usage error."""
     if text is None:
@@ -149,14 +156,18 @@ def _host_target(virsh):
 def _json_devices(p, addr) -> list[dict]:
     """A placed device in the JSON plan: a multifunction group gives one entry per function."""
     ep, a = p.endpoint, p.address
+    extra = {**({"acpi_index": ep.acpi_index} if ep.acpi_index is not None else {}),
+             **({"host": ep.host, "iommu_group": ep.group, "host_numa_node": ep.host_node}
+                if ep.host is not None and ep.kind == "hostdev" else {})}
     if not ep.parts or a is None:
-        return [{"name": ep.name, "model": ep.kind, "address": addr(a)}]
+        return [{"name": ep.name, "model": ep.kind, "address": addr(a), **extra}]
     from .model import Address
 
     return [{"name": name, "model": ep.kind, "address": addr(Address(a.bus, a.slot, a.function + f - ep.functions[0],
                                                                       a.domain)),
-             **({"multifunction": True} if f == ep.functions[0] else {})}
-            for f, (name, _host) in zip(ep.functions, ep.parts)]
+             **({"multifunction": True} if f == ep.functions[0] else {}),
+             **({**extra, "host": host} if host is not None and "host" in extra else {})}
+            for f, (name, host) in zip(ep.functions, ep.parts)]
 
 
 def _plan_json(plan) -> dict:
@@ -178,6 +189,7 @@ def _plan_json(plan) -> dict:
         "warnings": list(plan.warnings),
         "notes": list(plan.notes),
         "target": _default_target(plan.problem.target).as_json(),
+        **_windows_json(plan),
         **({"nodes": {str(n): {"capacity": {str(k): v for k, v in cap.items()},
                                "requested": {str(k): v for k, v in plan.problem.requested_by_node().get(
                                    n, dict.fromkeys(cap, 0)).items()}}
@@ -197,9 +209,54 @@ def _summary(plan) -> str:
                      + "  ".join(f"{c} {ncap[c]}/{wanted.get(c, 0)}" for c in ncap))
     if plan.budgets:
         lines.append("  budgets used/limit: " + ", ".join(f"{k} {u}/{lim}" for k, (u, lim) in plan.budgets.items()))
+    lines += _windows_lines(plan)
     lines += [f"  warning: {w}" for w in plan.warnings]
     lines += [f"  note: {n}" for n in plan.notes]
     return "\n".join(lines)
+
+
+def _domain_acpi(data: bytes, file: str, headroom) -> tuple:
+    """The acpi index each NIC hotplug of a domain XML's headroom gets: one above every index the
+    document has (attach.next_acpi_index's rule), so no removed NIC's index comes back."""
+    from .attach import acpi_indexes
+    from .domain.parse import parse_document
+    from .windows import acpi_for_hotplugs
+
+    return acpi_for_hotplugs(tuple(headroom), acpi_indexes(parse_document(data, file).root))
+
+
+def _windows_json(plan) -> dict:
+    """Memory windows and acpi indexes of a plan (issue 14), for --emit json."""
+    out: dict = {}
+    addresses = {c.index: c.address for c in plan.layout.controllers}
+    if plan.reserved:
+        out["reserved"] = [{"controller": i, "address": str(addresses[i]) if addresses.get(i) else None,
+                            "mem_reserve_kib": kib, "for": who} for i, kib, who in plan.reserved]
+    if plan.layout.pcihole64 is not None:
+        out["pcihole64_kib"] = plan.layout.pcihole64
+    if plan.acpi_hotplug:
+        out["acpi_index_hotplug"] = [{"hotplug": label, "indexes": list(ix)} for label, ix in plan.acpi_hotplug]
+    return out
+
+
+def _windows_lines(plan) -> list[str]:
+    """Summary lines: host facts read from sysfs, reserved memory windows, acpi indexes of NIC hotplugs."""
+    lines = []
+    for p in plan.layout.placed:
+        e = p.endpoint
+        if e.windows != (0, 0) or e.host_node is not None:
+            lines.append(f"  host device {e.name} ({e.host}): IOMMU group {e.group if e.group is not None else 'unknown'}"
+                         f", host NUMA node {e.host_node if e.host_node is not None else 'none'}, BARs "
+                         f"{e.windows[0] >> 20} MiB below 4 GiB + {e.windows[1] >> 20} MiB 64-bit")
+    addresses = {c.index: c.address for c in plan.layout.controllers}
+    for i, kib, who in plan.reserved:
+        lines.append(f"  memory window: {who}: memReserve {kib} KiB on controller {i} ({addresses.get(i)}); "
+                     "hotplug it behind that controller")
+    if plan.layout.pcihole64 is not None:
+        lines.append(f"  64-bit PCI hole: pcihole64 {plan.layout.pcihole64} KiB on the root controller")
+    for label, ix in plan.acpi_hotplug:
+        lines.append(f"  acpi index for {label} hotplugs: {', '.join(map(str, ix))}")
+    return lines
 
 
 def _tree(plan) -> str:
@@ -264,10 +321,11 @@ def _tree(plan) -> str:
               help="SPEC is the name of a guest of this libvirt: plan its definition.")
 @click.option("--apply", is_flag=True, help="With --connect: define the planned guest after showing what changes.")
 @_target_option
+@_host_sysfs_option
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str | None, hotplugs: tuple[str, ...],
          right_size: bool, in_place: bool, allow_moves: bool, layout: str | None, uri: str | None, apply: bool,
-         target_text: str | None, quiet: bool) -> None:
+         target_text: str | None, host_sysfs: str | None, quiet: bool) -> None:
     """Plan SPEC.yaml, or a libvirt domain XML (defined or not): the fewest controllers that give
     it its hotplug headroom, every device and controller with its address.
 
@@ -281,6 +339,9 @@ def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str |
         target = _host_target(live.host.virsh)
     # read once (stdin, a pipe), and with --in-place under the file's lock until it is replaced
     with _domain_input(spec, in_place, "a spec or a libvirt domain XML", live=live) as data:
+        if _is_xml(data) and host_sysfs is not None:
+            raise _usage("--host-sysfs reads the host devices of a spec's 'devices' and 'hotplug' entries; a domain "
+                         "XML's host devices are not read (leave the option out)")
         if _is_xml(data):
             if emit not in DOMAIN_EMITS:
                 raise _usage(f"--emit {emit} is for specs; a domain XML is planned as {', '.join(DOMAIN_EMITS)}")
@@ -298,7 +359,7 @@ def plan(spec: str, emit: str, output: str | None, force: bool, virt_type: str |
     from .solve import solve
     from .spec import DomainRequest, load_request
 
-    problem = load_request("<stdin>" if spec == "-" else spec, target, data=data)
+    problem = load_request("<stdin>" if spec == "-" else spec, target, data=data, host_sysfs=host_sysfs)
     if isinstance(problem, DomainRequest):  # a spec with 'domain': plan that guest
         if emit not in DOMAIN_EMITS:
             raise _usage(f"{spec} plans an existing guest; --emit {emit} is for new guests (use "
@@ -392,10 +453,11 @@ def _headroom(hotplugs: tuple[str, ...]):
 @click.option("--right-size", is_flag=True,
               help="Domain XML templates: keep only the unaddressed controllers the plan needs.")
 @_target_option
+@_host_sysfs_option
 @click.option("-q", "--quiet", is_flag=True, help="No summary table on stdout (errors still go to stderr).")
 def batch(specs: tuple[str, ...], outdir: str, jobs: int | None, force: bool, report: str | None,
           virt_type: str | None, hotplugs: tuple[str, ...], right_size: bool, target_text: str | None,
-          quiet: bool) -> None:
+          host_sysfs: str | None, quiet: bool) -> None:
     """Plan many specs and domain XML templates in parallel, each to OUTDIR/<stem>.xml.
 
     SPECS are folders (their *.yaml, *.yml and *.xml files), glob patterns or files; a domain
@@ -415,7 +477,7 @@ def batch(specs: tuple[str, ...], outdir: str, jobs: int | None, force: bool, re
     start = time.perf_counter()
     paths, results = b.collect_specs(specs)
     stream = b.plan_many(paths, workers=jobs, outdir=outdir, force=force, virt_type=virt_type,
-                         hotplug=_headroom(hotplugs), right_size=right_size, target=target,
+                         hotplug=_headroom(hotplugs), right_size=right_size, target=target, host_sysfs=host_sysfs,
                          on_wait=lambda: click.echo(f"waiting for another topo-solve batch writing {outdir} ...",
                                                     err=True))
     if sys.stderr.isatty():
@@ -864,6 +926,9 @@ def _domain_run(domain: str, data: bytes, headroom, *, output, in_place, force, 
             "warnings": list(ext.warnings),
             "target": target.as_json(),
         }
+        acpi = _domain_acpi(edit.data, domain, headroom)
+        if acpi:
+            report["acpi_index_hotplug"] = [{"hotplug": label, "indexes": list(ix)} for label, ix in acpi]
         click.echo(json.dumps(report, indent=2))
     elif emit in ("virt-xml", "attach", "svg", "dot"):
         _emit_extension(planned, emit, output, force, live)
@@ -888,6 +953,8 @@ def _domain_run(domain: str, data: bytes, headroom, *, output, in_place, force, 
         click.echo(f"  target: {target.describe()}", err=True)
         click.echo("  hotplug capacity/requested: " + "  ".join(
             f"{c} {ext.capacity[c]}/{ext.requested[c]}" for c in ext.capacity), err=True)
+        for label, ix in _domain_acpi(edit.data, domain, headroom):
+            click.echo(f"  acpi index for {label} hotplugs: {', '.join(map(str, ix))}", err=True)
         return
     gaps = {c.index for c in edit.gap_controllers}
     by_model: dict[str, list[int]] = {}
@@ -926,6 +993,8 @@ def _domain_run(domain: str, data: bytes, headroom, *, output, in_place, force, 
         click.echo(f"  moved {m.name}: {m.old} -> {m.new}", err=True)
     if in_place:
         click.echo(f"  {domain} replaced; the original is {domain}.bak", err=True)
+    for label, ix in _domain_acpi(edit.data, domain, headroom):
+        click.echo(f"  acpi index for {label} hotplugs: {', '.join(map(str, ix))}", err=True)
     for w in ext.warnings:
         click.echo(f"  warning: {w}", err=True)
 

@@ -819,7 +819,9 @@ def _explain(model: CountModel) -> list[Cause]:
         # as many devices never unplugged on the root bus as leave room for the ports there
         on_root: dict[Connect, int] = {}
         for c, k in sorted(model.root_ok_max.items(), key=lambda item: item[0] not in ports_first):
-            on_root[c] = max(min(k, model.root_functions_left(n, on_root)), 0)
+            # a device that takes a port otherwise swaps that port's function for its own: as many as fit
+            room = model.root_free * FUNCTIONS if c in ports_first else model.root_functions_left(n, on_root)
+            on_root[c] = max(min(k, room), 0)
         full, demands = model.derive(n, on_root)
         ok, info = model.feasible(full, demands)
         if ok:

@@ -118,6 +118,11 @@ class Endpoint:
     parts: tuple[tuple[str, str | None], ...] = ()
     # It sits behind a port with <target hotplug='off'/> (``protect: port``): never unplugged, never replaced.
     protect: bool = False
+    acpi_index: int | None = None  # <acpi index='N'/>: the NIC's stable name in the guest (1-16383)
+    # Memory windows its BARs take, in bytes: (below 4 GiB, in the 64-bit hole); from the host's sysfs
+    windows: tuple[int, int] = (0, 0)
+    host_node: int | None = None  # the host NUMA node of an assigned device (sysfs), for the summary
+    host_functions: tuple[int, ...] = ()  # the functions of its host slot (sysfs); (): not read
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,10 @@ class Headroom:
     # Devices of this many functions each: libvirt hotplugs function 0 of a slot only, so each function
     # goes live on a port (or slot) of its own and ``count`` is devices x functions positions.
     functions: int = 1
+    # The memory window one device of this entry needs, in bytes: (below 4 GiB, in the 64-bit hole);
+    # from 'bar' or the host's sysfs (topo_solve.windows reserves it on the ports it will use)
+    windows: tuple[int, int] = (0, 0)
+    line: int | None = None  # spec line, for messages
 
 
 @dataclass(frozen=True)
@@ -235,6 +244,7 @@ class Controller:
     target: tuple[tuple[str, int], ...] = ()  # chassis/port/chassisNr/busNr/index/node, in XML order
     hotplug: bool = True  # False: <target hotplug='off'/>
     multifunction: bool = False
+    mem_reserve: int | None = None  # KiB: <target memReserve='N'/> (a memory window for a later hotplug)
 
 
 @dataclass(frozen=True)
@@ -256,6 +266,7 @@ class Layout:
     acpi: bool = True
     numa_nodes: int = 0  # cells of <cpu><numa>: controllers may name nodes 0 .. numa_nodes - 1
     firmware: str | None = None  # rules.firmware.KINDS (bios, efi) the guest boots; None: none or unknown
+    pcihole64: int | None = None  # KiB: <pcihole64 unit='KiB'> on the root controller; None: QEMU's default
 
 
 @dataclass(frozen=True)
@@ -270,6 +281,10 @@ class Plan:
     budgets: dict[str, tuple[int, int]] = field(default_factory=dict)  # what -> (used, limit)
     node_capacity: dict[int, dict[EndpointClass, int]] = field(default_factory=dict)  # NUMA node -> capacity
     notes: tuple[str, ...] = field(default=())  # what the user may want to know, not a problem (another layout)
+    # The acpi index each future NIC hotplug gets, per hotplug entry (its label) in order
+    acpi_hotplug: tuple[tuple[str, tuple[int, ...]], ...] = field(default=())
+    # Memory windows reserved for hotplugs: (controller index, KiB, the hotplug entry's label)
+    reserved: tuple[tuple[int, int, str], ...] = field(default=())
 
     @property
     def requested(self) -> dict[EndpointClass, int]:

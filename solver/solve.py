@@ -59,7 +59,9 @@ def solve(problem: Problem) -> Plan:
                 problem, moved_off = relaxed, sorted(preferred)
     if counts is None:
         raise InfeasibleError(problem.name, explain(model), largest=_largest(problem), hints=_hints(problem, rules))
-    return _finish(problem, rules, counts, moved_off)
+    from .windows import finish  # memory windows and the acpi indexes of NIC hotplugs (issue 14)
+
+    return finish(_finish(problem, rules, counts, moved_off), rules)
 
 
 def _finish(problem: Problem, rules: RuleSet, counts, moved_off: list[str]) -> Plan:

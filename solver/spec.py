@@ -136,6 +136,18 @@ class DeviceSpec(_Model):
                                         "function); a hostdev 'host' slot without a function takes functions 0..N-1")
     protect: Literal["port"] | None = Field(None, description="'port': never unplugged, behind a pcie-root-port "
                                             "of its own with <target hotplug='off'/> (libvirt 6.3)")
+    acpi_index: Annotated[str | int | None, BeforeValidator(lambda v: _scalar(v, "an acpi index: 'auto' or a "
+                                                                     "number 1-16383"))] = Field(None, description="a NIC's stable name in the guest: 'auto' or a number "
+                                         "1-16383, written as <acpi index='N'/>")
+
+
+def _scalar(value: Any, what: str) -> Any:
+    """A string or a whole number (not a bool, a float, a list): one message naming what is accepted."""
+    if value is None or (isinstance(value, (str, int)) and not isinstance(value, bool)):
+        return value
+    shown = str(value).lower() if isinstance(value, bool) else (
+        f"a {type(value).__name__}" if isinstance(value, (list, dict)) else repr(value))
+    raise ValueError(f"{shown} is not {what}")
 
 
 class HotplugSpec(_Model):
@@ -147,6 +159,11 @@ class HotplugSpec(_Model):
     numa_node: NodeId | None = Field(None, description="the headroom must be on this guest NUMA node")
     functions: Functions | None = Field(None, description="devices of this many functions each: libvirt hotplugs "
                                         "function 0 of a slot only, so each function takes a port of its own")
+    bar: Annotated[str | int | None, BeforeValidator(lambda v: _scalar(v, "a size such as 256M or 32G"))] = Field(
+        None, description="the largest BAR of one such device, a power of two with K, M, G or "
+                            "T (e.g. 32G): its ports reserve the memory window for it")
+    host: str | None = Field(None, description="for model hostdev: the host device to hotplug later; with "
+                             "--host-sysfs its BARs are read from the host")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -349,11 +366,12 @@ def _allowed_fields(loc: tuple) -> list[str]:
     return [f.alias or n for n, f in model.model_fields.items()]
 
 
-def load_spec(path: str | Path, target: Target | None = None) -> Problem:
+def load_spec(path: str | Path, target: Target | None = None, host_sysfs: str | None = None) -> Problem:
     """Read a spec file and return its problem; raise SpecError listing every mistake.
 
-    ``target``: plan for these versions instead of the spec's own target."""
-    request = load_request(path, target)
+    ``target``: plan for these versions instead of the spec's own target; ``host_sysfs``: read the
+    host devices' facts under this sysfs root (``/sys``)."""
+    request = load_request(path, target, host_sysfs=host_sysfs)
     if isinstance(request, DomainRequest):
         raise SpecError([Finding(request.source, request.line, "domain", "this spec extends an existing guest; "
                                  "run it with `topo-solve SPEC` or `topo-solve extend`, not as a new guest")])
@@ -374,7 +392,8 @@ class DomainRequest:
     machine_line: int | None = None  # of 'machine:', for a message that it names another family
 
 
-def load_request(path: str | Path, target: Target | None = None, data: bytes | None = None) -> Problem | DomainRequest:
+def load_request(path: str | Path, target: Target | None = None, data: bytes | None = None,
+                 host_sysfs: str | None = None) -> Problem | DomainRequest:
     """Read a spec: a new guest (a :class:`Problem`) or an extension of an existing one.
 
     ``target`` (``--target``) replaces the spec's own.  ``data``: the file's bytes when the caller has
@@ -389,7 +408,7 @@ def load_request(path: str | Path, target: Target | None = None, data: bytes | N
     spec, lines = parse_spec(data, str(path))
     if spec.domain is not None:
         return to_request(spec, lines, str(path), path.parent, target=target)
-    return to_problem(spec, lines, str(path), target=target)
+    return to_problem(spec, lines, str(path), target=target, host_sysfs=host_sysfs)
 
 
 # Fields that describe a new guest; a 'domain' spec takes all of this from the XML.
@@ -411,11 +430,15 @@ def to_request(spec: Spec, lines: dict[tuple, int], file: str, base: Path,
                 "so leave it out")
     if spec.machine is not None and family_for(spec.machine) is None:
         bad(("machine",), _machine_message(spec.machine))
-    headroom = _headroom(spec, bad)
+    headroom = _headroom(spec, bad, lines)
     for i, h in enumerate(spec.hotplug):
         if h.numa_node is not None:
             bad(("hotplug", i, "numa_node"), "extending a guest does not place headroom on NUMA nodes; "
                 "plan the guest from a spec with 'numa' instead")
+        for key in ("bar", "host"):
+            if getattr(h, key) is not None:
+                bad(("hotplug", i, key), f"'{key}' reserves memory windows in a new guest's plan; extending a guest "
+                    "does not write them yet, so leave it out (or plan the guest from a spec without 'domain')")
     rules = family_for(spec.machine, target) if spec.machine is not None else None
     if rules is not None and target is not None:
         check_versions(spec, rules, bad)
@@ -430,8 +453,10 @@ def to_request(spec: Spec, lines: dict[tuple, int], file: str, base: Path,
 # -- from the YAML model to the core problem --------------------------------
 
 def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<spec>",
-               target: Target | None = None) -> Problem:
-    """The core problem of a spec; ``target`` (``--target``) replaces the spec's own."""
+               target: Target | None = None, host_sysfs: str | None = None) -> Problem:
+    """The core problem of a spec; ``target`` (``--target``) replaces the spec's own; ``host_sysfs``:
+    read each host device's IOMMU group, NUMA node and BARs under this sysfs root (nothing is read
+    without it)."""
     lines = lines or {}
     problems: list[Finding] = []
 
@@ -565,6 +590,8 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
                 bad(path + ("numa_node",), "a pinned device sits on the root bus, which belongs to no NUMA node; "
                     "drop 'address' or 'numa_node'")
             _check_node(d.numa_node, path + ("numa_node",), cells, spec.numa is not None, bad)
+        facts = _host_facts(d.host, path, host_sysfs, bad) if kind.cls == EndpointClass.HOSTDEV else None
+        group = _merged_group(d.iommu_group, facts, path, bad)
         base = d.name or d.model
         for n in range(d.count):
             name = base if d.count == 1 else f"{base}-{n}"
@@ -609,9 +636,12 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
                 # device is never unplugged too, but it sits behind a port of its own, not on the root complex.
                 name=name, kind=kind.name, cls=kind.cls, pinned=pin,
                 root_ok=(not d.hotunplug or not kind.detach) and d.protect is None,
-                group=d.iommu_group, fixed_role=role if role in rules.fixed or role == "primary-video" else None,
+                group=group, fixed_role=role if role in rules.fixed or role == "primary-video" else None,
                 host=host, line=_line(lines, path), node=d.numa_node,
                 functions=tuple(range(nfn)), parts=parts, protect=d.protect is not None,
+                windows=_windows_of(facts) if facts is not None else (0, 0),
+                host_node=facts.numa_node if facts is not None else None,
+                host_functions=facts.functions if facts is not None else (),
             ))
 
     # What libvirt adds by itself, written out so libvirt adds nothing.
@@ -629,10 +659,11 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
         if e.name in names:
             bad(names[e.name] + ("name",), f"'{e.name}' names the implicit {e.kind}; choose another name")
 
-    headroom = _headroom(spec, bad)
+    headroom = _headroom(spec, bad, lines, host_sysfs)
     for i, h in enumerate(spec.hotplug):
         if h.numa_node is not None:
             _check_node(h.numa_node, ("hotplug", i, "numa_node"), cells, spec.numa is not None, bad)
+    endpoints = _acpi_indexes(spec, endpoints, family_for(spec.machine, target), bad)
     firmware = spec.firmware if spec.firmware is not None else rules.firmware_default
     if spec.firmware is not None and spec.firmware not in rules.firmware_kinds:
         kinds = " or ".join(sorted(rules.firmware_kinds))
@@ -671,7 +702,9 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
     )
 
 
-def _headroom(spec: Spec, bad) -> list[Headroom]:
+def _headroom(spec: Spec, bad, lines: dict[tuple, int] | None = None, host_sysfs: str | None = None) -> list[Headroom]:
+    from dataclasses import replace
+
     headroom: list[Headroom] = []
     for i, h in enumerate(spec.hotplug):
         path = ("hotplug", i)
@@ -683,8 +716,9 @@ def _headroom(spec: Spec, bad) -> list[Headroom]:
         except ValueError as exc:
             bad(path + ("functions",) if "multifunction" in str(exc) else path + ("model",), str(exc))
             continue
+        windows = _hotplug_windows(h, path, host_sysfs, bad)
         if entry is not None:
-            headroom.append(entry)
+            headroom.append(replace(entry, windows=windows, line=_line(lines or {}, path)))
     return headroom
 
 
@@ -940,3 +974,172 @@ def check_versions(spec: Spec, rules, bad) -> None:
                 bad((section, i, "model"), row.missing)
             elif section == "hotplug" and not row.hotplug and row.hotplug_why:
                 bad((section, i, "model"), row.hotplug_why)
+
+
+# -- host facts, memory windows and acpi indexes (issue 14) -----------------------------------
+
+_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+# A BAR is at least 4 KiB here (a smaller one still takes a page of the window) and at most 2^47
+# bytes (128 TiB: beyond any guest's physical address space, QEMU's phys-bits are at most 52).
+MIN_BAR, MAX_BAR = 1 << 12, 1 << 47
+FOUR_GIB = 1 << 32
+MIB_ = 1 << 20
+
+
+def parse_size(text: object) -> int:
+    """A BAR size: a power of two written with a unit, K, M, G or T (binary: 32G = 2^35 bytes), with
+    an optional trailing B or iB (32GiB); ValueError says what is accepted."""
+    usage = "write a power of two with a unit, e.g. 256M or 32G (K, M, G, T: powers of 1024)"
+    if isinstance(text, bool) or not isinstance(text, str):
+        raise ValueError(f"{text!r} is not a size; {usage}")
+    m = re.fullmatch(r"\s*([0-9]{1,6})\s*([KMGT])(?:i?B)?\s*", text, re.IGNORECASE)
+    if not m:
+        raise ValueError(f"'{_cut(text)}' is not a size; {usage}")
+    size = int(m.group(1)) * _UNITS[m.group(2).upper()]
+    if size & (size - 1):
+        raise ValueError(f"{text.strip()} is not a power of two; a PCI BAR's size always is ({usage})")
+    if not MIN_BAR <= size <= MAX_BAR:
+        raise ValueError(f"{text.strip()} is outside 4K-128T, the BAR sizes a guest can map")
+    return size
+
+
+def _round_mib(n: int) -> int:
+    return -(-n // MIB_) * MIB_
+
+
+def _windows_of(facts) -> tuple[int, int]:
+    """The windows a host device's memory BARs take: 64-bit prefetchable BARs go to the 64-bit hole;
+    every other memory BAR (32-bit, or 64-bit non-prefetchable: a bridge's non-prefetchable window
+    is 32-bit) below 4 GiB.  Rounded up to the 1 MiB granule of a bridge window."""
+    low = sum(b.size for b in facts.mem_bars if not (b.mem64 and b.prefetch))
+    high = sum(b.size for b in facts.mem_bars if b.mem64 and b.prefetch)
+    return _round_mib(low), _round_mib(high)
+
+
+def _bar_windows(size: int) -> tuple[int, int]:
+    """A 'bar' from the spec: below 4 GiB when it can be (memReserve reserves there), else 64-bit."""
+    return (0, size) if size >= FOUR_GIB else (_round_mib(size), 0)
+
+
+def _host_facts(host: str | None, path: tuple, root: str | None, bad):
+    """The sysfs facts of a host device, when --host-sysfs asked for them (None: not read)."""
+    if root is None or host is None:
+        return None
+    from .host_sysfs import HostSysfsError, read_device
+
+    try:
+        Address.parse(host)
+    except ValueError:
+        return None  # said at the 'host' line
+    try:
+        return read_device(host, root)
+    except HostSysfsError as exc:
+        bad(path + ("host",), f"--host-sysfs: {exc}")
+        return None
+
+
+def _merged_group(group: int | None, facts, path: tuple, bad) -> int | None:
+    """The IOMMU group: the spec's, else the host's; both and different is a conflict."""
+    if facts is None or facts.iommu_group is None:
+        return group
+    if group is not None and group != facts.iommu_group:
+        bad(path + ("iommu_group",), f"the spec says iommu_group {group}, but the host says "
+            f"{facts.iommu_group} ({facts.path}/iommu_group); fix the spec or leave iommu_group out")
+        return group
+    return facts.iommu_group
+
+
+def _hotplug_windows(h: HotplugSpec, path: tuple, root: str | None, bad) -> tuple[int, int]:
+    """The memory window one device of a hotplug entry needs: from 'bar', or from the host device's
+    BARs (--host-sysfs); both must agree on the largest BAR."""
+    if h.host is not None and h.model != "hostdev":
+        bad(path + ("host",), "only assigned host devices (model: hostdev) have a host address")
+        return (0, 0)
+    if h.host is not None:
+        try:
+            Address.parse(h.host)
+        except ValueError as exc:
+            bad(path + ("host",), str(exc))
+            return (0, 0)
+    size = None
+    if h.bar is not None:
+        try:
+            size = parse_size(h.bar)
+        except ValueError as exc:
+            bad(path + ("bar",), str(exc))
+            return (0, 0)
+    facts = _host_facts(h.host, path, root, bad)
+    if facts is not None and facts.mem_bars:
+        largest = max(b.size for b in facts.mem_bars)
+        if size is not None and size != largest:
+            bad(path + ("bar",), f"the spec says bar {h.bar}, but the host device's largest BAR is "
+                f"{_size_text(largest)} ({facts.path}/resource); fix the spec or leave bar out")
+            return (0, 0)
+        return _windows_of(facts)
+    return _bar_windows(size) if size is not None else (0, 0)
+
+
+def _size_text(n: int) -> str:
+    for unit in ("T", "G", "M", "K"):
+        if n >= _UNITS[unit] and n % _UNITS[unit] == 0:
+            return f"{n // _UNITS[unit]}{unit}"
+    return f"{n} bytes"
+
+
+def _acpi_indexes(spec: Spec, endpoints: list[Endpoint], rules, bad) -> list[Endpoint]:
+    """Each NIC with 'acpi_index' gets its index: a number as written, 'auto' the next above every
+    index of the spec, in the order of the devices (never a gap's, so no index is taken twice)."""
+    from dataclasses import replace
+
+    wanted: list[tuple[list[str], object, tuple]] = []  # (endpoint names, value, path)
+    for i, d in enumerate(spec.devices):
+        if d.acpi_index is None:
+            continue
+        path = ("devices", i, "acpi_index")
+        kind = DEVICES.get(d.model)
+        if kind is None:
+            continue  # said at the model
+        if kind.element != "interface":
+            bad(path, f"acpi_index names NICs (<interface>); {d.model} is not one")
+            continue
+        row = rules.acpi_index if rules is not None else None
+        if row is None:
+            bad(path, f"{rules.family if rules else 'this'} guests have no ACPI PCI hotplug, so an acpi index "
+                "names nothing there; leave acpi_index out")
+            continue
+        if row.why:
+            bad(path, row.why)
+            continue
+        base = d.name or d.model
+        names = [base] if d.count == 1 else [f"{base}-{n}" for n in range(d.count)]
+        value: object = d.acpi_index
+        if value != "auto":
+            try:
+                value = whole_number(value, row.low, row.high, "an acpi index")
+            except ValueError as exc:
+                bad(path, f"{exc}, or 'auto'")
+                continue
+            if d.count > 1:
+                bad(path, f"one number names one NIC, and this entry has {d.count}; write acpi_index: auto")
+                continue
+        wanted.append((names, value, path))
+    taken: dict[int, tuple] = {}
+    for _, value, path in wanted:
+        if value != "auto":
+            if value in taken:
+                bad(path, f"acpi index {value} is already devices[{taken[value][1]}]'s; each NIC needs its own")
+                continue
+            taken[value] = path
+    index: dict[str, int] = {}
+    nxt = max(taken, default=0) + 1
+    for names, value, path in wanted:
+        if value != "auto":
+            index[names[0]] = value
+            continue
+        for name in names:
+            if nxt > (rules.acpi_index.high if rules and rules.acpi_index else 16383):
+                bad(path, f"no acpi index is left for {name}: they run from 1 to 16383")
+                break
+            index[name] = nxt
+            nxt += 1
+    return [replace(e, acpi_index=index[e.name]) if e.name in index else e for e in endpoints]

@@ -53,6 +53,11 @@ CASES = [
     (["--emit", "json", "--help"], 0, OUT, "--emit [domain|controllers|json|tree|virt-install|svg|dot|virt-xml|attach]"),
     (["--bogus", "{specs}/q35-web.yaml"], 2, ERR, "No such option '--bogus'"),
     (["--emit", "json", "schema"], 2, ERR, "No such option '--emit'"),  # a command is never taken for a spec
+    # host facts, memory windows, acpi indexes (issue 14)
+    (["{specs}/gpu/gpu-passthrough.yaml", "--emit", "json", "-q"], 0, OUT, '"acpi_index_hotplug"'),
+    (["{specs}/gpu/gpu-passthrough.yaml", "--host-sysfs={tmp}", "-q"], 2, ERR, "bus/pci/devices is not a folder"),
+    (["{specs}/gpu/gpu-passthrough.yaml", "--target", "debian-12", "-o", "{tmp}/gpu.xml"], 0, ERR,
+     "warning: memReserve needs libvirt 10.3 or later; the target is libvirt 9.0"),
     # writing a file
     (["{specs}/pc-legacy.yaml", "-o", "{tmp}/new.xml"], 0, ERR, "legacy-01 (pc): added 1 pci-bridge"),
     (["{specs}/pc-legacy.yaml", "-o", "{tmp}/existing.xml"], 2, ERR, "existing.xml exists; pass --force"),

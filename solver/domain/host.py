@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..host_sysfs import parse_iommu_link
 from .predict import HostFacts
 from .read import Domain
 
@@ -56,7 +57,7 @@ def host_facts(domain: Domain, sysfs: Path = SYSFS) -> HostFacts:
             continue
         express[host] = _express(config, os.path.getsize(dev / "config"))
         try:
-            groups[host] = int(os.path.basename(os.readlink(dev / "iommu_group")))
-        except (OSError, ValueError):
+            groups[host] = parse_iommu_link(os.readlink(dev / "iommu_group"))
+        except (OSError, ValueError):  # HostSysfsError is a ValueError
             pass
     return HostFacts(express=express, iommu_group=groups)

@@ -37,13 +37,15 @@ def _controller(c: Controller, family: str) -> etree._Element:
     el = _E("controller", type="pci", index=str(c.index), model=c.model)
     if rule is not None and rule.qemu_name:
         _S(el, "model", name=rule.qemu_name)
-    if c.target or not c.hotplug:
+    if c.target or not c.hotplug or c.mem_reserve is not None:
         t = _S(el, "target")
         for attr, value in c.target:
             if attr != "node":
                 t.set(attr, f"0x{value:x}" if attr == "port" else str(value))
         if not c.hotplug:
             t.set("hotplug", "off")
+        if c.mem_reserve is not None:  # KiB, a memory window for a later hotplug (libvirt 10.3)
+            t.set("memReserve", str(c.mem_reserve))
         for attr, value in c.target:
             if attr == "node":  # an element, not an attribute: <target busNr='254'><node>1</node></target>
                 _S(t, "node").text = str(value)
@@ -54,7 +56,7 @@ def _controller(c: Controller, family: str) -> etree._Element:
 
 def device_element(name: str, kind_name: str, address: Address | None, *, index: int = 0,
                    host: str | None = None, primary: bool = False, guest: str = "guest",
-                   multifunction: bool = False) -> etree._Element:
+                   multifunction: bool = False, acpi_index: int | None = None) -> etree._Element:
     """The XML of one endpoint; ``index`` numbers controllers and disks of one kind."""
     k = device_kind(kind_name)
     transitional = k.xml_model == "virtio-transitional"
@@ -101,6 +103,8 @@ def device_element(name: str, kind_name: str, address: Address | None, *, index:
     else:  # pragma: no cover - the device table and this function go together
         raise AssertionError(f"no XML for element {k.element}")
     _S(el, "alias", name=f"ua-{name}")
+    if acpi_index is not None:  # the NIC's stable name in the guest (systemd: enoN)
+        _S(el, "acpi", index=str(acpi_index))
     if address is not None:
         _address(el, address, multifunction)
     return el
@@ -150,6 +154,7 @@ def domain_element(plan: Plan) -> etree._Element:
         for i, cell in enumerate(p.numa):
             _S(numa, "cell", id=str(i), cpus=cell.cpus, memory=str(cell.memory_mib), unit="MiB")
     devices = controllers_element(plan)
+    _pcihole64(devices, plan.layout.pcihole64)
     dom.append(devices)
     counters: dict[str, int] = {}
     present = set()
@@ -174,13 +179,23 @@ def domain_element(plan: Plan) -> etree._Element:
         devices.append(device_element(ep.name, ep.kind, placed.address, index=index, host=ep.host, guest=p.name,
                                       primary=ep.fixed_role == "primary-video"
                                       or (k.video and counters[group] == 1),
-                                      multifunction=placed.multifunction))
+                                      multifunction=placed.multifunction, acpi_index=ep.acpi_index))
     # Switched off in the spec: say so, or libvirt adds them again.
     if "usb" in rules.implicit and "usb" not in present:
         _S(devices, "controller", type="usb", model="none")
     if "memballoon" not in present:
         _S(devices, "memballoon", model="none")
     return dom
+
+
+def _pcihole64(devices: etree._Element, kib: int | None) -> None:
+    """The 64-bit PCI hole the plan sized, on the root controller (pci-root, pcie-root)."""
+    if kib is None:
+        return
+    for el in devices.iterfind("controller[@type='pci']"):
+        if el.get("index") == "0":
+            _S(el, "pcihole64", unit="KiB").text = str(kib)
+            return
 
 
 def render_domain(plan: Plan) -> str:

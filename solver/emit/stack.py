@@ -117,6 +117,7 @@ def virt_install(plan: Plan) -> str:
         opts.append(("--features", "acpi=on"))
     for c in plan.layout.controllers:
         opts.append(("--controller", controller_options(c)))
+    opts += _window_edits(plan)
     counters: dict[str, int] = {}
     present: set[str] = set()
     hostdevs = False
@@ -139,6 +140,8 @@ def virt_install(plan: Plan) -> str:
             continue
         opts += device_options(ep.kind, ep.name, placed.address, index=index, host=ep.host, guest=p.name,
                                multifunction=placed.multifunction)
+        if ep.acpi_index is not None:  # virt-install 4.1 has no acpi.index: set it in the index+1-th interface
+            opts.append(("--xml", f"./devices/{k.element}[{index + 1}]/acpi/@index={ep.acpi_index}"))
     # virt-install's own defaults (virtinst Guest.set_defaults): off where the plan has none of its own
     if "usb" not in present and "usb" in rules.implicit:
         opts.append(("--controller", "type=usb,model=none"))
@@ -155,6 +158,20 @@ def virt_install(plan: Plan) -> str:
             "# Add the install source (--import, --cdrom or --location) and --osinfo; point the disks"
             + (" and host devices" if hostdevs else "") + " at real ones."]
     return "\n".join(head) + "\n" + _quote_lines("virt-install", opts)
+
+
+def _window_edits(plan: Plan) -> list[tuple[str, str]]:
+    """``--xml`` edits for memReserve and pcihole64, which virt-install 4.1 has no option for.  The PCI
+    controllers are the first ``--controller`` options, in layout order, and virt-install writes them in
+    that order, so the K-th is ``controller[K]`` (measured with --print-xml)."""
+    out = []
+    for k, c in enumerate(plan.layout.controllers, start=1):
+        if c.mem_reserve is not None:
+            out.append(("--xml", f"./devices/controller[{k}]/target/@memReserve={c.mem_reserve}"))
+        if c.index == 0 and plan.layout.pcihole64 is not None:
+            out.append(("--xml", f"./devices/controller[{k}]/pcihole64={plan.layout.pcihole64}"))
+            out.append(("--xml", f"./devices/controller[{k}]/pcihole64/@unit=KiB"))
+    return out
 
 
 def virt_xml(name: str, added: tuple[Controller, ...], uri: str | None = None) -> str:

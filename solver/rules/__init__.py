@@ -279,6 +279,10 @@ class RuleSet:
     firmware_kinds: frozenset[str] = frozenset()
     firmware_default: str | None = None
     acpi_needs_efi: bool = False
+    # Memory windows for hotplugs (memReserve, pcihole64) and NIC names by <acpi index>
+    # (rules/windows.py); None: the family has none.  rules_for resolves their ranges for the target.
+    windows: "Windows | None" = None
+    acpi_index: "AcpiIndex | None" = None
 
     def acpi_for(self, firmware: str | None) -> bool:
         """Whether a planned guest with this firmware gets <acpi/>."""
@@ -332,6 +336,8 @@ LAYOUTS = ("qemu-guidelines", "libvirt-accepts")
 def _freeze(d: dict) -> Mapping:
     return MappingProxyType(dict(d))
 
+
+from .windows import AcpiIndex, Windows  # noqa: E402  (no import of this module's classes)
 
 # Imported late: the family modules use the classes above.
 from . import pc, pseries, q35, virt  # noqa: E402
@@ -388,8 +394,20 @@ def _view(family: str, t: Target) -> RuleSet:
         elif chosen or any(d.versions.holds(t) is None for d in entries):
             known = "; ".join(f"{d.value} for {d.versions.describe()}" for d in entries if d.value is not None)
             undecided[key] = f"the tables do not know what {t.label} fills in for it ({known})"
+    windows, acpi_index = _attributes(base, t)
     return replace(base, buses=_freeze(buses), added_at_define=tuple(added), element_defaults=_freeze(defaults),
-                   target=t, devices=_freeze(devices), undecided=_freeze(undecided))
+                   target=t, devices=_freeze(devices), undecided=_freeze(undecided), windows=windows,
+                   acpi_index=acpi_index)
+
+
+def _attributes(base: "RuleSet", t: Target):
+    """The memory-window and acpi-index rows as the target sees them: each says why not, when not."""
+    windows, acpi_index = base.windows, base.acpi_index
+    if windows is not None and not windows.mem_reserve.holds(t):
+        windows = replace(windows, mem_reserve_why=windows.mem_reserve.explain("memReserve", t))
+    if acpi_index is not None and not acpi_index.versions.holds(t):
+        acpi_index = replace(acpi_index, why=acpi_index.versions.explain("<acpi index>", t))
+    return windows, acpi_index
 
 
 def _protect_view(b: BusRule, t: Target) -> BusRule:
@@ -405,7 +423,8 @@ class VersionFact:
 
     ``kind``: "device" (the model exists), "hotplug" (libvirt hotplugs it), "implicit" (libvirt adds it at
     define), "default" (libvirt fills in ``value`` for ``name``), "controller" (a PCI controller model), "protect"
-    (the port takes <target hotplug='off'/>)."""
+    (the port takes <target hotplug='off'/>), "attribute" (an attribute the plan writes: memReserve, acpi
+    index)."""
 
     kind: str
     family: str | None  # None: every family (device rows)
@@ -442,6 +461,10 @@ def version_facts() -> list[VersionFact]:
                 out.append(VersionFact("implicit", family, imp.kind, imp.versions, arches=imp.arches))
         for d in base.versioned_defaults:
             out.append(VersionFact("default", family, d.key, d.versions, value=d.value))
+        if base.windows is not None:
+            out.append(VersionFact("attribute", family, "memReserve", base.windows.mem_reserve))
+        if base.acpi_index is not None:
+            out.append(VersionFact("attribute", family, "acpi index", base.acpi_index.versions))
     return out
 
 

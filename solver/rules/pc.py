@@ -8,6 +8,7 @@ pci-bridge, none at all without ACPI).
 
 from ..model import Address, Connect as C, EndpointClass as K
 from . import BusRule, Fixed, Implicit, RuleSet, _freeze
+from .windows import PC_WINDOWS, X86_ACPI_INDEX
 from .implicit import BALLOON, VIRTIO_SERIAL, disk_controller, usb, usb_default, video
 from .q35 import PCI_BRIDGE
 
@@ -69,6 +70,8 @@ RULES = RuleSet(
     acpi=True,  # i440fx hotplug is ACPI-based: without <acpi/> QEMU refuses every hotplug
     # x86 boots SeaBIOS unless the domain asks for UEFI (OVMF); both measured from the guest
     # (rules/firmware.py)
+    windows=PC_WINDOWS,  # memReserve and pcihole64 (rules/windows.py)
+    acpi_index=X86_ACPI_INDEX,  # <acpi index> on NICs (rules/windows.py)
     firmware_kinds=frozenset({"bios", "efi"}),
     firmware_default="bios",
     hotplug_needs_acpi=True,

@@ -10,6 +10,7 @@ libvirt 9.0 + QEMU 7.2 (shared docs, real-libvirt.md section 4).
 from ..model import Address, Connect as C, EndpointClass as K
 from . import BusRule, Fixed, Implicit, RuleSet, _freeze
 from .versions import Bound, Range
+from .windows import Q35_WINDOWS, X86_ACPI_INDEX
 from .implicit import BALLOON, ITCO_WATCHDOG, VIRTIO_SERIAL, disk_controller, usb, usb_default, video
 
 _BAS = "domain_addr.c virDomainPCIAddressBusSetModel"
@@ -168,6 +169,8 @@ RULES = RuleSet(
     acpi=True,
     # x86 boots SeaBIOS unless the domain asks for UEFI (OVMF); both measured from the guest
     # (rules/firmware.py)
+    windows=Q35_WINDOWS,  # memReserve and pcihole64 (rules/windows.py)
+    acpi_index=X86_ACPI_INDEX,  # <acpi index> on NICs (rules/windows.py)
     firmware_kinds=frozenset({"bios", "efi"}),
     firmware_default="bios",
     hotplug_needs_acpi=False,
