@@ -532,11 +532,9 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
                 dom, bus, slot = (int(g, 16) if g else 0 for g in m.groups())
                 if slot > 0x1F:
                     bad(path + ("host",), f"slot 0x{slot:02x} of '{d.host}' is out of range; slots are 0x00-0x1f")
-                elif d.functions is None:
-                    bad(path + ("host",), f"'{d.host}' names a host slot without a function, meaning every function "
-                        "of it; give 'functions: N' with how many functions that slot has (without --host-sysfs "
-                        "topo-solve reads nothing from the host), or name one function (DDDD:BB:SS.F)")
-                host_slot = f"{dom:04x}:{bus:02x}:{slot:02x}"
+                else:
+                    host_slot = f"{dom:04x}:{bus:02x}:{slot:02x}"
+                    nfn = _slot_functions(host_slot, d.functions, nfn, path, host_sysfs, bad)
             else:
                 try:
                     Address.parse(d.host)
@@ -590,7 +588,8 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
                 bad(path + ("numa_node",), "a pinned device sits on the root bus, which belongs to no NUMA node; "
                     "drop 'address' or 'numa_node'")
             _check_node(d.numa_node, path + ("numa_node",), cells, spec.numa is not None, bad)
-        facts = _host_facts(d.host, path, host_sysfs, bad) if kind.cls == EndpointClass.HOSTDEV else None
+        facts = _host_facts(f"{host_slot}.0" if host_slot else d.host, path, host_sysfs, bad) \
+            if kind.cls == EndpointClass.HOSTDEV else None
         group = _merged_group(d.iommu_group, facts, path, bad)
         base = d.name or d.model
         for n in range(d.count):
@@ -1036,6 +1035,32 @@ def _host_facts(host: str | None, path: tuple, root: str | None, bad):
     except HostSysfsError as exc:
         bad(path + ("host",), f"--host-sysfs: {exc}")
         return None
+
+
+def _slot_functions(slot: str, functions: int | None, nfn: int, path: tuple, root: str | None, bad) -> int:
+    """How many functions a host slot written without a function has: the spec's 'functions', or the
+    host's (--host-sysfs: the slot's functions); both and different is a conflict."""
+    if root is None:
+        if functions is None:
+            bad(path + ("host",), f"'{slot}' names a host slot without a function, meaning every function of it; "
+                "give 'functions: N' with how many functions that slot has (or --host-sysfs to read them from the "
+                "host), or name one function (DDDD:BB:SS.F)")
+        return nfn
+    from .host_sysfs import HostSysfsError, read_device
+
+    try:
+        found = read_device(f"{slot}.0", root).functions
+    except HostSysfsError:
+        return nfn  # said at the 'host' line by _host_facts
+    if found != tuple(range(len(found))) or not 1 < len(found) <= 8:
+        bad(path + ("host",), f"the host's slot {slot} has functions {', '.join(map(str, found))} (--host-sysfs); a "
+            "group is functions 0..N-1 (2-8) of one slot: name the functions to assign one by one (DDDD:BB:SS.F)")
+        return nfn
+    if functions is not None and functions != len(found):
+        bad(path + ("functions",), f"the spec says functions {functions}, but the host's slot {slot} has "
+            f"{len(found)} (--host-sysfs); fix the spec or leave 'functions' out")
+        return nfn
+    return len(found)
 
 
 def _merged_group(group: int | None, facts, path: tuple, bad) -> int | None:

@@ -114,7 +114,9 @@ def finish(plan: Plan, rules: RuleSet) -> Plan:
             free_cache[key] = _positions(plan, rules, h.cls, h.node)
         free = [a for a in free_cache[key] if a not in taken]
         label = _label(h)
-        for addr in free[:h.count]:
+        # 'bar' is the device's largest BAR, that of function 0 (a GPU's; its audio function's are a few
+        # KiB): a device of N functions takes N ports (one per function), and only one holds the window.
+        for addr in free[:h.count // max(h.functions, 1)]:
             taken.add(addr)
             low, high = h.windows
             sum64 += high
@@ -177,7 +179,8 @@ def finish(plan: Plan, rules: RuleSet) -> Plan:
 def _companions(plan: Plan) -> Plan:
     """A warning for each host slot whose other functions (read from sysfs) the guest does not get:
     a GPU's HDMI audio shares its IOMMU group, and VFIO assigns a group whole."""
-    assigned = {e.host for e in plan.problem.endpoints if e.host}
+    # every function a device takes: its own, or each of its group's (functions: N)
+    assigned = {h for e in plan.problem.endpoints for h in ([h for _, h in e.parts] if e.parts else [e.host]) if h}
     out = []
     for e in plan.problem.endpoints:
         if not e.host_functions or not e.host:
@@ -187,7 +190,7 @@ def _companions(plan: Plan) -> Plan:
         if missing and e.host == min(f"{slot}{f}" for f in e.host_functions if f"{slot}{f}" in assigned):
             out.append(f"{e.name} ({e.host}): the host's slot also has {', '.join(missing)}, which the guest "
                        "does not get; the functions of a slot usually share an IOMMU group, which VFIO assigns "
-                       "whole (add them as devices)")
+                       "whole (add them as devices, or the slot as one device: DDDD:BB:SS)")
     return replace(plan, warnings=plan.warnings + tuple(out)) if out else plan
 
 

@@ -485,3 +485,35 @@ def test_a_slot_function_left_out_is_a_warning(gpu_tree):
     assert w.startswith("gpu (0000:41:00.0): the host's slot also has 0000:41:00.1")
     both = solve(_problem(GPU_SPEC.format(group="", bar=""), gpu_tree))
     assert not any("the host's slot also has" in w for w in both.warnings)
+
+
+SLOT_SPEC = """name: gpu-02
+machine: q35
+devices:
+  - {{name: gpu, model: hostdev, host: "0000:41:00"{functions}}}
+"""
+
+
+def test_a_host_slot_without_a_function_takes_its_functions_from_sysfs(gpu_tree):
+    """The slot form means every function of the slot: --host-sysfs says how many (the GPU and its audio),
+    and the group goes on one guest slot with the host's IOMMU group."""
+    plan = solve(_problem(SLOT_SPEC.format(functions=""), gpu_tree))
+    (gpu,) = [p for p in plan.layout.placed if p.endpoint.name == "gpu"]
+    assert gpu.endpoint.functions == (0, 1) and gpu.endpoint.group == 7
+    assert [h for _, h in gpu.endpoint.parts] == ["0000:41:00.0", "0000:41:00.1"]
+    assert not any("the host's slot also has" in w for w in plan.warnings)
+
+
+def test_functions_the_host_slot_does_not_have_are_a_conflict(gpu_tree):
+    with pytest.raises(SpecError) as err:
+        _problem(SLOT_SPEC.format(functions=", functions: 3"), gpu_tree)
+    (p,) = err.value.problems
+    assert p.line == 4 and p.path.endswith("functions")
+    assert "the spec says functions 3, but the host's slot 0000:41:00 has 2 (--host-sysfs)" in p.message
+
+
+def test_a_host_slot_without_a_function_and_without_sysfs_asks_for_either():
+    with pytest.raises(SpecError) as err:
+        _problem(SLOT_SPEC.format(functions=""))
+    (p,) = err.value.problems
+    assert p.line == 4 and "give 'functions: N'" in p.message and "--host-sysfs" in p.message
