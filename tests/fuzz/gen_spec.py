@@ -77,6 +77,17 @@ _RICH_SEEDS = [
                  {"model": "virtio-scsi"}, {"model": "virtio-serial"}, {"model": "virtio-input"},
                  {"name": "old", "model": "e1000", "address": "0000:00:05.0", "hotunplug": False}],
      "hotplug": [{"class": "pci", "count": 6}, {"model": "virtio-blk-transitional", "count": 2}]},
+    {"name": "groups-q35", "machine": "q35", "target": "debian-13", "firmware": "efi",
+     "devices": [{"name": "gpu", "model": "hostdev", "host": "0000:41:00", "functions": 2},
+                 {"name": "nics", "model": "e1000e", "functions": 4, "address": "0000:00:05.0"},
+                 {"name": "sys", "model": "virtio-blk", "protect": "port"},
+                 {"name": "lan", "model": "virtio-net", "acpi_index": "auto"},
+                 {"name": "wan", "model": "virtio-net", "acpi_index": 7}],
+     "hotplug": [{"model": "hostdev", "functions": 2, "bar": "256M"}, {"model": "hostdev", "bar": "32G"},
+                 {"model": "virtio-net", "count": 3}]},
+    {"name": "groups-pc", "machine": "pc", "target": "debian-12",
+     "devices": [{"name": "pair", "model": "virtio-net", "functions": 2}, {"model": "e1000", "acpi_index": 3}],
+     "hotplug": [{"class": "pci", "count": 3, "functions": 2, "bar": "64M"}]},
     {"domain": DOMAIN_FILE, "hotplug": [{"model": "virtio-net", "count": 5}, {"class": "pci", "count": 2}]},
     {"domain": DOMAIN_FILE, "name": "renamed", "machine": "q35", "hotplug": [{"class": "hostdev", "count": 3}]},
 ]
@@ -86,7 +97,8 @@ _RICH_SEEDS = [
 def seed_specs() -> tuple[tuple[str, Any], ...]:
     """(label, data) of every seed: the repository's specs, then the rich seeds above."""
     out = []
-    for folder in (REPO / "specs", REPO / "specs" / "infeasible", REPO / "benchmarks" / "samples"):
+    for folder in (REPO / "specs", REPO / "specs" / "infeasible", REPO / "specs" / "gpu",
+                   REPO / "benchmarks" / "samples"):
         for path in sorted(folder.glob("*.yaml")):
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
             if isinstance(data, dict) and data.get("domain"):
@@ -112,13 +124,15 @@ ODD_VALUES: list[Any] = [None, True, False, 0.5, 1.0, -0.0, 1e308, float("inf"),
                          {"a": 1}, [[[]]], {"limit": 3}, {"nodes": 2}]
 
 NUMERIC_FIELDS = [("memory",), ("vcpus",), ("numa", "nodes"), ("io_ports", "limit"), ("io_ports",)]
-ENTRY_NUMERIC = {"devices": ["count", "iommu_group", "numa_node"], "hotplug": ["count", "numa_node"]}
+ENTRY_NUMERIC = {"devices": ["count", "iommu_group", "numa_node", "functions", "acpi_index"],
+                 "hotplug": ["count", "numa_node", "functions"]}
 MACHINES = ["q35", "pc", "pseries", "virt", "i440fx", "pc-q35-7.2", "pc-i440fx-7.2", "pseries-7.2", "virt-7.2",
             "pc-q35-rhel8.6.0", "pc-q35-2.0", "virt-9.9", "q36", "", "Q35", "pc-q35-", "pseries-", "microvm", "isapc"]
 ARCHES = ["x86_64", "i686", "ppc64le", "ppc64", "aarch64", "riscv64", "armv7l", "s390x", ""]
 KEYS = ["name", "machine", "domain", "arch", "type", "memory", "vcpus", "defaults", "devices", "hotplug",
         "io_ports", "numa", "model", "class", "count", "address", "hotunplug", "iommu_group", "host", "numa_node",
         "cells", "cpus", "nodes", "limit", "usb", "memballoon", "video", "colour", "adress", "Name", "<<", "",
+        "functions", "protect", "acpi_index", "bar", "target", "firmware",
         "devices ", "count\n"]
 DOMAIN_TARGETS = [DOMAIN_FILE, "/dev/zero", "/dev/null", "missing.xml", ".", "/etc/passwd", "/proc/self/mem",
                   "sub/../" + DOMAIN_FILE, "nul\x00.xml", "x" * 300 + ".xml", "spec.yaml"]
