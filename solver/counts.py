@@ -411,9 +411,11 @@ class CountModel:
         # the root bus holds leave (4,095 e1000 never unplugged on q35: filling all 240 functions
         # left none for the root port the pcie-to-pci-bridge needs, and the search gave up).  A
         # port-taking device on the root bus takes one function and saves one port's: the sum stays.
-        hi = min(hi, self.root_functions_left(n, fixed))
-        if hi <= 0 or with_ports({**fixed, c: hi}) is None:
-            return None  # even the most the root bus has room for leaves the bridges short
+        if with_ports({**fixed, c: hi}) is None:
+            capped = min(hi, self.root_functions_left(n, fixed))
+            if capped <= 0 or capped >= hi or with_ports({**fixed, c: capped}) is None:
+                return None  # even the most the root bus has room for leaves the bridges short
+            hi = capped
         while lo < hi:  # the fewest that work: below ``hi`` more on the root bus only helps the bridges
             mid = (lo + hi) // 2
             if with_ports({**fixed, c: mid}) is not None:

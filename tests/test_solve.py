@@ -407,6 +407,52 @@ PLANS = [
         """,
         "added": {"pcie-root-port": 1, "pcie-to-pci-bridge": 1},
     },
+    {
+        "id": "q35-sound-takes-a-function-of-the-ports-slot",
+        "#": "every root slot pinned but 00:1b, which ich9 sound prefers: the root ports take that slot and "
+             "the sound card, never unplugged, a function of it, not a pcie-to-pci-bridge of its own (the "
+             "first fix of the 240-e1000 case capped the root bus by the ports a bridge-less candidate "
+             "derives, and planned 13 controllers here)",
+        "spec": """
+            name: sound
+            machine: q35
+            devices:
+              - {name: pin01, model: e1000, address: '0000:00:01.0', hotunplug: false}
+              - {name: pin02, model: e1000, address: '0000:00:02.0', hotunplug: false}
+              - {name: pin03, model: e1000, address: '0000:00:03.0', hotunplug: false}
+              - {name: pin04, model: e1000, address: '0000:00:04.0', hotunplug: false}
+              - {name: pin05, model: e1000, address: '0000:00:05.0', hotunplug: false}
+              - {name: pin06, model: e1000, address: '0000:00:06.0', hotunplug: false}
+              - {name: pin07, model: e1000, address: '0000:00:07.0', hotunplug: false}
+              - {name: pin08, model: e1000, address: '0000:00:08.0', hotunplug: false}
+              - {name: pin09, model: e1000, address: '0000:00:09.0', hotunplug: false}
+              - {name: pin0a, model: e1000, address: '0000:00:0a.0', hotunplug: false}
+              - {name: pin0b, model: e1000, address: '0000:00:0b.0', hotunplug: false}
+              - {name: pin0c, model: e1000, address: '0000:00:0c.0', hotunplug: false}
+              - {name: pin0d, model: e1000, address: '0000:00:0d.0', hotunplug: false}
+              - {name: pin0e, model: e1000, address: '0000:00:0e.0', hotunplug: false}
+              - {name: pin0f, model: e1000, address: '0000:00:0f.0', hotunplug: false}
+              - {name: pin10, model: e1000, address: '0000:00:10.0', hotunplug: false}
+              - {name: pin11, model: e1000, address: '0000:00:11.0', hotunplug: false}
+              - {name: pin12, model: e1000, address: '0000:00:12.0', hotunplug: false}
+              - {name: pin13, model: e1000, address: '0000:00:13.0', hotunplug: false}
+              - {name: pin14, model: e1000, address: '0000:00:14.0', hotunplug: false}
+              - {name: pin15, model: e1000, address: '0000:00:15.0', hotunplug: false}
+              - {name: pin16, model: e1000, address: '0000:00:16.0', hotunplug: false}
+              - {name: pin17, model: e1000, address: '0000:00:17.0', hotunplug: false}
+              - {name: pin18, model: e1000, address: '0000:00:18.0', hotunplug: false}
+              - {name: pin19, model: e1000, address: '0000:00:19.0', hotunplug: false}
+              - {name: pin1a, model: e1000, address: '0000:00:1a.0', hotunplug: false}
+              - {name: pin1c, model: e1000, address: '0000:00:1c.0', hotunplug: false}
+              - {name: pin1d, model: e1000, address: '0000:00:1d.0', hotunplug: false}
+              - {name: pin1e, model: e1000, address: '0000:00:1e.0', hotunplug: false}
+              - {name: snd, model: ich9-hda}
+            hotplug:
+              - {class: pcie, count: 9}
+        """,
+        "added": {"pcie-root-port": 5, "pcie-switch-upstream-port": 1, "pcie-switch-downstream-port": 5},
+        "at": {"snd": "0000:00:1b.7"},
+    },
 ]
 
 
