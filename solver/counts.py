@@ -765,7 +765,8 @@ def _net_slots(model: CountModel, key: str) -> int:
     """The positions a searched controller adds to those no port gives: its bus's slots, less the
     one it takes itself when no port may hold it (a pci-bridge on q35 sits in another bridge)."""
     b = model.rules.bus(key)
-    return b.nslots - (0 if model._ctrl_pools(b) & model.port_pools else 1)
+    pools = set() if b.root else model._ctrl_pools(b)  # a PHB is a bus of its own: it sits in no slot
+    return b.nslots - (1 if pools and not pools & model.port_pools else 0)
 
 
 def _searched_lower_bound(model: CountModel) -> int:

@@ -453,6 +453,23 @@ PLANS = [
         "added": {"pcie-root-port": 5, "pcie-switch-upstream-port": 1, "pcie-switch-downstream-port": 5},
         "at": {"snd": "0000:00:1b.7"},
     },
+    {
+        "id": "pseries-numa-node-takes-one-phb",
+        "#": "31 hotplugs on NUMA node 0 take one PHB of their own (31 slots), the hostdev another: the "
+             "count search once took a PHB for a controller that sits in a slot (31 - 1 = 30 positions) and "
+             "planned 3 (found by the property test against the brute-force minimum)",
+        "spec": """
+            name: prop-pseries
+            machine: pseries
+            numa: {nodes: 1}
+            devices:
+              - {model: e1000, count: 3, name: d}
+              - {model: hostdev, name: h}
+            hotplug:
+              - {class: pcie, count: 31, numa_node: 0}
+        """,
+        "added": {"pci-root": 2},
+    },
 ]
 
 
