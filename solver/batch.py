@@ -326,7 +326,8 @@ def _write_new(path: str, text: str, force: bool) -> None:
 
 # -- many specs --------------------------------------------------------------
 
-def plan_many(specs: Iterable[str | os.PathLike], workers: int | None = None, *, outdir: str | os.PathLike | None = None,
+def plan_many(specs: Iterable[str | os.PathLike], workers: int | None = None, *,
+              outdir: str | os.PathLike | None = None,
               force: bool = False, virt_type: str | None = None, hotplug: tuple = (),
               right_size: bool = False, target=None, on_wait=None,
               host_sysfs: str | None = None) -> Iterator[BatchResult]:

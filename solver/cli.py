@@ -245,7 +245,8 @@ def _windows_lines(plan) -> list[str]:
     for p in plan.layout.placed:
         e = p.endpoint
         if e.windows != (0, 0) or e.host_node is not None:
-            lines.append(f"  host device {e.name} ({e.host}): IOMMU group {e.group if e.group is not None else 'unknown'}"
+            group = e.group if e.group is not None else "unknown"
+            lines.append(f"  host device {e.name} ({e.host}): IOMMU group {group}"
                          f", host NUMA node {e.host_node if e.host_node is not None else 'none'}, BARs "
                          f"{e.windows[0] >> 20} MiB below 4 GiB + {e.windows[1] >> 20} MiB 64-bit")
     addresses = {c.index: c.address for c in plan.layout.controllers}
@@ -447,7 +448,8 @@ def _headroom(hotplugs: tuple[str, ...]):
               help="Worker processes [default: the number of CPUs]; 1 plans in this process.")
 @click.option("--force", is_flag=True, help="Replace output files (and the report) that exist.")
 @click.option("--report", metavar="FILE", help="Also write every spec's result as JSON.")
-@click.option("--virt-type", type=click.Choice(["kvm", "qemu"]), default=None, help="Override every spec's domain type.")
+@click.option("--virt-type", type=click.Choice(["kvm", "qemu"]), default=None,
+              help="Override every spec's domain type.")
 @click.option("--hotplug", "hotplugs", multiple=True, metavar="MODEL=N[@NODE]",
               help="Headroom for every domain XML template (*.xml); repeat it.")
 @click.option("--right-size", is_flag=True,
@@ -987,7 +989,8 @@ def _domain_run(domain: str, data: bytes, headroom, *, output, in_place, force, 
     if right_size and (edit.reused_controllers or edit.removed_controllers):
         models = sorted(set(edit.reused_controllers) | set(edit.removed_controllers))
         click.echo("  right-sized: " + ", ".join(
-            f"{edit.reused_controllers.count(m)} of the {edit.reused_controllers.count(m) + edit.removed_controllers.count(m)} "
+            f"{edit.reused_controllers.count(m)} of the "
+            f"{edit.reused_controllers.count(m) + edit.removed_controllers.count(m)} "
             f"{m} without an address kept, {edit.removed_controllers.count(m)} removed" for m in models), err=True)
     for m in ext.moves:
         click.echo(f"  moved {m.name}: {m.old} -> {m.new}", err=True)

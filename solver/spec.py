@@ -136,9 +136,10 @@ class DeviceSpec(_Model):
                                         "function); a hostdev 'host' slot without a function takes functions 0..N-1")
     protect: Literal["port"] | None = Field(None, description="'port': never unplugged, behind a pcie-root-port "
                                             "of its own with <target hotplug='off'/> (libvirt 6.3)")
-    acpi_index: Annotated[str | int | None, BeforeValidator(lambda v: _scalar(v, "an acpi index: 'auto' or a "
-                                                                     "number 1-16383"))] = Field(None, description="a NIC's stable name in the guest: 'auto' or a number "
-                                         "1-16383, written as <acpi index='N'/>")
+    acpi_index: Annotated[str | int | None, BeforeValidator(
+        lambda v: _scalar(v, "an acpi index: 'auto' or a number 1-16383"))] = Field(
+            None, description="a NIC's stable name in the guest: 'auto' or a number 1-16383, written as "
+            "<acpi index='N'/>")
 
 
 def _scalar(value: Any, what: str) -> Any:
@@ -482,7 +483,8 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
     cells, vcpus, memory = _numa(spec, rules, bad)
     if vcpus > rules.max_vcpus:
         bad(("vcpus",) if "vcpus" in spec.model_fields_set else ("numa",),
-            f"{vcpus} vCPUs; libvirt defines a {rules.family} guest with at most {rules.max_vcpus} ({rules.max_vcpus_why})")
+            f"{vcpus} vCPUs; libvirt defines a {rules.family} guest with at most {rules.max_vcpus} "
+            f"({rules.max_vcpus_why})")
     flags = {k: (getattr(spec.defaults, k) if getattr(spec.defaults, k) is not None else v)
              for k, v in rules.defaults.items()}
     endpoints: list[Endpoint] = []
@@ -695,7 +697,8 @@ def to_problem(spec: Spec, lines: dict[tuple, int] | None = None, file: str = "<
     if problems:
         raise SpecError(problems)
     return Problem(
-        name=spec.name, family=rules.family, machine=machine, arch=arch, endpoints=tuple(implicit + endpoints), headroom=tuple(headroom),
+        name=spec.name, family=rules.family, machine=machine, arch=arch, endpoints=tuple(implicit + endpoints),
+        headroom=tuple(headroom),
         memory_mib=memory, vcpus=vcpus, virt_type=spec.type, source=file, io_ports=io_ports, numa=cells,
         layout=spec.layout, io_ports_from=io_from, firmware=firmware, target=target,
     )

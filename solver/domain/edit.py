@@ -49,8 +49,8 @@ class Edit:
 
 # -- the scanner: start/end tag spans in document order ----------------------------------
 
-_TOKEN = re.compile(r"""<!--.*?-->|<!\[CDATA\[.*?\]\]>|<\?.*?\?>|<!DOCTYPE[^>]*>|</[^>]*>|<(?:[^>"']|"[^"]*"|'[^']*')*>""",
-                    re.S)
+_TOKEN = re.compile(r"""<!--.*?-->|<!\[CDATA\[.*?\]\]>|<\?.*?\?>|<!DOCTYPE[^>]*>|</[^>]*>"""
+                    r"""|<(?:[^>"']|"[^"]*"|'[^']*')*>""", re.S)
 
 
 @dataclass(slots=True)

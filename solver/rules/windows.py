@@ -19,9 +19,10 @@ the sum, and it warns that the guest's kernel sizes the port's window at hotplug
 
 ACPI index.  ``<acpi index='N'/>`` in an ``<interface>`` names the NIC to the guest (systemd's
 ``enoN`` names): 1-16383, measured (libvirt 9.0's parser refuses 0, "Zero is not permitted";
-QEMU 7.2 refuses 16384 at start, "acpi-index should be less or equal to 16383").  It needs QEMU's acpi-index
-property (libvirt's QEMU_CAPS_ACPI_INDEX): i440fx from QEMU 6.1, q35 from QEMU 6.2 (ACPI PCI hotplug on q35; QEMU's changelog),
-both older than the oldest target the tables plan for, so the rows always hold there; pseries
+QEMU 7.2 refuses 16384 at start, "acpi-index should be less or equal to 16383").  It needs QEMU's
+acpi-index property (libvirt's QEMU_CAPS_ACPI_INDEX): i440fx from QEMU 6.1, q35 from QEMU 6.2 (ACPI
+PCI hotplug on q35; QEMU's changelog), both older than the oldest target the tables plan for, so the
+rows always hold there; pseries
 and virt have no ACPI PCI hotplug and no row.
 """
 
