@@ -645,14 +645,7 @@ def _port_units(model: CountModel) -> int:
 
 
 def _least(model: CountModel) -> int:
-    zero = {k: 0 for k in model.searched}
-    for p in model.ports + model.hubs:
-        zero[p] = 0
-    most = {c: min(k, model.root_free * FUNCTIONS) for c, k in model.root_ok_max.items()}
-    ports = model.port_pools
-    units = sum(d.amount for d in model.demands(zero, most) if d.pools and d.pools <= ports)
-    units -= sum(model._free(q) for q in ports)
-    return max(units, 0) + (_searched_lower_bound(model) if model.searched else 0)
+    return _port_units(model) + (_searched_lower_bound(model) if model.searched else 0)
 
 
 def may_fit(model: CountModel) -> bool:
